@@ -1,0 +1,15 @@
+"""The Kafka side: the embedded broker, topic creation, client construction."""
+
+from portability.broker.admin import ensure_topics
+from portability.broker.clients import KafkaClients
+from portability.broker.embedded import EmbeddedBroker, free_port, tansu_binary
+from portability.broker.errors import BrokerError
+
+__all__ = [
+    "BrokerError",
+    "EmbeddedBroker",
+    "KafkaClients",
+    "ensure_topics",
+    "free_port",
+    "tansu_binary",
+]

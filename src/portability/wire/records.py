@@ -1,0 +1,96 @@
+"""The records on the pipeline's topics, as the codec reads and writes them.
+
+TypedDicts rather than classes: fastavro produces and consumes plain dicts, and the hot path
+should not copy every record into an object. Timestamps are timezone-aware ``datetime``s
+(Avro ``timestamp-millis``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal, TypedDict
+
+__all__ = [
+    "CATEGORIES",
+    "AccountChange",
+    "AppRecord",
+    "Category",
+    "ConsentRecord",
+    "DeliveryRecord",
+    "from_millis",
+    "to_millis",
+    "with_record_type",
+]
+
+Category = Literal["profile", "post", "follow", "activity", "direct_message"]
+CATEGORIES: tuple[Category, ...] = ("profile", "post", "follow", "activity", "direct_message")
+
+_RECORD_TYPE: dict[str, str] = {
+    "profile": "portability.v1.Profile",
+    "post": "portability.v1.Post",
+    "follow": "portability.v1.Follow",
+    "activity": "portability.v1.Activity",
+    "direct_message": "portability.v1.DirectMessage",
+}
+
+
+class AccountChange(TypedDict):
+    change_id: str
+    user_id: str
+    category: Category
+    operation: Literal["upsert", "delete"]
+    record_id: str
+    occurred_at: datetime
+    record: dict[str, Any] | None
+
+
+class ConsentRecord(TypedDict):
+    consent_id: str
+    user_id: str
+    app_id: str
+    categories: list[Category]
+    mode: Literal["one_time", "ongoing"]
+    status: Literal["active", "revoked", "expired"]
+    granted_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    version: int
+
+
+class AppRecord(TypedDict):
+    app_id: str
+    name: str
+    webhook_url: str
+    signing_secrets: list[str]
+    enabled: bool
+    version: int
+
+
+class DeliveryRecord(TypedDict):
+    delta_id: str
+    consent_id: str
+    app_id: str
+    user_id: str
+    sequence: int
+    change: AccountChange
+    matched_at: datetime
+
+
+def with_record_type(change: AccountChange) -> AccountChange:
+    """Tag the record with its Avro union branch, which its category determines.
+
+    Without the tag fastavro guesses the branch from the fields, and two branches
+    (follow, direct message) share field names.
+    """
+    record = change["record"]
+    if record is not None and "-type" not in record:
+        change["record"] = {"-type": _RECORD_TYPE[change["category"]], **record}
+    return change
+
+
+def to_millis(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def from_millis(millis: int) -> datetime:
+    return datetime.fromtimestamp(millis / 1000, tz=UTC)

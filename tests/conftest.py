@@ -1,0 +1,56 @@
+"""Shared fixtures: a real embedded broker per test session, runtimes on unique topics."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from portability.broker import EmbeddedBroker
+from portability.runtime import Runtime
+from portability.settings import Settings
+
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def broker_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("broker") / "tansu.log"
+
+
+@pytest.fixture(scope="session")
+def broker(broker_log: Path) -> Iterator[EmbeddedBroker]:
+    """One Tansu for the whole session; tests isolate themselves with unique topic prefixes.
+
+    Sync on purpose: the broker is a process, not bound to any test's event loop.
+    """
+    embedded = EmbeddedBroker(log_file=broker_log)
+    asyncio.run(embedded.start())
+    yield embedded
+    asyncio.run(embedded.stop())
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings on unique topics and groups, short group timeouts, SQLite in tmp_path."""
+    unique = uuid.uuid4().hex[:10]
+    return Settings(
+        data_dir=tmp_path,
+        topic_prefix=f"t{unique}.",
+        partitions=3,
+        matcher_group=f"matcher-{unique}",
+        delivery_group=f"delivery-{unique}",
+        delivery_retry_base_s=0.05,
+        delivery_retry_max_s=0.5,
+        web_port=0,
+    )
+
+
+@pytest.fixture
+async def runtime(broker: EmbeddedBroker, settings: Settings) -> AsyncIterator[Runtime]:
+    opened = await Runtime.open(settings, broker.bootstrap)
+    yield opened
+    await opened.close()
