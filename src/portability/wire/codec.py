@@ -76,7 +76,9 @@ class AvroCodec:
         try:
             body = io.BytesIO(data)  # type: ignore[arg-type]  # frame_schema_id rejected None
             body.seek(_HEADER.size)
-            decoded = fastavro.schemaless_reader(body, writer, parsed_schema(name))
+            reader = parsed_schema(name)
+            # Same schema on both sides: skip resolution, which compares schemas on every call.
+            decoded = fastavro.schemaless_reader(body, writer, None if writer is reader else reader)
         # fastavro raises many unrelated types for a corrupt body; all mean "undecodable".
         except Exception as error:
             raise WireFormatError(f"undecodable {name.value} body: {error!r}") from error

@@ -17,6 +17,7 @@ __all__ = [
     "Category",
     "ConsentRecord",
     "DeliveryRecord",
+    "MatcherCheckpoint",
     "from_millis",
     "to_millis",
     "with_record_type",
@@ -76,16 +77,25 @@ class DeliveryRecord(TypedDict):
     matched_at: datetime
 
 
-def with_record_type(change: AccountChange) -> AccountChange:
-    """Tag the record with its Avro union branch, which its category determines.
+class MatcherCheckpoint(TypedDict):
+    source_partition: int
+    next_offset: int
+    sequences: dict[str, int]
+    written_at: datetime
 
-    Without the tag fastavro guesses the branch from the fields, and two branches
-    (follow, direct message) share field names.
+
+def with_record_type(change: AccountChange) -> AccountChange:
+    """A copy of ``change`` whose record is tagged with its Avro union branch.
+
+    The category determines the branch; without the tag fastavro guesses it from the fields,
+    and two branches (follow, direct message) share field names.
     """
     record = change["record"]
-    if record is not None and "-type" not in record:
-        change["record"] = {"-type": _RECORD_TYPE[change["category"]], **record}
-    return change
+    if record is None or "-type" in record:
+        return change
+    tagged = change.copy()
+    tagged["record"] = {"-type": _RECORD_TYPE[change["category"]], **record}
+    return tagged
 
 
 def to_millis(moment: datetime) -> int:

@@ -24,6 +24,7 @@ class SchemaName(enum.StrEnum):
     CONSENT = "consent"
     APP = "app"
     DELIVERY = "delivery"
+    MATCHER_CHECKPOINT = "matcher_checkpoint"
 
 
 # Schemas that refer to types defined in another file, by name.

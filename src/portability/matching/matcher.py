@@ -1,0 +1,297 @@
+"""The matcher: account changes in, deltas for consenting users' apps out.
+
+It consumes ``account.changes`` and ``consents`` in one consumer group. Both topics are
+partitioned by user id with the same count, and the range assignor gives a member the same
+partition numbers of both, so each instance holds only the consents of its own users.
+
+The hot loop works in batches (``getmany``) and decides on the record key before touching the
+value: a change of a user without an active consent is dropped undecoded. Offsets are
+committed only after every delta and the checkpoint of the batch are acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError
+
+from portability.matching.checkpoints import CheckpointStore
+from portability.matching.consent_index import ConsentIndex
+from portability.matching.stats import MatcherStats
+from portability.runtime import Runtime
+from portability.wire.dead_letters import DeadLetter
+from portability.wire.errors import WireFormatError
+from portability.wire.records import (
+    AccountChange,
+    ConsentRecord,
+    DeliveryRecord,
+    to_millis,
+    with_record_type,
+)
+from portability.wire.schemas import SchemaName
+
+__all__ = ["Matcher", "delta_id"]
+
+log = logging.getLogger(__name__)
+
+Records = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+
+
+def delta_id(consent_id: str, change_id: str) -> str:
+    """The stable id of the delta of ``change_id`` for ``consent_id``."""
+    digest = hashlib.blake2b(f"{consent_id}\n{change_id}".encode(), digest_size=16).hexdigest()
+    return f"dlt_{digest}"
+
+
+class Matcher:
+    """One matcher instance; ``start``, then ``run`` until ``stop``."""
+
+    def __init__(self, runtime: Runtime, client_id: str = "portability-matcher") -> None:
+        self._runtime = runtime
+        self._topics = runtime.topics
+        self._codec = runtime.codec
+        self._consumer: AIOKafkaConsumer = runtime.kafka.group_consumer(
+            runtime.settings.matcher_group, client_id
+        )
+        self._producer: AIOKafkaProducer = runtime.kafka.producer(client_id)
+        self._checkpoints = CheckpointStore(
+            runtime.topics.matcher_checkpoints,
+            runtime.codec,
+            runtime.kafka.reader(f"{client_id}-checkpoints"),
+        )
+        self._indexes: dict[int, ConsentIndex] = {}
+        self._sequences: dict[int, dict[str, int]] = {}
+        self._loading: set[int] = set()  # partitions whose consents are still being read
+        self._lock = asyncio.Lock()  # a batch and a rebalance never interleave
+        self._stopping = asyncio.Event()
+        self.stats = MatcherStats()
+
+    async def start(self) -> None:
+        await self._producer.start()
+        await self._checkpoints.start()
+        await self._consumer.start()
+        self._consumer.subscribe(
+            [self._topics.account_changes, self._topics.consents], listener=_Rebalance(self)
+        )
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        async with self._lock:
+            await self._consumer.stop()
+            await self._producer.stop()
+            await self._checkpoints.stop()
+
+    async def run(self) -> None:
+        """Process batches until :meth:`stop`."""
+        while not self._stopping.is_set():
+            batch = await self._consumer.getmany(timeout_ms=200)
+            async with self._lock:
+                if self._stopping.is_set():
+                    return
+                await self.process(batch)
+
+    @property
+    def ready(self) -> bool:
+        """True once partitions are assigned and their consents are loaded."""
+        return bool(self._indexes) and not self._loading
+
+    @property
+    def consents_held(self) -> int:
+        return sum(len(index) for index in self._indexes.values())
+
+    async def process(self, batch: Records) -> None:
+        """Match one batch, then checkpoint and commit it."""
+        if not batch:
+            await self._resume_loaded()
+            return
+        started = time.perf_counter()
+        consent_batch = {tp: r for tp, r in batch.items() if tp.topic == self._topics.consents}
+        change_batch = {tp: r for tp, r in batch.items() if tp.topic != self._topics.consents}
+        pending = [*await self._apply_consents(consent_batch)]
+        pending += await self._match_changes(change_batch)
+        await asyncio.gather(*pending)
+        await asyncio.gather(*[await self._checkpoint(tp, r) for tp, r in change_batch.items()])
+        await self._commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+        self.stats.batches += 1
+        self.stats.last_batch_seconds = time.perf_counter() - started
+        await self._resume_loaded()
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as error:
+            # The partitions moved to another member mid-batch. Nothing is lost: the new owner
+            # resumes from the checkpoint written above, with the same sequences.
+            log.warning("matcher commit skipped after a rebalance: %s", error)
+
+    async def _apply_consents(self, batch: Records) -> list[asyncio.Future[object]]:
+        dead: list[asyncio.Future[object]] = []
+        for tp, records in batch.items():
+            index = self._indexes.setdefault(tp.partition, ConsentIndex())
+            for record in records:
+                try:
+                    consent: ConsentRecord = await self._codec.decode_fetching(  # type: ignore[assignment]
+                        SchemaName.CONSENT, record.value
+                    )
+                except WireFormatError as error:
+                    dead.append(await self._dead_letter(record, error))
+                    continue
+                index.apply(consent)
+                self.stats.consent_updates += 1
+        return dead
+
+    async def _match_changes(self, batch: Records) -> list[asyncio.Future[object]]:
+        pending: list[asyncio.Future[object]] = []
+        for tp, records in batch.items():
+            index = self._indexes.get(tp.partition)
+            sequences = self._sequences.setdefault(tp.partition, {})
+            self.stats.changes_seen += len(records)
+            if index is None:
+                continue
+            for record in records:
+                consents = index.get(record.key)
+                if consents is None:
+                    continue
+                pending += await self._match_one(record, consents, sequences)
+        return pending
+
+    async def _match_one(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        consents: Sequence[Any],
+        sequences: dict[str, int],
+    ) -> list[asyncio.Future[object]]:
+        try:
+            change: AccountChange = await self._codec.decode_fetching(  # type: ignore[assignment]
+                SchemaName.ACCOUNT_CHANGE, record.value
+            )
+        except WireFormatError as error:
+            return [await self._dead_letter(record, error)]
+        self.stats.changes_decoded += 1
+        occurred_ms = to_millis(change["occurred_at"])
+        matched = [c for c in consents if c.covers(change["category"], occurred_ms)]
+        if not matched:
+            return []
+        change = with_record_type(change)
+        now = datetime.now(UTC)
+        sends: list[asyncio.Future[object]] = []
+        for consent in matched:
+            sequence = sequences.get(consent.consent_id, 0) + 1
+            sequences[consent.consent_id] = sequence
+            delivery: DeliveryRecord = {
+                "delta_id": delta_id(consent.consent_id, change["change_id"]),
+                "consent_id": consent.consent_id,
+                "app_id": consent.app_id,
+                "user_id": consent.user_id,
+                "sequence": sequence,
+                "change": change,
+                "matched_at": now,
+            }
+            value = self._codec.encode(SchemaName.DELIVERY, dict(delivery))
+            sends.append(
+                await self._producer.send(
+                    self._topics.deliveries, value, key=consent.consent_id.encode()
+                )
+            )
+        self.stats.changes_matched += 1
+        self.stats.deltas_emitted += len(sends)
+        return sends
+
+    async def _checkpoint(
+        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> asyncio.Future[object]:
+        sequences = self._sequences.setdefault(tp.partition, {})
+        return await self._checkpoints.send(
+            self._producer, tp.partition, records[-1].offset + 1, dict(sequences)
+        )
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], error: WireFormatError
+    ) -> asyncio.Future[object]:
+        log.warning(
+            "dead-lettering %s[%d]@%d: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            error,
+            extra={"topic": record.topic, "partition": record.partition, "offset": record.offset},
+        )
+        letter = DeadLetter(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            reason=str(error),
+            stage="matcher",
+        )
+        self.stats.dead_lettered += 1
+        ack: asyncio.Future[object] = await self._producer.send(
+            self._topics.dead_letters, letter.value, key=letter.key, headers=letter.headers()
+        )
+        return ack
+
+    async def _resume_loaded(self) -> None:
+        """Resume the changes of partitions whose consents are now read to the end."""
+        for partition in list(self._loading):
+            tp = TopicPartition(self._topics.consents, partition)
+            highwater = self._consumer.highwater(tp)
+            if highwater is None or await self._consumer.position(tp) < highwater:
+                continue
+            self._loading.discard(partition)
+            self._consumer.resume(TopicPartition(self._topics.account_changes, partition))
+            log.info(
+                "matcher partition %d ready with %d consents",
+                partition,
+                len(self._indexes.get(partition, ())),
+            )
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Load checkpoints and re-read consents of newly assigned partitions."""
+        for tp in assigned:
+            if tp.topic == self._topics.consents:
+                self._indexes[tp.partition] = ConsentIndex()
+                await self._consumer.seek_to_beginning(tp)
+            elif tp.topic == self._topics.account_changes:
+                await self._restore(tp)
+                self._loading.add(tp.partition)
+                self._consumer.pause(tp)
+
+    async def _restore(self, tp: TopicPartition) -> None:
+        checkpoint = await self._checkpoints.load(tp.partition)
+        if checkpoint is None:
+            self._sequences[tp.partition] = {}
+            return
+        self._sequences[tp.partition] = dict(checkpoint["sequences"])
+        self._consumer.seek(tp, checkpoint["next_offset"])
+        log.info(
+            "matcher partition %d resumes at offset %d from its checkpoint",
+            tp.partition,
+            checkpoint["next_offset"],
+        )
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._lock:
+            for tp in revoked:
+                self._indexes.pop(tp.partition, None)
+                self._sequences.pop(tp.partition, None)
+                self._loading.discard(tp.partition)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, matcher: Matcher) -> None:
+        self._matcher = matcher
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._matcher.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._matcher.on_assigned(assigned)

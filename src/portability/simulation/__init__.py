@@ -1,0 +1,5 @@
+"""A simulated platform and population, for the demo, tests and benchmarks."""
+
+from portability.simulation.platform import ChangeFactory, PlatformPublisher, user_ids
+
+__all__ = ["ChangeFactory", "PlatformPublisher", "user_ids"]

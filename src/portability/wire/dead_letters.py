@@ -1,0 +1,59 @@
+"""The dead-letter topic's record layout: the original bytes, and headers that say why.
+
+A record that cannot be processed keeps its key and value untouched, so that it can be
+inspected and replayed; the headers carry where it came from and the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+__all__ = ["HEADER_PREFIX", "DeadLetter"]
+
+HEADER_PREFIX = "dlq."
+
+
+class DeadLetter:
+    """One record bound for the dead-letter topic."""
+
+    __slots__ = ("key", "offset", "partition", "reason", "stage", "topic", "value")
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        stage: str,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+        self.reason = reason
+        self.stage = stage
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        """Kafka headers: source topic, partition, offset, reason, stage, time."""
+        return [
+            (f"{HEADER_PREFIX}source.topic", self.topic.encode()),
+            (f"{HEADER_PREFIX}source.partition", str(self.partition).encode()),
+            (f"{HEADER_PREFIX}source.offset", str(self.offset).encode()),
+            (f"{HEADER_PREFIX}reason", self.reason.encode()),
+            (f"{HEADER_PREFIX}stage", self.stage.encode()),
+            (f"{HEADER_PREFIX}at", datetime.now(UTC).isoformat().encode()),
+        ]
+
+    @staticmethod
+    def parse_headers(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
+        """The ``dlq.*`` headers of a dead-lettered record, without the prefix."""
+        return {
+            name.removeprefix(HEADER_PREFIX): value.decode(errors="replace")
+            for name, value in headers
+            if name.startswith(HEADER_PREFIX)
+        }
