@@ -14,7 +14,6 @@ from portability.matching import Matcher
 from portability.runtime import Runtime
 from portability.simulation import ChangeFactory, PlatformPublisher
 from portability.wire import ConsentRecord, SchemaName, consent_key, partition_for_user
-from portability.wire.dead_letters import DeadLetter
 
 USERS = ["alice", "bob", "carol"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from portability.broker.errors import BrokerError
 from portability.wire.topics import TopicSpec
@@ -24,7 +24,10 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], replication: int
     per-key order depend on it, so it is reported rather than silently used.
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="portability-admin")
-    await admin.start()
+    try:
+        await admin.start()
+    except KafkaError as error:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {error}") from error
     try:
         existing = set(await admin.list_topics())
         missing = [spec for spec in specs if spec.name not in existing]

@@ -62,9 +62,24 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     async def start(self, timeout_s: float = 15.0) -> None:
+        # Tansu exits (code 0) when its port is taken, but only after the readiness probe
+        # below may already have reached whatever holds the port: check it first.
+        self._check_port_free()
         self._process = self._spawn()
         await self._wait_listening(self._process, timeout_s)
         log.info("embedded broker listening on %s", self.bootstrap)
+
+    def _check_port_free(self) -> None:
+        with socket.socket() as probe:
+            # As the broker binds: a port in TIME_WAIT is free, one with a listener is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as error:
+                raise BrokerError(
+                    f"cannot start the embedded broker on {self.bootstrap}: "
+                    f"the port is already in use ({error.strerror})"
+                ) from error
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         url = f"tcp://{self.host}:{self.port}"

@@ -109,6 +109,7 @@ class Matcher:
 
     async def process(self, batch: Records) -> None:
         """Match one batch, then checkpoint and commit it."""
+        batch = self._current(batch)
         if not batch:
             await self._resume_loaded()
             return
@@ -123,6 +124,20 @@ class Matcher:
         self.stats.batches += 1
         self.stats.last_batch_seconds = time.perf_counter() - started
         await self._resume_loaded()
+
+    def _current(self, batch: Records) -> Records:
+        """Drop records fetched before a rebalance moved or reset their partition.
+
+        A change may be matched only against the complete consents of its partition: records
+        of a partition still re-reading its consents are fetched again after it resumes.
+        """
+        assigned = self._consumer.assignment()
+        return {
+            tp: records
+            for tp, records in batch.items()
+            if tp in assigned
+            and (tp.topic == self._topics.consents or tp.partition not in self._loading)
+        }
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
@@ -256,6 +271,14 @@ class Matcher:
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         """Load checkpoints and re-read consents of newly assigned partitions."""
+        log.info(
+            "matcher assigned %s",
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)),
+        )
+        async with self._lock:
+            await self._assign(assigned)
+
+    async def _assign(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
             if tp.topic == self._topics.consents:
                 self._indexes[tp.partition] = ConsentIndex()
@@ -279,6 +302,10 @@ class Matcher:
         )
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        log.info(
+            "matcher revoked %s",
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(revoked)) or "nothing",
+        )
         async with self._lock:
             for tp in revoked:
                 self._indexes.pop(tp.partition, None)

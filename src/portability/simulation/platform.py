@@ -44,7 +44,7 @@ class ChangeFactory:
         """One change; about one in ten of a category's existing records is deleted."""
         rnd = self._random
         user = user_id or rnd.choice(self._users)
-        cat: Category = category or rnd.choice(CATEGORIES)
+        cat: Category = category if category is not None else rnd.choice(CATEGORIES)
         existing = self._records.setdefault((user, cat), [])
         if existing and cat != "profile" and rnd.random() < 0.1:
             record_id = existing.pop(rnd.randrange(len(existing)))

@@ -79,20 +79,36 @@ class ConfluentSchemaRegistry:
         body = json.dumps({"schema": schema, "schemaType": "AVRO"})
         url = f"{self._url}/subjects/{subject}/versions"
         headers = {"Content-Type": self._CONTENT_TYPE}
-        async with self._http().post(url, data=body, headers=headers) as response:
-            payload = await self._json(response, f"register {subject}")
+        what = f"register {subject}"
+        try:
+            async with self._http().post(url, data=body, headers=headers) as response:
+                payload = await self._json(response, what)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise self._unreachable(what, error) from error
         return int(payload["id"])
 
     async def fetch(self, schema_id: int) -> str:
         url = f"{self._url}/schemas/ids/{schema_id}"
-        async with self._http().get(url) as response:
-            payload = await self._json(response, f"schema id {schema_id}")
+        what = f"schema id {schema_id}"
+        try:
+            async with self._http().get(url) as response:
+                payload = await self._json(response, what)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise self._unreachable(what, error) from error
         return str(payload["schema"])
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def _unreachable(self, what: str, error: Exception) -> SchemaRegistryError:
+        """A connection failure or timeout: the registry may answer if asked again."""
+        unreachable = SchemaRegistryError(
+            f"schema registry {self._url}: {what}: unreachable: {error!r}"
+        )
+        unreachable.retriable = True
+        return unreachable
 
     async def _json(self, response: aiohttp.ClientResponse, what: str) -> dict[str, Any]:
         text = await response.text()

@@ -1,0 +1,46 @@
+"""The consent store: apps and consents in SQL, published through a transactional outbox.
+
+``ConsentService`` changes state and writes each change to the outbox in the same
+transaction; ``OutboxRelay`` publishes the outbox to the compacted ``consents`` and ``apps``
+topics, so the pipeline never reads the database.
+"""
+
+from portability.consent.errors import (
+    ConsentError,
+    InvalidRequestError,
+    NotFoundError,
+    RelayError,
+)
+from portability.consent.models import (
+    App,
+    Consent,
+    ConsentMode,
+    ConsentStatus,
+    OutboxEvent,
+    OutboxKind,
+)
+from portability.consent.outbox import OutboxRelay
+from portability.consent.service import ALL_CATEGORIES, ConsentService, new_signing_secret
+from portability.consent.store import create_store_engine, init_schema
+from portability.consent.views import AppView, ConsentView
+
+__all__ = [
+    "ALL_CATEGORIES",
+    "App",
+    "AppView",
+    "Consent",
+    "ConsentError",
+    "ConsentMode",
+    "ConsentService",
+    "ConsentStatus",
+    "ConsentView",
+    "InvalidRequestError",
+    "NotFoundError",
+    "OutboxEvent",
+    "OutboxKind",
+    "OutboxRelay",
+    "RelayError",
+    "create_store_engine",
+    "init_schema",
+    "new_signing_secret",
+]

@@ -1,0 +1,27 @@
+"""Errors of the consent store: each message says what to change to make the call succeed."""
+
+from portability.errors import PortabilityError
+
+__all__ = ["ConsentError", "InvalidRequestError", "NotFoundError", "RelayError"]
+
+
+class ConsentError(PortabilityError):
+    """Base of the consent store's errors."""
+
+
+class NotFoundError(ConsentError, LookupError):
+    """An app or consent id that the store does not know."""
+
+
+class InvalidRequestError(ConsentError, ValueError):
+    """A request the store refuses as given: bad categories, a past expiry, a bad URL..."""
+
+
+class RelayError(ConsentError):
+    """The outbox relay could not publish every pending row this round.
+
+    Rows it did not publish stay pending and go out, in order, on a later round; the cause
+    (a Kafka or database error) is chained as ``__cause__``.
+    """
+
+    retriable = True

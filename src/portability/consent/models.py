@@ -1,0 +1,131 @@
+"""The consent store's tables: apps, consents, and the transactional outbox.
+
+Every timestamp column is :class:`UTCDateTime`: the Python side always sees aware UTC
+datetimes, whatever the database keeps (SQLite has no time zones and drops ``tzinfo``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+from portability.wire.records import Category
+
+__all__ = [
+    "TABLE_NAMES",
+    "App",
+    "Consent",
+    "ConsentMode",
+    "ConsentStatus",
+    "OutboxEvent",
+    "OutboxKind",
+    "UTCDateTime",
+]
+
+# 64-bit on PostgreSQL; SQLite autoincrements only an INTEGER primary key (its 64-bit rowid).
+_BIG_INT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+ConsentMode = Literal["one_time", "ongoing"]
+ConsentStatus = Literal["active", "revoked", "expired"]
+OutboxKind = Literal["consent", "app"]
+
+APPS_TABLE = "apps"
+CONSENTS_TABLE = "consents"
+OUTBOX_TABLE = "consent_outbox"
+TABLE_NAMES: tuple[str, ...] = (APPS_TABLE, CONSENTS_TABLE, OUTBOX_TABLE)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always read back as an aware UTC datetime.
+
+    PostgreSQL keeps it in ``timestamptz``; SQLite keeps the naive UTC wall time, which still
+    sorts and compares correctly because every value is in the same zone.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            # A naive value has no defined instant; guessing would silently shift it.
+            raise ValueError(f"naive datetime {value!r} given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _utc_column(*, nullable: bool = False, index: bool = False) -> Any:
+    """A fresh :class:`UTCDateTime` column (a Column object belongs to one table only)."""
+    return Field(
+        default=None if nullable else ...,
+        sa_column=sa.Column(UTCDateTime(), nullable=nullable, index=index),
+    )
+
+
+class App(SQLModel, table=True):
+    """A registered third-party app: where and how its deliveries are sent."""
+
+    __tablename__ = APPS_TABLE
+
+    app_id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    webhook_url: str = Field(max_length=2048)
+    signing_secret: str = Field(max_length=128)
+    version: int = Field(default=0, sa_type=_BIG_INT, description="Outbox id of this state.")
+    created_at: datetime = _utc_column()
+
+
+class Consent(SQLModel, table=True):
+    """One user's authorisation for one app to receive some categories of their data."""
+
+    __tablename__ = CONSENTS_TABLE
+
+    consent_id: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(index=True, max_length=200)
+    app_id: str = Field(foreign_key=f"{APPS_TABLE}.app_id", index=True, max_length=64)
+    categories: str = Field(max_length=200, description="Comma-separated, in CATEGORIES order.")
+    mode: str = Field(max_length=16)
+    status: str = Field(default="active", index=True, max_length=16)
+    version: int = Field(default=0, sa_type=_BIG_INT, description="Outbox id of this state.")
+    granted_at: datetime = _utc_column()
+    expires_at: datetime | None = _utc_column(nullable=True, index=True)
+    revoked_at: datetime | None = _utc_column(nullable=True)
+    updated_at: datetime = _utc_column()
+
+    @property
+    def category_list(self) -> list[Category]:
+        """The categories as a list (the column keeps them comma-separated)."""
+        return cast("list[Category]", self.categories.split(",")) if self.categories else []
+
+
+class OutboxEvent(SQLModel, table=True):
+    """A state change waiting to be published; ``id`` is the publish order and the version."""
+
+    __tablename__ = OUTBOX_TABLE
+    # The relay asks for "unpublished, in id order": this index answers it without a scan.
+    __table_args__ = (
+        sa.Index("ix_consent_outbox_published_at_id", "published_at", "id"),
+        # Without AUTOINCREMENT SQLite may reuse the id of a deleted last row, and a version
+        # must never go backwards.
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(_BIG_INT, primary_key=True))
+    kind: str = Field(max_length=16)
+    key: str = Field(max_length=300)
+    user_id: str | None = Field(default=None, max_length=200)
+    payload: str = Field(sa_type=sa.Text)
+    created_at: datetime = _utc_column()
+    published_at: datetime | None = _utc_column(nullable=True)

@@ -1,0 +1,126 @@
+"""What the consent store hands out: frozen snapshots, safe to keep after the session ends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import cast
+
+from portability.consent.models import App, Consent, ConsentMode, ConsentStatus
+from portability.wire.records import AppRecord, Category, ConsentRecord
+
+__all__ = ["AppView", "ConsentView"]
+
+
+@dataclass(frozen=True, slots=True)
+class AppView:
+    """A registered app.
+
+    Attributes:
+        app_id: ``app_`` and 12 hex digits, unless the registrant chose it.
+        name: Display name.
+        webhook_url: Where deliveries are POSTed.
+        signing_secret: The Standard Webhooks secret (``whsec_<base64>``); kept out of
+            ``repr`` so that logging a view does not leak it.
+        created_at: When the app was registered (aware UTC).
+        version: Outbox id of the app's latest state, as published on the apps topic.
+    """
+
+    app_id: str
+    name: str
+    webhook_url: str
+    signing_secret: str = field(repr=False)
+    created_at: datetime
+    version: int
+
+    @classmethod
+    def of(cls, app: App) -> AppView:
+        """Snapshot an ``App`` row."""
+        return cls(
+            app_id=app.app_id,
+            name=app.name,
+            webhook_url=app.webhook_url,
+            signing_secret=app.signing_secret,
+            created_at=app.created_at,
+            version=app.version,
+        )
+
+    def to_record(self) -> AppRecord:
+        """The record the apps topic carries for this state."""
+        return AppRecord(
+            app_id=self.app_id,
+            name=self.name,
+            webhook_url=self.webhook_url,
+            signing_secrets=[self.signing_secret],
+            enabled=True,
+            version=self.version,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentView:
+    """One consent's current state.
+
+    Attributes:
+        consent_id: ``cns_`` and 16 hex digits.
+        user_id: The data subject.
+        app_id: The recipient app.
+        categories: Granted categories, deduplicated, in ``CATEGORIES`` order.
+        mode: ``one_time`` or ``ongoing``.
+        status: ``active``, ``revoked`` or ``expired``.
+        granted_at: When it was granted (aware UTC, millisecond precision).
+        expires_at: When it stops, if it does.
+        revoked_at: When the user revoked it, if they did.
+        updated_at: Time of the latest change.
+        version: Outbox id of this state, as published on the consents topic.
+    """
+
+    consent_id: str
+    user_id: str
+    app_id: str
+    categories: tuple[Category, ...]
+    mode: ConsentMode
+    status: ConsentStatus
+    granted_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    updated_at: datetime
+    version: int
+
+    @classmethod
+    def of(cls, consent: Consent) -> ConsentView:
+        """Snapshot a ``Consent`` row."""
+        return cls(
+            consent_id=consent.consent_id,
+            user_id=consent.user_id,
+            app_id=consent.app_id,
+            categories=tuple(consent.category_list),
+            # The service writes only these values; the columns are plain strings.
+            mode=cast("ConsentMode", consent.mode),
+            status=cast("ConsentStatus", consent.status),
+            granted_at=consent.granted_at,
+            expires_at=consent.expires_at,
+            revoked_at=consent.revoked_at,
+            updated_at=consent.updated_at,
+            version=consent.version,
+        )
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the consent is in force (status ``active``)."""
+        return self.status == "active"
+
+    def to_record(self) -> ConsentRecord:
+        """The record the consents topic carries for this state."""
+        return ConsentRecord(
+            consent_id=self.consent_id,
+            user_id=self.user_id,
+            app_id=self.app_id,
+            categories=list(self.categories),
+            mode=self.mode,
+            status=self.status,
+            granted_at=self.granted_at,
+            expires_at=self.expires_at,
+            revoked_at=self.revoked_at,
+            version=self.version,
+        )

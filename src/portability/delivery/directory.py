@@ -1,0 +1,119 @@
+"""What the delivery worker knows of apps and consents, followed from their compacted topics.
+
+Every worker reads all of ``apps`` and ``consents`` (small, compacted): it needs an app's
+endpoint and secrets, and must hear of a revocation as soon as possible whatever partition
+the consent lives in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from portability.runtime import Runtime
+from portability.wire.errors import WireFormatError
+from portability.wire.records import AppRecord, ConsentRecord
+from portability.wire.schemas import SchemaName
+
+__all__ = ["Directory"]
+
+log = logging.getLogger(__name__)
+
+RevocationListener = Callable[[str], None]
+
+
+class Directory:
+    """Apps and consent states, kept current by a background reader."""
+
+    def __init__(self, runtime: Runtime, client_id: str = "portability-directory") -> None:
+        self._runtime = runtime
+        self._reader: AIOKafkaConsumer = runtime.kafka.reader(client_id)
+        self._apps: dict[str, AppRecord] = {}
+        self._consents: dict[str, ConsentRecord] = {}
+        self._listeners: list[RevocationListener] = []
+        self._caught_up = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._partitions: list[TopicPartition] = []
+
+    def app(self, app_id: str) -> AppRecord | None:
+        return self._apps.get(app_id)
+
+    def is_stopped(self, consent_id: str) -> bool:
+        """True when the consent is known to be revoked or expired: deliver nothing more."""
+        consent = self._consents.get(consent_id)
+        return consent is not None and consent["status"] != "active"
+
+    def on_revocation(self, listener: RevocationListener) -> None:
+        self._listeners.append(listener)
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        """Read both topics to their end, then keep following them in the background."""
+        await self._reader.start()
+        topics = self._runtime.topics
+        self._partitions = [
+            TopicPartition(topic, partition)
+            for topic in (topics.apps, topics.consents)
+            for partition in sorted(self._reader.partitions_for_topic(topic) or ())
+        ]
+        self._reader.assign(self._partitions)
+        await self._reader.seek_to_beginning(*self._partitions)
+        self._task = asyncio.create_task(self._follow(), name="directory-follow")
+        try:
+            await asyncio.wait_for(self._caught_up.wait(), timeout_s)
+        except TimeoutError:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._reader.stop()
+
+    async def _follow(self) -> None:
+        while True:
+            batch = await self._reader.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    self._apply(record)
+            if not self._caught_up.is_set() and await self._at_end():
+                self._caught_up.set()
+
+    async def _at_end(self) -> bool:
+        for tp in self._partitions:
+            highwater = self._reader.highwater(tp)
+            if highwater is None or await self._reader.position(tp) < highwater:
+                return False
+        return True
+
+    def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        is_app = record.topic == self._runtime.topics.apps
+        try:
+            decoded = self._runtime.codec.decode(
+                SchemaName.APP if is_app else SchemaName.CONSENT, record.value
+            )
+        except WireFormatError as error:
+            # The matcher dead-letters bad consent records; here they are only skipped.
+            log.warning(
+                "skipping %s[%d]@%d: %s", record.topic, record.partition, record.offset, error
+            )
+            return
+        if is_app:
+            self._apps[decoded["app_id"]] = decoded  # type: ignore[assignment]
+        else:
+            self._apply_consent(decoded)  # type: ignore[arg-type]
+
+    def _apply_consent(self, consent: ConsentRecord) -> None:
+        known = self._consents.get(consent["consent_id"])
+        if known is not None and known["version"] > consent["version"]:
+            return
+        self._consents[consent["consent_id"]] = consent
+        if consent["status"] != "active":
+            for listener in self._listeners:
+                listener(consent["consent_id"])

@@ -1,0 +1,107 @@
+"""What the demo shows while it runs and the summary it ends with."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rich.table import Table
+
+__all__ = ["DemoReport", "Progress"]
+
+
+@dataclass(slots=True)
+class Progress:
+    phase: str
+    elapsed_s: float = 0.0
+    produced: int = 0
+    matched: int = 0
+    deltas_emitted: int = 0
+    delivered: int = 0
+    verified: int = 0
+    duplicates: int = 0
+    revoked: int = 0
+    bad_records_sent: int = 0
+    dead_lettered: int = 0
+
+    def table(self) -> Table:
+        table = Table(
+            title=f"portability demo: {self.phase} ({self.elapsed_s:.1f}s)", show_header=False
+        )
+        for label, value in (
+            ("changes produced", self.produced),
+            ("changes matched", self.matched),
+            ("deltas emitted", self.deltas_emitted),
+            ("deltas delivered", self.delivered),
+            ("deltas verified at the app", self.verified),
+            ("duplicates", self.duplicates),
+            ("consents revoked mid-stream", self.revoked),
+            (
+                "bad records injected / dead-lettered",
+                f"{self.bad_records_sent} / {self.dead_lettered}",
+            ),
+        ):
+            table.add_row(label, str(value))
+        return table
+
+
+@dataclass(slots=True)
+class DemoReport:
+    progress: Progress
+    consents: int
+    users: int
+    apps: int
+    expected: int
+    missing: int
+    unexpected: int
+    leaks: int
+    revoked_in_flight: int
+    verification_failures: int
+    gaps: int
+    retries: int
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_p99_ms: float | None
+
+    @property
+    def failures(self) -> list[str]:
+        """Why the run failed; empty when every check passed."""
+        checks = {
+            "deliveries failed signature verification": self.verification_failures,
+            "deltas leaked after a revocation": self.leaks,
+            "deltas arrived that no consent allowed": self.unexpected,
+            "expected deltas went missing": self.missing,
+            "sequence numbers missing (gaps)": self.gaps,
+            "bad records not dead-lettered": max(
+                0, self.progress.bad_records_sent - self.progress.dead_lettered
+            ),
+        }
+        return [f"{count} {what}" for what, count in checks.items() if count]
+
+    def table(self) -> Table:
+        table = self.progress.table()
+        table.title = "portability demo: summary"
+        for label, value in (
+            ("users / apps / consents", f"{self.users} / {self.apps} / {self.consents}"),
+            ("deltas expected", self.expected),
+            ("missing", self.missing),
+            ("unexpected", self.unexpected),
+            ("revoked-consent leaks", self.leaks),
+            ("revoked, delivered before the revocation", self.revoked_in_flight),
+            ("signature verification failures", self.verification_failures),
+            ("sequence gaps", self.gaps),
+            ("delivery retries", self.retries),
+            ("latency p50 / p95 / p99 (ms)", _latency(self)),
+        ):
+            table.add_row(label, str(value))
+        return table
+
+    def as_dict(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["failures"] = self.failures
+        return document
+
+
+def _latency(report: DemoReport) -> str:
+    values = (report.latency_p50_ms, report.latency_p95_ms, report.latency_p99_ms)
+    return " / ".join("-" if v is None else f"{v:.0f}" for v in values)

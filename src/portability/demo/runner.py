@@ -1,0 +1,277 @@
+"""``portability demo``: the whole pipeline on one machine, with a check of every delivery.
+
+It starts (or uses) a broker, a consent store in a temporary folder, the outbox relay, the
+matcher, the delivery worker, a receiving app that verifies every signature, and a simulated
+platform; grants consents, streams changes, revokes some consents mid-stream, injects a few
+undecodable records, then reports what arrived against what had to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+from portability.broker import EmbeddedBroker
+from portability.consent import ConsentService, OutboxRelay, create_store_engine, init_schema
+from portability.delivery import DeliveryWorker
+from portability.demo.report import DemoReport, Progress
+from portability.demo.scenario import Oracle, choose_grants
+from portability.matching import Matcher
+from portability.receiver import ReceivingApp, run_receiver
+from portability.runtime import Runtime
+from portability.settings import Settings
+from portability.simulation import ChangeFactory, PlatformPublisher, user_ids
+
+__all__ = ["DemoOptions", "run_demo"]
+
+_TICK_S = 0.25
+# A Confluent frame naming schema id 99, which no registry knows.
+_UNDECODABLE = b"\x00\x00\x00\x00\x63not avro"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """The scenario's size; the defaults finish in well under a minute."""
+
+    users: int = 2_000
+    events: int = 20_000
+    rate: float = 4_000.0
+    apps: int = 3
+    consent_fraction: float = 0.1
+    revoke_fraction: float = 0.05
+    bad_records: int = 3
+    drain_timeout_s: float = 30.0
+    seed: int = 7
+
+
+@dataclass(slots=True)
+class _Pipeline:
+    runtime: Runtime
+    service: ConsentService
+    relay: OutboxRelay
+    matcher: Matcher
+    worker: DeliveryWorker
+    receiver: ReceivingApp
+    receiver_url: str
+    publisher: PlatformPublisher
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+async def run_demo(
+    options: DemoOptions, settings: Settings, on_progress: ProgressCallback
+) -> DemoReport:
+    """Run the scenario and return its report; ``on_progress`` is called a few times a second."""
+    with tempfile.TemporaryDirectory(prefix="portability-demo-") as folder:
+        settings = settings.model_copy(update={"data_dir": Path(folder)})
+        async with _pipeline(settings) as pipeline:
+            return await _Scenario(pipeline, options, on_progress).run()
+
+
+@contextlib.asynccontextmanager
+async def _pipeline(settings: Settings) -> AsyncIterator[_Pipeline]:
+    async with contextlib.AsyncExitStack() as stack:
+        bootstrap = settings.kafka_bootstrap
+        if bootstrap is None:
+            bootstrap = (await stack.enter_async_context(EmbeddedBroker())).bootstrap
+        runtime = await Runtime.open(settings, bootstrap)
+        stack.push_async_callback(runtime.close)
+        engine = create_store_engine(settings.resolved_database_url())
+        stack.callback(engine.dispose)
+        init_schema(engine)
+        receiver = ReceivingApp()
+        pipeline = _Pipeline(
+            runtime=runtime,
+            service=ConsentService(engine),
+            relay=OutboxRelay(engine, runtime),
+            matcher=Matcher(runtime),
+            worker=DeliveryWorker(runtime),
+            receiver=receiver,
+            receiver_url=await stack.enter_async_context(run_receiver(receiver)),
+            publisher=PlatformPublisher(runtime),
+        )
+        await _start(pipeline, stack)
+        yield pipeline
+
+
+async def _start(pipeline: _Pipeline, stack: contextlib.AsyncExitStack) -> None:
+    stop_relay = asyncio.Event()
+    for component in (pipeline.relay, pipeline.publisher, pipeline.matcher, pipeline.worker):
+        await component.start()
+        stack.push_async_callback(component.stop)
+    tasks = [
+        asyncio.create_task(pipeline.relay.run(stop_relay), name="relay"),
+        asyncio.create_task(pipeline.matcher.run(), name="matcher"),
+        asyncio.create_task(pipeline.worker.run(), name="worker"),
+    ]
+
+    async def stop_tasks() -> None:
+        stop_relay.set()
+        await asyncio.gather(pipeline.matcher.stop(), pipeline.worker.stop())
+        await asyncio.wait(tasks, timeout=10)
+        for task in tasks:
+            task.cancel()
+
+    stack.push_async_callback(stop_tasks)
+
+
+class _Scenario:
+    def __init__(self, pipeline: _Pipeline, options: DemoOptions, on_progress: ProgressCallback):
+        self.p = pipeline
+        self.options = options
+        self.on_progress = on_progress
+        self.rnd = random.Random(options.seed)
+        self.oracle = Oracle()
+        self.users = user_ids(options.users)
+        self.progress = Progress(phase="starting")
+        self.started = time.monotonic()
+
+    async def run(self) -> DemoReport:
+        await self._grant()
+        await self._wait_ready()
+        await self._stream()
+        await self._drain()
+        return self._report()
+
+    async def _grant(self) -> None:
+        self._tick("granting consents")
+        app_ids = [f"demo-app-{i}" for i in range(1, self.options.apps + 1)]
+        for app_id in app_ids:
+            app = await asyncio.to_thread(
+                self.p.service.register_app,
+                f"Demo app {app_id[-1]}",
+                f"{self.p.receiver_url}/webhooks/{app_id}",
+                app_id,
+            )
+            self.p.receiver.add_app(app_id, app.signing_secret)
+        grants = choose_grants(self.users, app_ids, self.options.consent_fraction, self.rnd)
+        for user, app_id, categories in grants:
+            view = await asyncio.to_thread(self.p.service.grant, user, app_id, categories)
+            self.oracle.add_consent(view)
+
+    async def _wait_ready(self, timeout_s: float = 60.0) -> None:
+        self._tick("waiting for the matcher and worker to join")
+        want = len(self.oracle.consents)
+        deadline = time.monotonic() + timeout_s
+        while not (self.p.matcher.ready and self.p.matcher.consents_held >= want):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"matcher not ready after {timeout_s}s "
+                    f"({self.p.matcher.consents_held}/{want} consents loaded)"
+                )
+            await asyncio.sleep(0.05)
+            self._tick("waiting for the matcher and worker to join")
+
+    async def _stream(self) -> None:
+        options = self.options
+        factory = ChangeFactory(self.users, seed=options.seed)
+        chunk = max(1, int(options.rate * _TICK_S))
+        revoke_at = options.events // 2
+        bad_at = {
+            int(options.events * (i + 1) / (options.bad_records + 1))
+            for i in range(options.bad_records)
+        }
+        sent = 0
+        begun = time.monotonic()
+        while sent < options.events:
+            size = min(chunk, options.events - sent)
+            changes = [factory.random_change() for _ in range(size)]
+            self.oracle.record(changes)
+            await self.p.publisher.publish(changes)
+            for marker in sorted(m for m in bad_at if sent <= m < sent + size):
+                user = self.rnd.choice(self._consenting_users())
+                await self.p.publisher.publish_raw(user, _UNDECODABLE)
+                self.progress.bad_records_sent += 1
+                bad_at.discard(marker)
+            if sent < revoke_at <= sent + size:
+                await self._revoke_some()
+            sent += size
+            self.progress.produced = sent
+            self._tick("streaming changes")
+            # Pace to the requested rate without drifting.
+            await asyncio.sleep(max(0.0, begun + sent / options.rate - time.monotonic()))
+
+    def _consenting_users(self) -> list[str]:
+        """Users with a consent still active: only their records are decoded (and checked)."""
+        revoked = self.oracle.revoked_at
+        return sorted(
+            {c.user_id for c in self.oracle.consents.values() if c.consent_id not in revoked}
+        )
+
+    async def _revoke_some(self) -> None:
+        consents = sorted(self.oracle.consents)
+        count = int(len(consents) * self.options.revoke_fraction)
+        for consent_id in self.rnd.sample(consents, count):
+            await asyncio.to_thread(self.p.service.revoke, consent_id)
+            self.progress.revoked += 1
+            # Acknowledged = published and seen by the pipeline's last gate (the worker); from
+            # then on nothing that occurs may reach the app.
+            await self._until(partial(self.p.worker.directory.is_stopped, consent_id), 10.0)
+            self.oracle.revoked(consent_id, datetime.now(UTC))
+
+    async def _drain(self) -> None:
+        self._tick("draining")
+        deadline = time.monotonic() + self.options.drain_timeout_s
+        while time.monotonic() < deadline:
+            comparison = self.oracle.compare(self._received())
+            if comparison.missing == 0 and self.p.worker.pending == 0:
+                return
+            await asyncio.sleep(_TICK_S)
+            self._tick("draining")
+
+    async def _until(self, predicate: Callable[[], bool], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the pipeline did not acknowledge a revocation in time")
+            await asyncio.sleep(0.01)
+
+    def _received(self) -> dict[str, str]:
+        """Each delta id the app accepted, with its consent."""
+        receiver = self.p.receiver
+        return {d.id: c for c in receiver.consent_ids() for d in receiver.deltas(c)}
+
+    def _tick(self, phase: str) -> None:
+        stats = self.p.receiver.stats()
+        self.progress.phase = phase
+        self.progress.elapsed_s = time.monotonic() - self.started
+        self.progress.matched = self.p.matcher.stats.changes_matched
+        self.progress.deltas_emitted = self.p.matcher.stats.deltas_emitted
+        self.progress.delivered = self.p.worker.stats.deltas_delivered
+        self.progress.verified = stats.deltas_received
+        self.progress.duplicates = stats.duplicates
+        self.progress.dead_lettered = (
+            self.p.matcher.stats.dead_lettered + self.p.worker.stats.dead_lettered
+        )
+        self.on_progress(self.progress)
+
+    def _report(self) -> DemoReport:
+        self._tick("done")
+        stats = self.p.receiver.stats()
+        comparison = self.oracle.compare(self._received())
+        return DemoReport(
+            progress=self.progress,
+            consents=len(self.oracle.consents),
+            users=self.options.users,
+            apps=self.options.apps,
+            expected=comparison.expected,
+            missing=comparison.missing,
+            unexpected=comparison.unexpected,
+            leaks=comparison.leaks,
+            revoked_in_flight=comparison.revoked_allowed,
+            verification_failures=stats.verification_failures,
+            gaps=stats.missing_sequences,
+            retries=self.p.worker.stats.retries,
+            latency_p50_ms=stats.latency_p50_ms,
+            latency_p95_ms=stats.latency_p95_ms,
+            latency_p99_ms=stats.latency_p99_ms,
+        )

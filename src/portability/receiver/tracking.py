@@ -1,0 +1,95 @@
+"""What a recipient keeps per consent and overall: unique deltas, sequences, gaps, latency."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from array import array
+from dataclasses import dataclass, field
+
+from portability.delivery.payload import Delta
+
+__all__ = ["ConsentLog", "LatencyRecorder", "SequenceRange"]
+
+SequenceRange = tuple[int, int]
+"""An inclusive range of sequence numbers, ``(first, last)``."""
+
+
+@dataclass
+class ConsentLog:
+    """The unique deltas of one consent in arrival order, and the state of its sequence.
+
+    Sequences of a consent start at 1, so everything below the highest one seen that has not
+    arrived is missing.
+    """
+
+    deltas: list[Delta] = field(default_factory=list)
+    sequences: set[int] = field(default_factory=set)
+    highest: int = 0
+    detected_gaps: list[SequenceRange] = field(default_factory=list)
+
+    def add(self, delta: Delta) -> tuple[SequenceRange | None, int]:
+        """Record a delta whose id was not seen before.
+
+        Args:
+            delta: The new delta.
+
+        Returns:
+            The gap its arrival revealed, if any, and the change in missing sequence numbers
+            (positive when a gap opened, -1 when a missing one arrived late, else 0).
+        """
+        self.deltas.append(delta)
+        sequence = delta.sequence
+        if sequence in self.sequences:
+            # A new id reusing a sequence is the sender's bug; the sequence count stays right.
+            return None, 0
+        self.sequences.add(sequence)
+        if sequence < self.highest:
+            return None, -1
+        previous, self.highest = self.highest, sequence
+        if sequence == previous + 1:
+            return None, 0
+        gap = (previous + 1, sequence - 1)
+        self.detected_gaps.append(gap)
+        return gap, sequence - previous - 1
+
+    def missing_ranges(self) -> list[SequenceRange]:
+        """Sequence numbers still absent below the highest one seen, as inclusive ranges."""
+        ranges: list[SequenceRange] = []
+        expected = 1
+        for sequence in sorted(self.sequences):
+            if sequence > expected:
+                ranges.append((expected, sequence - 1))
+            expected = sequence + 1
+        return ranges
+
+
+class LatencyRecorder:
+    """Latencies kept sorted as they arrive, so percentiles are cheap to read on every request.
+
+    A compact array of doubles: inserting is a memmove, far cheaper than re-sorting per read.
+    """
+
+    def __init__(self) -> None:
+        self._sorted: array[float] = array("d")
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def add(self, latency_ms: float) -> None:
+        """Record one latency in milliseconds."""
+        bisect.insort(self._sorted, latency_ms)
+
+    def percentile(self, percent: float) -> float | None:
+        """The nearest-rank percentile, or None before any latency was recorded.
+
+        Args:
+            percent: Between 0 (exclusive) and 100 (inclusive).
+
+        Returns:
+            The smallest recorded latency with at least ``percent`` % of them at or below it.
+        """
+        if not self._sorted:
+            return None
+        rank = math.ceil(percent / 100 * len(self._sorted))
+        return self._sorted[max(rank, 1) - 1]

@@ -1,0 +1,119 @@
+"""Sample records of every type on the wire, shared by the wire tests.
+
+Timestamps have millisecond precision: Avro ``timestamp-millis`` keeps no more, so only such
+values round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+from portability.wire.records import (
+    AccountChange,
+    AppRecord,
+    Category,
+    ConsentRecord,
+    DeliveryRecord,
+    with_record_type,
+)
+
+MOMENT = datetime(2024, 5, 1, 12, 30, 45, 123_000, tzinfo=UTC)
+LATER = datetime(2025, 5, 1, 0, 0, 0, 1_000, tzinfo=UTC)
+
+# One record per category, as the platform sends it (no "-type" union tag).
+RECORDS: dict[Category, dict[str, Any]] = {
+    "profile": {
+        "username": "ada",
+        "display_name": "Ada Lovelace",
+        "bio": "Analyst of engines. ✨",
+        "region": "GB",
+        "is_private": True,
+    },
+    "post": {
+        "caption": "first light",
+        "media_url": "https://cdn.example.com/p/1.jpg",
+        "visibility": "friends",
+        "created_at": MOMENT,
+    },
+    # Follow and DirectMessage share field names: the union branch must come from the category.
+    "follow": {
+        "direction": "follower",
+        "other_user_id": "u-2",
+        "other_username": "charles",
+    },
+    "activity": {
+        "kind": "comment",
+        "post_id": "p-9",
+        "post_owner_id": "u-3",
+        "text": "lovely",
+        "share_target": None,
+    },
+    "direct_message": {
+        "conversation_id": "c-1",
+        "direction": "sent",
+        "other_user_id": "u-2",
+        "text": "hello",
+    },
+}
+
+
+def change(category: Category, *, delete: bool = False, user_id: str = "u-1") -> AccountChange:
+    """A change of ``category``: an upsert with its sample record, or a delete (record None)."""
+    return {
+        "change_id": f"ch-{category}-{'d' if delete else 'u'}",
+        "user_id": user_id,
+        "category": category,
+        "operation": "delete" if delete else "upsert",
+        "record_id": f"r-{category}",
+        "occurred_at": MOMENT,
+        "record": None if delete else copy.deepcopy(RECORDS[category]),
+    }
+
+
+def tagged(value: AccountChange) -> AccountChange:
+    """A copy of ``value`` tagged for encoding (the original stays untagged, as decoded)."""
+    return with_record_type(copy.deepcopy(value))
+
+
+def consent(**overrides: Any) -> ConsentRecord:
+    record: ConsentRecord = {
+        "consent_id": "cs-1",
+        "user_id": "u-1",
+        "app_id": "app-1",
+        "categories": ["profile", "post", "direct_message"],
+        "mode": "ongoing",
+        "status": "active",
+        "granted_at": MOMENT,
+        "expires_at": LATER,
+        "revoked_at": None,
+        "version": 7,
+    }
+    record.update(overrides)  # type: ignore[typeddict-item]
+    return record
+
+
+def app(**overrides: Any) -> AppRecord:
+    record: AppRecord = {
+        "app_id": "app-1",
+        "name": "Photo Backup",
+        "webhook_url": "https://hooks.example.com/portability",
+        "signing_secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_b2xk"],
+        "enabled": True,
+        "version": 3,
+    }
+    record.update(overrides)  # type: ignore[typeddict-item]
+    return record
+
+
+def delivery(nested: AccountChange) -> DeliveryRecord:
+    return {
+        "delta_id": "d-1",
+        "consent_id": "cs-1",
+        "app_id": "app-1",
+        "user_id": nested["user_id"],
+        "sequence": 42,
+        "change": nested,
+        "matched_at": LATER,
+    }
