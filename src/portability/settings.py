@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     delivery_max_attempts: PositiveInt = Field(
         default=8, description="Attempts before a delta goes to the dead-letter topic."
     )
+    kafka_fetch_max_wait_ms: PositiveInt = Field(
+        default=100,
+        description="Longest a fetch waits for data; bounds the idle latency of every hop.",
+    )
     kafka_session_timeout_ms: PositiveInt = 10_000
     kafka_heartbeat_interval_ms: PositiveInt = 1_000
     kafka_rebalance_timeout_ms: PositiveInt = 5_000

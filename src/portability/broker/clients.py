@@ -48,6 +48,7 @@ class KafkaClients:
             heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
             rebalance_timeout_ms=s.kafka_rebalance_timeout_ms,
             max_poll_records=s.matcher_batch_max_records,
+            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
             fetch_max_bytes=16 * 1024 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
@@ -60,4 +61,5 @@ class KafkaClients:
             client_id=client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
         )
