@@ -8,7 +8,6 @@ before its outbox row is allocated, so a consent's versions grow in commit order
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import secrets
@@ -25,6 +24,7 @@ from portability.consent._time import millis, normalize, utc_now
 from portability.consent.errors import InvalidRequestError, NotFoundError
 from portability.consent.models import App, Consent, OutboxEvent, OutboxKind
 from portability.consent.views import AppView, ConsentView
+from portability.delivery.signing import generate_secret
 from portability.wire.records import CATEGORIES
 from portability.wire.topics import consent_key
 
@@ -43,7 +43,7 @@ _MAX_URL = 2048
 
 def new_signing_secret() -> str:
     """A fresh Standard Webhooks secret: ``whsec_`` and base64 of 24 random bytes."""
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode("ascii")
+    return generate_secret()
 
 
 class ConsentService:
