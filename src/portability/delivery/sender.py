@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from portability.delivery.payload import delta_event
-from portability.delivery.signing import webhook_headers
+from portability.delivery.signing import SigningError, webhook_headers
 from portability.settings import Settings
 from portability.wire.records import AppRecord, DeliveryRecord
 
@@ -56,7 +56,11 @@ class WebhookSender:
         if self._session is None:
             raise RuntimeError("WebhookSender.start() was not called")
         msg_id, body = delta_event(records)
-        headers = webhook_headers(app["signing_secrets"], msg_id, body)
+        try:
+            headers = webhook_headers(app["signing_secrets"], msg_id, body)
+        except SigningError as error:
+            # Retrying cannot help: the app's secret must be fixed (or rotated) first.
+            return Outcome(False, None, f"cannot sign for app {app['app_id']}: {error}", False)
         try:
             async with self._session.post(
                 app["webhook_url"], data=body, headers=headers, allow_redirects=False

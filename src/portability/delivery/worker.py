@@ -134,6 +134,7 @@ class DeliveryWorker:
         lane.queue.append(_Item(tp, record.offset, record.value, delivery))
         if lane.task is None:
             lane.task = asyncio.create_task(self._drive(lane), name=f"lane-{lane.consent_id}")
+            lane.task.add_done_callback(_report_crash)
 
     async def _drive(self, lane: _Lane) -> None:
         """Deliver the lane's deltas in order until it is empty."""
@@ -302,6 +303,12 @@ class DeliveryWorker:
         for tp in revoked:
             self._trackers.pop(tp, None)
         self._wake_reader()
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    """A lane that dies of a bug must not die silently: its offsets would never commit."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("delivery lane %s crashed", task.get_name(), exc_info=task.exception())
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

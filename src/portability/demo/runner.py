@@ -14,7 +14,7 @@ import random
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -24,17 +24,22 @@ from portability.consent import ConsentService, OutboxRelay, create_store_engine
 from portability.delivery import DeliveryWorker
 from portability.demo.report import DemoReport, Progress
 from portability.demo.scenario import Oracle, choose_grants
+from portability.errors import PortabilityError
 from portability.matching import Matcher
 from portability.receiver import ReceivingApp, run_receiver
 from portability.runtime import Runtime
 from portability.settings import Settings
 from portability.simulation import ChangeFactory, PlatformPublisher, user_ids
 
-__all__ = ["DemoOptions", "run_demo"]
+__all__ = ["DemoError", "DemoOptions", "run_demo"]
 
 _TICK_S = 0.25
 # A Confluent frame naming schema id 99, which no registry knows.
 _UNDECODABLE = b"\x00\x00\x00\x00\x63not avro"
+
+
+class DemoError(PortabilityError):
+    """The demo could not run to the end (as opposed to finding delivery problems)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,13 @@ class _Pipeline:
     receiver: ReceivingApp
     receiver_url: str
     publisher: PlatformPublisher
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def check_alive(self) -> None:
+        """Fail the demo at once if a pipeline loop died, instead of waiting for a timeout."""
+        for task in self.tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise DemoError(f"the {task.get_name()} stopped: {task.exception()!r}")
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -108,10 +120,10 @@ async def _start(pipeline: _Pipeline, stack: contextlib.AsyncExitStack) -> None:
     for component in (pipeline.relay, pipeline.publisher, pipeline.matcher, pipeline.worker):
         await component.start()
         stack.push_async_callback(component.stop)
-    tasks = [
-        asyncio.create_task(pipeline.relay.run(stop_relay), name="relay"),
+    tasks = pipeline.tasks = [
+        asyncio.create_task(pipeline.relay.run(stop_relay), name="outbox relay"),
         asyncio.create_task(pipeline.matcher.run(), name="matcher"),
-        asyncio.create_task(pipeline.worker.run(), name="worker"),
+        asyncio.create_task(pipeline.worker.run(), name="delivery worker"),
     ]
 
     async def stop_tasks() -> None:
@@ -164,7 +176,7 @@ class _Scenario:
         deadline = time.monotonic() + timeout_s
         while not (self.p.matcher.ready and self.p.matcher.consents_held >= want):
             if time.monotonic() > deadline:
-                raise TimeoutError(
+                raise DemoError(
                     f"matcher not ready after {timeout_s}s "
                     f"({self.p.matcher.consents_held}/{want} consents loaded)"
                 )
@@ -232,7 +244,7 @@ class _Scenario:
         deadline = time.monotonic() + timeout_s
         while not predicate():
             if time.monotonic() > deadline:
-                raise TimeoutError("the pipeline did not acknowledge a revocation in time")
+                raise DemoError("the pipeline did not acknowledge a revocation in time")
             await asyncio.sleep(0.01)
 
     def _received(self) -> dict[str, str]:
@@ -241,6 +253,7 @@ class _Scenario:
         return {d.id: c for c in receiver.consent_ids() for d in receiver.deltas(c)}
 
     def _tick(self, phase: str) -> None:
+        self.p.check_alive()
         stats = self.p.receiver.stats()
         self.progress.phase = phase
         self.progress.elapsed_s = time.monotonic() - self.started
