@@ -142,6 +142,7 @@ def test_grant_writes_consent_and_outbox_row(
         "expires_at": millis(expires),
         "revoked_at": None,
         "version": consent.version,
+        "removal_reason": None,
     }
 
 

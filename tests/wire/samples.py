@@ -89,6 +89,7 @@ def consent(**overrides: Any) -> ConsentRecord:
         "expires_at": LATER,
         "revoked_at": None,
         "version": 7,
+        "removal_reason": None,
     }
     record.update(overrides)  # type: ignore[typeddict-item]
     return record

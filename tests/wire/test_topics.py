@@ -77,6 +77,7 @@ def test_topic_names_with_prefix() -> None:
         deliveries="t1.deliveries",
         matcher_checkpoints="t1.matcher.checkpoints",
         dead_letters="t1.dead-letters",
+        delivery_status="t1.delivery.status",
     )
     assert TopicNames.with_prefix().account_changes == "account.changes"
 
@@ -86,7 +87,7 @@ def test_pipeline_topics_layout() -> None:
     specs = {spec.name: spec for spec in pipeline_topics(names, partitions=6)}
     day_ms = 24 * 3600 * 1000
 
-    assert len(specs) == 6, "every topic once"
+    assert len(specs) == 7, "every topic once"
     assert specs == {
         "p.account.changes": TopicSpec("p.account.changes", 6, "delete", 7 * day_ms),
         "p.consents": TopicSpec("p.consents", 6, "compact"),
@@ -94,6 +95,7 @@ def test_pipeline_topics_layout() -> None:
         "p.apps": TopicSpec("p.apps", 1, "compact"),
         "p.deliveries": TopicSpec("p.deliveries", 6, "delete", 7 * day_ms),
         "p.dead-letters": TopicSpec("p.dead-letters", 1, "delete", 30 * day_ms),
+        "p.delivery.status": TopicSpec("p.delivery.status", 6, "compact"),
     }
 
 
@@ -105,7 +107,12 @@ def test_co_partitioned_topics_share_the_partition_count(partitions: int) -> Non
     co_partitioned = [names.account_changes, names.consents, names.matcher_checkpoints]
     assert {specs[name].partitions for name in co_partitioned} == {partitions}
     compacted = {name for name, spec in specs.items() if spec.cleanup_policy == "compact"}
-    assert compacted == {names.consents, names.apps, names.matcher_checkpoints}
+    assert compacted == {
+        names.consents,
+        names.apps,
+        names.matcher_checkpoints,
+        names.delivery_status,
+    }
 
 
 def test_topic_spec_configs() -> None:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import cast
 
 from portability.consent.models import App, Consent, ConsentMode, ConsentStatus
-from portability.wire.records import AppRecord, Category, ConsentRecord
+from portability.wire.records import AppRecord, Category, ConsentRecord, RemovalReason
 
 __all__ = ["AppView", "ConsentView"]
 
@@ -86,6 +86,7 @@ class ConsentView:
     revoked_at: datetime | None
     updated_at: datetime
     version: int
+    removal_reason: RemovalReason | None = None
 
     @classmethod
     def of(cls, consent: Consent) -> ConsentView:
@@ -123,4 +124,5 @@ class ConsentView:
             expires_at=self.expires_at,
             revoked_at=self.revoked_at,
             version=self.version,
+            removal_reason=self.removal_reason,
         )

@@ -8,7 +8,7 @@ should not copy every record into an object. Timestamps are timezone-aware ``dat
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 __all__ = [
     "CATEGORIES",
@@ -17,13 +17,18 @@ __all__ = [
     "Category",
     "ConsentRecord",
     "DeliveryRecord",
+    "DeliveryStatusRecord",
     "MatcherCheckpoint",
+    "RemovalReason",
     "from_millis",
     "to_millis",
     "with_record_type",
 ]
 
 Category = Literal["profile", "post", "follow", "activity", "direct_message"]
+RemovalReason = Literal[
+    "user_revoked", "app_revoked", "expired", "app_disabled", "account_deleted", "policy"
+]
 CATEGORIES: tuple[Category, ...] = ("profile", "post", "follow", "activity", "direct_message")
 
 _RECORD_TYPE: dict[str, str] = {
@@ -56,6 +61,7 @@ class ConsentRecord(TypedDict):
     expires_at: datetime | None
     revoked_at: datetime | None
     version: int
+    removal_reason: NotRequired[RemovalReason | None]
 
 
 class AppRecord(TypedDict):
@@ -75,6 +81,17 @@ class DeliveryRecord(TypedDict):
     sequence: int
     change: AccountChange
     matched_at: datetime
+
+
+class DeliveryStatusRecord(TypedDict):
+    consent_id: str
+    app_id: str
+    last_sequence: int
+    last_delivered_at: datetime | None
+    failing: bool
+    last_error: str | None
+    last_status: int | None
+    updated_at: datetime
 
 
 class MatcherCheckpoint(TypedDict):

@@ -25,6 +25,7 @@ class SchemaName(enum.StrEnum):
     APP = "app"
     DELIVERY = "delivery"
     MATCHER_CHECKPOINT = "matcher_checkpoint"
+    DELIVERY_STATUS = "delivery_status"
 
 
 # Schemas that refer to types defined in another file, by name.

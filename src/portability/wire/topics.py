@@ -33,6 +33,7 @@ class TopicNames:
     deliveries: str
     matcher_checkpoints: str
     dead_letters: str
+    delivery_status: str
 
     @classmethod
     def with_prefix(cls, prefix: str = "") -> TopicNames:
@@ -43,6 +44,7 @@ class TopicNames:
             deliveries=f"{prefix}deliveries",
             matcher_checkpoints=f"{prefix}matcher.checkpoints",
             dead_letters=f"{prefix}dead-letters",
+            delivery_status=f"{prefix}delivery.status",
         )
 
 
@@ -76,6 +78,7 @@ def pipeline_topics(names: TopicNames, partitions: int) -> list[TopicSpec]:
         TopicSpec(names.apps, 1, "compact"),
         TopicSpec(names.deliveries, partitions, "delete", 7 * _DAY_MS),
         TopicSpec(names.dead_letters, 1, "delete", 30 * _DAY_MS),
+        TopicSpec(names.delivery_status, partitions, "compact"),
     ]
 
 
