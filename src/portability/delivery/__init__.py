@@ -4,6 +4,7 @@ from portability.delivery.directory import Directory
 from portability.delivery.offsets import OffsetTracker
 from portability.delivery.sender import Outcome, WebhookSender
 from portability.delivery.stats import DeliveryStats
+from portability.delivery.status import StatusBoard
 from portability.delivery.worker import DeliveryWorker
 
 __all__ = [
@@ -12,5 +13,6 @@ __all__ = [
     "Directory",
     "OffsetTracker",
     "Outcome",
+    "StatusBoard",
     "WebhookSender",
 ]

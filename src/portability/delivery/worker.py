@@ -24,6 +24,7 @@ from portability.delivery.offsets import OffsetTracker
 from portability.delivery.retry_schedule import backoff_seconds
 from portability.delivery.sender import Outcome, WebhookSender
 from portability.delivery.stats import DeliveryStats
+from portability.delivery.status import StatusBoard
 from portability.runtime import Runtime
 from portability.wire.dead_letters import DeadLetter
 from portability.wire.errors import WireFormatError
@@ -73,6 +74,7 @@ class DeliveryWorker:
         self._stopping = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         self.stats = DeliveryStats()
+        self.status = StatusBoard(runtime)
 
     async def start(self) -> None:
         await self._producer.start()
@@ -92,6 +94,7 @@ class DeliveryWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._committer
         await self._commit()
+        await self.status.flush(self._producer)
         await self._consumer.stop()
         await self.directory.stop()
         await self._sender.stop()
@@ -208,13 +211,16 @@ class DeliveryWorker:
         if dropped:
             self.stats.dropped_stopped_consent += len(items)
         elif not finished_elsewhere:
+            last = items[-1].delivery
             self.stats.deltas_delivered += len(items)
-            self.stats.last_sequence[lane.consent_id] = items[-1].delivery["sequence"]
+            self.stats.last_sequence[lane.consent_id] = last["sequence"]
+            self.status.delivered(lane.consent_id, last["app_id"], last["sequence"])
         self._wake_reader()
 
     def _log_failure(self, lane: _Lane, items: list[_Item], outcome: Outcome, attempt: int) -> None:
         self.stats.failures += 1
         delivery = items[0].delivery
+        self.status.failed(lane.consent_id, delivery["app_id"], outcome)
         app = self.directory.app(delivery["app_id"])
         log.warning(
             "delivery failed: consent %s app %s endpoint %s sequences %d-%d attempt %d: %s",
@@ -271,6 +277,7 @@ class DeliveryWorker:
         while True:
             await asyncio.sleep(_COMMIT_INTERVAL_S)
             await self._commit()
+            await self.status.flush(self._producer)
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
         offsets = {}

@@ -1,0 +1,58 @@
+"""The delivery status board publishes the latest state per consent, coalesced."""
+
+from __future__ import annotations
+
+from aiokafka import TopicPartition
+
+from portability.delivery import Outcome, StatusBoard
+from portability.runtime import Runtime
+from portability.wire import SchemaName
+
+
+async def read_all(runtime: Runtime, topic: str, expected: int) -> list[dict[str, object]]:
+    reader = runtime.kafka.reader("status-reader")
+    await reader.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in reader.partitions_for_topic(topic) or ()]
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        records: list[dict[str, object]] = []
+        for _ in range(50):
+            batch = await reader.getmany(timeout_ms=100)
+            records += [
+                runtime.codec.decode(SchemaName.DELIVERY_STATUS, r.value)
+                for part in batch.values()
+                for r in part
+            ]
+            if len(records) >= expected:
+                break
+        return records
+    finally:
+        await reader.stop()
+
+
+async def test_flush_publishes_latest_status_per_consent(runtime: Runtime) -> None:
+    board = StatusBoard(runtime)
+    board.delivered("c1", "app1", 1)
+    board.delivered("c1", "app1", 2)  # coalesced with the first
+    board.delivered("c2", "app1", 5)
+    board.failed("c2", "app1", Outcome(False, 503, "HTTP 503", retriable=True))
+    producer = runtime.kafka.producer("status-test")
+    await producer.start()
+    try:
+        assert await board.flush(producer) == 2
+        assert await board.flush(producer) == 0  # nothing changed since
+    finally:
+        await producer.stop()
+
+    records = {
+        r["consent_id"]: r for r in await read_all(runtime, runtime.topics.delivery_status, 2)
+    }
+    assert set(records) == {"c1", "c2"}
+    assert records["c1"]["last_sequence"] == 2
+    assert records["c1"]["failing"] is False
+    assert records["c2"]["last_sequence"] == 5  # kept from the last success
+    assert records["c2"]["failing"] is True
+    assert records["c2"]["last_status"] == 503
+    assert records["c2"]["last_error"] == "HTTP 503"
+    assert records["c2"]["last_delivered_at"] is not None
