@@ -41,20 +41,31 @@ class CheckpointStore:
     async def stop(self) -> None:
         await self._reader.stop()
 
-    async def load(self, partition: int) -> MatcherCheckpoint | None:
-        """The latest checkpoint of ``partition``, reading its checkpoint partition to the end."""
-        tp = TopicPartition(self._topic, partition)
-        self._reader.assign([tp])
-        await self._reader.seek_to_beginning(tp)
-        latest: MatcherCheckpoint | None = None
+    async def load(self, partitions: list[int]) -> dict[int, MatcherCheckpoint]:
+        """The latest checkpoint of each of ``partitions`` that has one, in one pass."""
+        tps = [TopicPartition(self._topic, partition) for partition in partitions]
+        if not tps:
+            return {}
+        self._reader.assign(tps)
+        await self._reader.seek_to_beginning(*tps)
+        latest: dict[int, MatcherCheckpoint] = {}
         for _ in range(_MAX_READ_ROUNDS):
-            batch = await self._reader.getmany(tp, timeout_ms=200)
-            for record in batch.get(tp, ()):
-                latest = self._decode(record.value, partition, record.offset) or latest
-            highwater = self._reader.highwater(tp)
-            if highwater is not None and await self._reader.position(tp) >= highwater:
+            batch = await self._reader.getmany(*tps, timeout_ms=200)
+            for tp, records in batch.items():
+                for record in records:
+                    checkpoint = self._decode(record.value, tp.partition, record.offset)
+                    if checkpoint is not None:
+                        latest[tp.partition] = checkpoint
+            if await self._at_end(tps):
                 return latest
-        raise TimeoutError(f"could not read checkpoint partition {self._topic}[{partition}]")
+        raise TimeoutError(f"could not read checkpoints of {self._topic} {partitions}")
+
+    async def _at_end(self, tps: list[TopicPartition]) -> bool:
+        for tp in tps:
+            highwater = self._reader.highwater(tp)
+            if highwater is None or await self._reader.position(tp) < highwater:
+                return False
+        return True
 
     def _decode(self, value: bytes | None, partition: int, offset: int) -> MatcherCheckpoint | None:
         try:

@@ -70,6 +70,7 @@ class Matcher:
         self._indexes: dict[int, ConsentIndex] = {}
         self._sequences: dict[int, dict[str, int]] = {}
         self._loading: set[int] = set()  # partitions whose consents are still being read
+        self._resume_at: dict[int, int | None] = {}  # where a loading partition resumes
         self._lock = asyncio.Lock()  # a batch and a rebalance never interleave
         self._stopping = asyncio.Event()
         self.stats = MatcherStats()
@@ -262,7 +263,13 @@ class Matcher:
             if highwater is None or await self._consumer.position(tp) < highwater:
                 continue
             self._loading.discard(partition)
-            self._consumer.resume(TopicPartition(self._topics.account_changes, partition))
+            changes = TopicPartition(self._topics.account_changes, partition)
+            offset = self._resume_at.pop(partition, None)
+            if offset is None:
+                await self._consumer.seek_to_beginning(changes)
+            else:
+                self._consumer.seek(changes, offset)
+            self._consumer.resume(changes)
             log.info(
                 "matcher partition %d ready with %d consents",
                 partition,
@@ -270,36 +277,43 @@ class Matcher:
             )
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Load checkpoints and re-read consents of newly assigned partitions."""
+        """Re-read consents and load checkpoints of newly assigned partitions.
+
+        aiokafka may fetch a new assignment before this listener returns, so the change
+        partitions are paused and marked loading before the first ``await``; records fetched
+        meanwhile are dropped by :meth:`_current`, and each partition is positioned at its
+        checkpoint (or committed offset) when it resumes.
+        """
+        changes = [tp for tp in assigned if tp.topic == self._topics.account_changes]
+        consents = [tp for tp in assigned if tp.topic == self._topics.consents]
+        self._consumer.pause(*changes)
+        self._loading.update(tp.partition for tp in changes)
+        for tp in consents:
+            self._indexes[tp.partition] = ConsentIndex()
         log.info(
             "matcher assigned %s",
             ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)),
         )
         async with self._lock:
-            await self._assign(assigned)
+            if consents:
+                await self._consumer.seek_to_beginning(*consents)
+            await self._restore(changes)
 
-    async def _assign(self, assigned: set[TopicPartition]) -> None:
-        for tp in assigned:
-            if tp.topic == self._topics.consents:
-                self._indexes[tp.partition] = ConsentIndex()
-                await self._consumer.seek_to_beginning(tp)
-            elif tp.topic == self._topics.account_changes:
-                await self._restore(tp)
-                self._loading.add(tp.partition)
-                self._consumer.pause(tp)
-
-    async def _restore(self, tp: TopicPartition) -> None:
-        checkpoint = await self._checkpoints.load(tp.partition)
-        if checkpoint is None:
-            self._sequences[tp.partition] = {}
-            return
-        self._sequences[tp.partition] = dict(checkpoint["sequences"])
-        self._consumer.seek(tp, checkpoint["next_offset"])
-        log.info(
-            "matcher partition %d resumes at offset %d from its checkpoint",
-            tp.partition,
-            checkpoint["next_offset"],
-        )
+    async def _restore(self, changes: list[TopicPartition]) -> None:
+        checkpoints = await self._checkpoints.load([tp.partition for tp in changes])
+        for tp in changes:
+            checkpoint = checkpoints.get(tp.partition)
+            if checkpoint is None:
+                self._sequences[tp.partition] = {}
+                self._resume_at[tp.partition] = await self._consumer.committed(tp)
+                continue
+            self._sequences[tp.partition] = dict(checkpoint["sequences"])
+            self._resume_at[tp.partition] = checkpoint["next_offset"]
+            log.info(
+                "matcher partition %d resumes at offset %d from its checkpoint",
+                tp.partition,
+                checkpoint["next_offset"],
+            )
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         log.info(
@@ -311,6 +325,7 @@ class Matcher:
                 self._indexes.pop(tp.partition, None)
                 self._sequences.pop(tp.partition, None)
                 self._loading.discard(tp.partition)
+                self._resume_at.pop(tp.partition, None)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
