@@ -148,6 +148,17 @@ def pipeline() -> None:
     _worker("relay", "matcher", "delivery")
 
 
+@app.command()
+def api() -> None:
+    """Serve the consent API (OpenAPI at /docs) on PORTABILITY_API_HOST:PORTABILITY_API_PORT.
+
+    With a broker configured it also runs the outbox relay and follows delivery.status.
+    """
+    from portability.api.server import serve_api
+
+    _run(serve_api(_state.settings))
+
+
 # --- the demo ---------------------------------------------------------------------------------
 
 

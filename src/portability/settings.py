@@ -6,9 +6,11 @@ in the data folder, the in-process schema registry.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -73,8 +75,49 @@ class Settings(BaseSettings):
     kafka_rebalance_timeout_ms: PositiveInt = 5_000
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535, description="0 picks a free port.")
+    api_host: str = Field(default="127.0.0.1", description="Host the consent API listens on.")
+    api_port: int = Field(
+        default=8080, ge=0, le=65535, description="Port of the consent API (0: a free one)."
+    )
+    api_platform_token: SecretStr = Field(
+        default=SecretStr("dev-platform-token"),
+        min_length=16,
+        description="Bearer token of the platform (acts for users). The default is for "
+        "development only: set a long random value in any shared deployment.",
+    )
+    api_operator_token: SecretStr = Field(
+        default=SecretStr("dev-operator-token"),
+        min_length=16,
+        description="Bearer token of operators (review apps, see everything). The default is "
+        "for development only: set a long random value in any shared deployment.",
+    )
+    api_rate_limit_per_minute: PositiveInt = Field(
+        default=1000, description="Requests a minute per app API key (token bucket)."
+    )
+    api_sweep_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the API server expires due consents and ends secret overlaps.",
+    )
+    secret_rotation_overlap_s: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="After a secret rotation, how long the previous secret keeps signing.",
+    )
     log_level: str = "INFO"
     log_format: str = Field(default="text", pattern="^(text|json)$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_environment(cls, data: Any) -> Any:
+        """pydantic-settings ignores unknown variables; a misspelled one must not pass silently."""
+        known = {f"PORTABILITY_{name.upper()}" for name in cls.model_fields}
+        unknown = sorted(k for k in os.environ if k.startswith("PORTABILITY_") and k not in known)
+        if unknown:
+            raise ValueError(
+                f"unknown setting(s) {', '.join(unknown)}; see the README's configuration table"
+            )
+        return data
 
     def resolved_database_url(self) -> str:
         """The consent store URL, defaulting to SQLite inside ``data_dir``."""

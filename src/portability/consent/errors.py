@@ -2,7 +2,14 @@
 
 from portability.errors import PortabilityError
 
-__all__ = ["ConsentError", "InvalidRequestError", "NotFoundError", "RelayError"]
+__all__ = [
+    "ConflictError",
+    "ConsentError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "RegionNotServedError",
+    "RelayError",
+]
 
 
 class ConsentError(PortabilityError):
@@ -15,6 +22,14 @@ class NotFoundError(ConsentError, LookupError):
 
 class InvalidRequestError(ConsentError, ValueError):
     """A request the store refuses as given: bad categories, a past expiry, a bad URL..."""
+
+
+class ConflictError(ConsentError):
+    """A request the current state does not allow, e.g. a grant to an app not yet approved."""
+
+
+class RegionNotServedError(ConsentError):
+    """A user outside the EEA and the UK: consents cannot be granted to or for them."""
 
 
 class RelayError(ConsentError):

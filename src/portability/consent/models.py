@@ -16,6 +16,7 @@ from sqlmodel import Field, SQLModel
 from portability.wire.records import Category
 
 __all__ = [
+    "ALL_CATEGORIES_CSV",
     "TABLE_NAMES",
     "App",
     "Consent",
@@ -23,6 +24,7 @@ __all__ = [
     "ConsentStatus",
     "OutboxEvent",
     "OutboxKind",
+    "ReviewStatus",
     "UTCDateTime",
 ]
 
@@ -32,6 +34,10 @@ _BIG_INT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 ConsentMode = Literal["one_time", "ongoing"]
 ConsentStatus = Literal["active", "revoked", "expired"]
 OutboxKind = Literal["consent", "app"]
+ReviewStatus = Literal["pending", "approved", "rejected"]
+
+ALL_CATEGORIES_CSV = "profile,post,follow,activity,direct_message"
+"""Every category in stored (comma-separated, ``CATEGORIES``) form."""
 
 APPS_TABLE = "apps"
 CONSENTS_TABLE = "consents"
@@ -85,6 +91,27 @@ class App(SQLModel, table=True):
     signing_secret: str = Field(max_length=128)
     version: int = Field(default=0, sa_type=_BIG_INT, description="Outbox id of this state.")
     created_at: datetime = _utc_column()
+    use_case: str = Field(default="", max_length=2000, sa_column_kwargs={"server_default": ""})
+    requested_scopes: str = Field(
+        default=ALL_CATEGORIES_CSV,
+        max_length=200,
+        sa_column_kwargs={"server_default": ALL_CATEGORIES_CSV},
+        description="Categories the app asks for, comma-separated, in CATEGORIES order.",
+    )
+    approved_scopes: str = Field(
+        default=ALL_CATEGORIES_CSV,
+        max_length=200,
+        sa_column_kwargs={"server_default": ALL_CATEGORIES_CSV},
+        description="Categories an operator approved (a subset of requested_scopes).",
+    )
+    review_status: str = Field(
+        default="approved", max_length=16, sa_column_kwargs={"server_default": "approved"}
+    )
+    review_reason: str | None = Field(default=None, max_length=2000)
+    enabled: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
+    api_key_hash: str | None = Field(default=None, max_length=64, unique=True, index=True)
+    previous_signing_secret: str | None = Field(default=None, max_length=128)
+    previous_secret_expires_at: datetime | None = _utc_column(nullable=True)
 
 
 class Consent(SQLModel, table=True):
@@ -103,6 +130,8 @@ class Consent(SQLModel, table=True):
     expires_at: datetime | None = _utc_column(nullable=True, index=True)
     revoked_at: datetime | None = _utc_column(nullable=True)
     updated_at: datetime = _utc_column()
+    removal_reason: str | None = Field(default=None, max_length=32)
+    user_region: str | None = Field(default=None, max_length=2)
 
     @property
     def category_list(self) -> list[Category]:

@@ -8,12 +8,14 @@ before its outbox row is allocated, so a consent's versions grow in commit order
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Engine
@@ -21,14 +23,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from portability.consent._time import millis, normalize, utc_now
-from portability.consent.errors import InvalidRequestError, NotFoundError
+from portability.consent.errors import ConflictError, InvalidRequestError, NotFoundError
 from portability.consent.models import App, Consent, OutboxEvent, OutboxKind
+from portability.consent.regions import check_region
 from portability.consent.views import AppView, ConsentView
 from portability.delivery.signing import generate_secret
-from portability.wire.records import CATEGORIES
+from portability.wire.records import CATEGORIES, RemovalReason
 from portability.wire.topics import consent_key
 
-__all__ = ["ALL_CATEGORIES", "ConsentService", "new_signing_secret"]
+__all__ = [
+    "ALL_CATEGORIES",
+    "AppRegistration",
+    "ConsentService",
+    "ReviewDecision",
+    "hash_api_key",
+    "new_api_key",
+    "new_signing_secret",
+]
 
 ALL_CATEGORIES = "all"
 """The category name that stands for every category (the "full archive" scope)."""
@@ -39,11 +50,34 @@ _APP_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _MAX_USER_ID = 200
 _MAX_NAME = 200
 _MAX_URL = 2048
+_MAX_USE_CASE = 2000
+_MAX_REASON = 2000
+API_KEY_PREFIX = "pk_"
+
+ReviewDecision = Literal["approve", "reject"]
 
 
 def new_signing_secret() -> str:
     """A fresh Standard Webhooks secret: ``whsec_`` and base64 of 24 random bytes."""
     return generate_secret()
+
+
+def new_api_key() -> str:
+    """A fresh app API key: ``pk_`` and 43 URL-safe characters (32 random bytes)."""
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_api_key(api_key: str) -> str:
+    """What the store keeps of an API key: its SHA-256, hex (the key has 256 random bits)."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class AppRegistration:
+    """A newly registered app and its API key, which is shown this once and never stored."""
+
+    app: AppView
+    api_key: str = field(repr=False)
 
 
 class ConsentService:
@@ -57,19 +91,80 @@ class ConsentService:
         """Use ``engine``, whose schema :func:`~portability.consent.init_schema` created."""
         self._engine = engine
 
-    def register_app(self, name: str, webhook_url: str, app_id: str | None = None) -> AppView:
-        """Register an app with a new signing secret and publish it.
+    def register_app(
+        self,
+        name: str,
+        webhook_url: str,
+        app_id: str | None = None,
+        *,
+        use_case: str = "",
+        requested_scopes: Sequence[str] = (ALL_CATEGORIES,),
+    ) -> AppView:
+        """Register an app, approved for the scopes it requests, and publish it.
+
+        This is the trusted path (operator CLI, demo): no review, no API key. Developers
+        self-register with :meth:`apply_for_app` instead.
 
         Args:
             name: Display name, 1 to 200 characters.
             webhook_url: An ``http(s)://`` URL with a host.
             app_id: A chosen id (letters, digits, ``_.:-``, at most 64); default
                 ``app_<12 hex>``.
+            use_case: What the app does with the data.
+            requested_scopes: Categories (or ``"all"``); default every category.
 
         Raises:
             InvalidRequestError: A bad argument, or ``app_id`` is already registered.
         """
+        scopes = _parse_categories(requested_scopes, "requested_scopes")
+        return self._register(
+            name, webhook_url, app_id, use_case, scopes, approved=True, api_key_hash=None
+        )
+
+    def apply_for_app(
+        self,
+        name: str,
+        webhook_url: str,
+        use_case: str,
+        requested_scopes: Sequence[str],
+        app_id: str | None = None,
+    ) -> AppRegistration:
+        """A developer's self-registration: a pending app with an API key, awaiting review.
+
+        Raises:
+            InvalidRequestError: A bad argument (a use case is required), or ``app_id`` is
+                already registered.
+        """
+        if not use_case.strip():
+            raise InvalidRequestError(
+                "use_case is required: describe what the app does with each scope it requests"
+            )
+        scopes = _parse_categories(requested_scopes, "requested_scopes")
+        api_key = new_api_key()
+        view = self._register(
+            name,
+            webhook_url,
+            app_id,
+            use_case,
+            scopes,
+            approved=False,
+            api_key_hash=hash_api_key(api_key),
+        )
+        return AppRegistration(view, api_key)
+
+    def _register(
+        self,
+        name: str,
+        webhook_url: str,
+        app_id: str | None,
+        use_case: str,
+        scopes: str,
+        *,
+        approved: bool,
+        api_key_hash: str | None,
+    ) -> AppView:
         _check_app_fields(name, webhook_url, app_id)
+        _check_text("use_case", use_case, _MAX_USE_CASE)
         now = utc_now()
         app = App(
             app_id=app_id or f"app_{secrets.token_hex(6)}",
@@ -77,6 +172,11 @@ class ConsentService:
             webhook_url=webhook_url,
             signing_secret=new_signing_secret(),
             created_at=now,
+            use_case=use_case,
+            requested_scopes=scopes,
+            approved_scopes=scopes if approved else "",
+            review_status="approved" if approved else "pending",
+            api_key_hash=api_key_hash,
         )
         try:
             with Session(self._engine) as session, session.begin():
@@ -85,14 +185,127 @@ class ConsentService:
                         f"app_id {app.app_id!r} is already registered: choose another or omit it"
                     )
                 session.add(app)
-                event = _append_event(session, "app", app.app_id, None, now)
-                app.version = _assigned_id(event)
-                view = AppView.of(app)
-                event.payload = _payload_json(view.to_record())
+                view = _publish_app(session, app, now)
         except IntegrityError as error:
             # Lost a race with a concurrent registration of the same id.
             raise InvalidRequestError(f"app_id {app.app_id!r} is already registered") from error
         return view
+
+    def authenticate_app(self, api_key: str) -> AppView | None:
+        """The app whose API key is ``api_key``, or None."""
+        if not api_key.startswith(API_KEY_PREFIX):
+            return None
+        query = select(App).where(col(App.api_key_hash) == hash_api_key(api_key))
+        with Session(self._engine) as session:
+            app = session.exec(query).first()
+            return None if app is None else AppView.of(app)
+
+    def review_app(
+        self,
+        app_id: str,
+        decision: ReviewDecision,
+        *,
+        approved_scopes: Sequence[str] | None = None,
+        reason: str | None = None,
+        now: datetime | None = None,
+    ) -> AppView:
+        """An operator's review: approve (within the requested scopes) or reject with a reason.
+
+        Rejecting an app, or narrowing its scopes, ends its active consents that no longer
+        fit, with removal reason ``policy``.
+
+        Args:
+            app_id: The app.
+            decision: ``approve`` or ``reject``.
+            approved_scopes: On approval, categories (or ``"all"``) within those requested;
+                default all requested.
+            reason: Why; required to reject.
+            now: The time of the review (aware); default the current time.
+
+        Raises:
+            InvalidRequestError: Scopes beyond those requested, a rejection without a reason.
+            NotFoundError: No such app.
+        """
+        at = utc_now() if now is None else normalize(now, "now")
+        _check_text("reason", reason or "", _MAX_REASON)
+        with Session(self._engine) as session, session.begin():
+            app = _require_app(session, app_id, for_update=True)
+            if decision == "approve":
+                app.approved_scopes = _approved_scopes(app, approved_scopes)
+                app.review_status = "approved"
+            elif decision == "reject":
+                if not reason or not reason.strip():
+                    raise InvalidRequestError("reason is required to reject an app: say why")
+                app.approved_scopes = ""
+                app.review_status = "rejected"
+            else:
+                raise InvalidRequestError(f"unknown decision {decision!r}: approve or reject")
+            app.review_reason = reason
+            view = _publish_app(session, app, at)
+            _end_unfit_consents(session, view, "policy", at)
+            return view
+
+    def set_app_enabled(self, app_id: str, enabled: bool, now: datetime | None = None) -> AppView:
+        """Enable or disable an app; disabling ends its active consents (``app_disabled``).
+
+        Raises:
+            NotFoundError: No such app.
+        """
+        at = utc_now() if now is None else normalize(now, "now")
+        with Session(self._engine) as session, session.begin():
+            app = _require_app(session, app_id, for_update=True)
+            if app.enabled == enabled:
+                return AppView.of(app)
+            app.enabled = enabled
+            view = _publish_app(session, app, at)
+            _end_unfit_consents(session, view, "app_disabled", at)
+            return view
+
+    def rotate_secret(self, app_id: str, overlap_s: float, now: datetime | None = None) -> AppView:
+        """Give the app a new signing secret; the old one keeps signing for ``overlap_s``.
+
+        The published app carries both secrets until :meth:`end_secret_overlaps` runs after
+        the overlap (with ``overlap_s`` 0 the old secret is dropped at once). A secret still
+        overlapping from an earlier rotation is dropped.
+
+        Returns:
+            The app, whose ``signing_secret`` is the new secret.
+
+        Raises:
+            InvalidRequestError: A negative overlap.
+            NotFoundError: No such app.
+        """
+        if overlap_s < 0:
+            raise InvalidRequestError(f"overlap_s must be 0 or more seconds, got {overlap_s}")
+        at = utc_now() if now is None else normalize(now, "now")
+        with Session(self._engine) as session, session.begin():
+            app = _require_app(session, app_id, for_update=True)
+            keep = overlap_s > 0
+            app.previous_signing_secret = app.signing_secret if keep else None
+            app.previous_secret_expires_at = at + timedelta(seconds=overlap_s) if keep else None
+            app.signing_secret = new_signing_secret()
+            return _publish_app(session, app, at)
+
+    def end_secret_overlaps(self, now: datetime | None = None) -> list[AppView]:
+        """Drop previous secrets whose overlap ended at or before ``now``, and publish each app.
+
+        Run it periodically (the API server does); returns the apps it changed.
+        """
+        at = utc_now() if now is None else normalize(now, "now")
+        query = (
+            select(App)
+            .where(col(App.previous_secret_expires_at).is_not(None))
+            .where(col(App.previous_secret_expires_at) <= at)
+            .order_by(col(App.app_id))
+            .with_for_update()
+        )
+        with Session(self._engine) as session, session.begin():
+            ended = []
+            for app in session.exec(query).all():
+                app.previous_signing_secret = None
+                app.previous_secret_expires_at = None
+                ended.append(_publish_app(session, app, at))
+            return ended
 
     def get_app(self, app_id: str) -> AppView:
         """The app ``app_id``.
@@ -117,6 +330,8 @@ class ConsentService:
         mode: str = "ongoing",
         expires_at: datetime | None = None,
         now: datetime | None = None,
+        *,
+        user_region: str | None = None,
     ) -> ConsentView:
         """Record that ``user_id`` lets ``app_id`` receive ``categories``, and publish it.
 
@@ -128,13 +343,20 @@ class ConsentService:
             mode: ``"ongoing"`` (deltas as they happen) or ``"one_time"``.
             expires_at: When the consent ends by itself (aware, after ``now``); None: never.
             now: The time of the grant (aware); default the current time.
+            user_region: The user's ISO 3166-1 country; only the EEA and the UK are served.
+                None (trusted in-process callers only: CLI, demo) records no region; the
+                API always requires it.
 
         Raises:
             InvalidRequestError: Empty or unknown categories, a bad mode, a naive or past
-                ``expires_at``.
+                ``expires_at``, a malformed region.
+            RegionNotServedError: The user is outside the EEA and the UK.
+            ConflictError: The app is not approved or disabled, or a category is outside its
+                approved scopes.
             NotFoundError: ``app_id`` is not registered.
         """
         at = utc_now() if now is None else normalize(now, "now")
+        region = None if user_region is None else check_region(user_region)
         consent = Consent(
             consent_id=f"cns_{secrets.token_hex(8)}",
             user_id=_check_user_id(user_id),
@@ -145,17 +367,30 @@ class ConsentService:
             granted_at=at,
             expires_at=_check_expiry(expires_at, at),
             updated_at=at,
+            user_region=region,
         )
         with Session(self._engine) as session, session.begin():
-            _require_app(session, app_id)
+            _check_grantable(AppView.of(_require_app(session, app_id)), consent.category_list)
             session.add(consent)
             return _publish_consent(session, consent, at)
 
-    def revoke(self, consent_id: str, now: datetime | None = None) -> ConsentView:
+    def revoke(
+        self,
+        consent_id: str,
+        now: datetime | None = None,
+        *,
+        reason: RemovalReason = "user_revoked",
+    ) -> ConsentView:
         """Revoke a consent and publish it; the app's flow stops once consumers apply it.
 
         Idempotent: a consent that is no longer active (revoked, or expired) is returned
         unchanged and nothing is published.
+
+        Args:
+            consent_id: The consent.
+            now: The time of the revocation (aware); default the current time.
+            reason: The removal reason the app is told, e.g. ``user_revoked`` or
+                ``app_revoked``.
 
         Raises:
             NotFoundError: No such consent.
@@ -165,10 +400,7 @@ class ConsentService:
             consent = _require_consent(session, consent_id, for_update=True)
             if consent.status != "active":
                 return ConsentView.of(consent)
-            consent.status = "revoked"
-            consent.revoked_at = at
-            consent.updated_at = at
-            return _publish_consent(session, consent, at)
+            return _end_consent(session, consent, reason, at)
 
     def get_consent(self, consent_id: str) -> ConsentView:
         """The consent ``consent_id``.
@@ -214,16 +446,17 @@ class ConsentService:
             .with_for_update()
         )
         with Session(self._engine) as session, session.begin():
-            expired = []
-            for consent in session.exec(query).all():
-                consent.status = "expired"
-                consent.updated_at = at
-                expired.append(_publish_consent(session, consent, at))
-            return expired
+            return [
+                _end_consent(session, consent, "expired", at)
+                for consent in session.exec(query).all()
+            ]
 
 
-def _require_app(session: Session, app_id: str) -> App:
-    app = session.get(App, app_id)
+def _require_app(session: Session, app_id: str, *, for_update: bool = False) -> App:
+    query = select(App).where(col(App.app_id) == app_id)
+    if for_update:
+        query = query.with_for_update()
+    app = session.exec(query).first()
     if app is None:
         raise NotFoundError(f"no app {app_id!r}: register it first (or check the id)")
     return app
@@ -237,6 +470,74 @@ def _require_consent(session: Session, consent_id: str, *, for_update: bool = Fa
     if consent is None:
         raise NotFoundError(f"no consent {consent_id!r}")
     return consent
+
+
+def _end_consent(
+    session: Session, consent: Consent, reason: RemovalReason, now: datetime
+) -> ConsentView:
+    """Stop an active consent: expired for ``expired``, revoked for any other reason."""
+    consent.status = "expired" if reason == "expired" else "revoked"
+    if reason != "expired":
+        consent.revoked_at = now
+    consent.removal_reason = reason
+    consent.updated_at = now
+    return _publish_consent(session, consent, now)
+
+
+def _end_unfit_consents(
+    session: Session, app: AppView, reason: RemovalReason, now: datetime
+) -> None:
+    """End the app's active consents it may no longer hold (disabled, rejected, narrowed)."""
+    query = (
+        select(Consent)
+        .where(col(Consent.app_id) == app.app_id)
+        .where(col(Consent.status) == "active")
+        .order_by(col(Consent.granted_at), col(Consent.consent_id))
+        .with_for_update()
+    )
+    allowed = set(app.approved_scopes) if app.can_receive else set()
+    for consent in session.exec(query).all():
+        if not set(consent.category_list) <= allowed:
+            _end_consent(session, consent, reason, now)
+
+
+def _check_grantable(app: AppView, categories: Sequence[str]) -> None:
+    if app.review_status != "approved":
+        raise ConflictError(
+            f"app {app.app_id!r} is {app.review_status}, not approved: only apps that passed "
+            "review can receive consents"
+        )
+    if not app.enabled:
+        raise ConflictError(f"app {app.app_id!r} is disabled: it cannot receive consents")
+    outside = [category for category in categories if category not in app.approved_scopes]
+    if outside:
+        raise ConflictError(
+            f"categories {', '.join(outside)} are outside app {app.app_id!r}'s approved "
+            f"scopes ({', '.join(app.approved_scopes) or 'none'}): grant only those"
+        )
+
+
+def _approved_scopes(app: App, approved: Sequence[str] | None) -> str:
+    if approved is None:
+        return app.requested_scopes
+    scopes = _parse_categories(approved, "approved_scopes")
+    requested = app.requested_scopes.split(",")
+    outside = [scope for scope in scopes.split(",") if scope not in requested]
+    if outside:
+        raise InvalidRequestError(
+            f"approved_scopes {', '.join(outside)} were not requested (requested: "
+            f"{app.requested_scopes}): approve a subset of the requested scopes"
+        )
+    return scopes
+
+
+def _publish_app(session: Session, app: App, now: datetime) -> AppView:
+    """Write the app's new state to the outbox; its version is the outbox row's id."""
+    event = _append_event(session, "app", app.app_id, None, now)
+    app.version = _assigned_id(event)
+    view = AppView.of(app)
+    event.payload = _payload_json(view.to_record())
+    return view
 
 
 def _publish_consent(session: Session, consent: Consent, now: datetime) -> ConsentView:
@@ -278,12 +579,12 @@ def _json_default(value: object) -> object:
     raise TypeError(f"cannot put {type(value).__name__} in an outbox payload")
 
 
-def _parse_categories(categories: Sequence[str]) -> str:
+def _parse_categories(categories: Sequence[str], name: str = "categories") -> str:
     """The stored form: deduplicated, in ``CATEGORIES`` order, comma-separated."""
     allowed = f"any of {', '.join(CATEGORIES)}, or {ALL_CATEGORIES!r} for every one"
     if isinstance(categories, str):
         # A str is a Sequence[str] of letters: a classic slip worth a clear message.
-        raise InvalidRequestError(f"categories must be a list such as [{categories!r}]")
+        raise InvalidRequestError(f"{name} must be a list such as [{categories!r}]")
     wanted: set[str] = set()
     for category in categories:
         if category == ALL_CATEGORIES:
@@ -291,9 +592,9 @@ def _parse_categories(categories: Sequence[str]) -> str:
         elif category in CATEGORIES:
             wanted.add(category)
         else:
-            raise InvalidRequestError(f"unknown category {category!r}: use {allowed}")
+            raise InvalidRequestError(f"unknown category {category!r}: use {allowed} ({name})")
     if not wanted:
-        raise InvalidRequestError(f"categories is empty: grant at least one, {allowed}")
+        raise InvalidRequestError(f"{name} is empty: grant at least one, {allowed}")
     return ",".join(category for category in CATEGORIES if category in wanted)
 
 
@@ -307,6 +608,11 @@ def _check_user_id(user_id: str) -> str:
     if not user_id or len(user_id) > _MAX_USER_ID:
         raise InvalidRequestError(f"user_id must be 1 to {_MAX_USER_ID} characters")
     return user_id
+
+
+def _check_text(name: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise InvalidRequestError(f"{name} must be at most {limit} characters")
 
 
 def _check_expiry(expires_at: datetime | None, now: datetime) -> datetime | None:

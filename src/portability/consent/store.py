@@ -6,14 +6,21 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Engine, make_url
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
-from sqlmodel import SQLModel, create_engine
+from sqlmodel import create_engine
 
 from portability.consent import models
 from portability.consent.errors import InvalidRequestError
 
-__all__ = ["create_store_engine", "init_schema"]
+__all__ = ["FIRST_REVISION", "create_store_engine", "init_schema"]
+
+FIRST_REVISION = "0001"
+"""The schema before the API (apps, consents, outbox); older stores are adopted as it."""
+_VERSION_TABLE = "alembic_version"
+_LOCK_KEY = 0x706F7274  # "port": one advisory lock for this store's migrations
 
 # psycopg (3) is the driver this project installs; SQLAlchemy's default for a bare
 # "postgresql://" would be psycopg2.
@@ -74,11 +81,44 @@ def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def init_schema(engine: Engine) -> None:
-    """Create the consent store's tables and indexes that do not exist yet.
+def init_schema(engine: Engine, revision: str = "head") -> None:
+    """Bring the consent store's schema to ``revision`` with its Alembic migrations.
 
-    Only this package's tables: other packages may define SQLModel tables of their own in the
-    same metadata.
+    Idempotent and safe on a live database: migrations only add, with server defaults, so
+    rows survive. A database created before migrations existed (tables, no version table) is
+    recognised as the first revision and upgraded from there. On PostgreSQL an advisory lock
+    serialises processes that start at the same time.
+
+    Args:
+        engine: The store's engine.
+        revision: The target revision; ``"head"`` (the default) is the current schema, an
+            older one is for tests that start from a previous version.
     """
-    tables = [SQLModel.metadata.tables[name] for name in models.TABLE_NAMES]
-    SQLModel.metadata.create_all(engine, tables=tables)
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        config = _alembic_config(connection)
+        _adopt_unversioned(connection, config)
+        command.upgrade(config, revision)
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", "portability.consent:migrations")
+    config.attributes["connection"] = connection
+    return config
+
+
+def _adopt_unversioned(connection: Connection, config: Config) -> None:
+    """Reconcile the version table with the tables that actually exist.
+
+    No tables: start from scratch (clearing a version left by dropped tables). Tables but no
+    version: a store created by ``create_all`` before migrations existed, i.e. revision 0001.
+    """
+    tables = set(sa.inspect(connection).get_table_names())
+    if models.APPS_TABLE not in tables:
+        if _VERSION_TABLE in tables:
+            connection.execute(sa.text(f"DELETE FROM {_VERSION_TABLE}"))  # noqa: S608
+        return
+    if _VERSION_TABLE not in tables:
+        command.stamp(config, FIRST_REVISION)

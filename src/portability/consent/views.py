@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
 
-from portability.consent.models import App, Consent, ConsentMode, ConsentStatus
+from portability.consent.models import App, Consent, ConsentMode, ConsentStatus, ReviewStatus
 from portability.wire.records import AppRecord, Category, ConsentRecord, RemovalReason
 
 __all__ = ["AppView", "ConsentView"]
@@ -24,6 +24,15 @@ class AppView:
             ``repr`` so that logging a view does not leak it.
         created_at: When the app was registered (aware UTC).
         version: Outbox id of the app's latest state, as published on the apps topic.
+        use_case: What the app does with the data, as the developer described it.
+        requested_scopes: Categories the app asked for.
+        approved_scopes: Categories an operator approved (empty until approved).
+        review_status: ``pending``, ``approved`` or ``rejected``.
+        review_reason: The operator's reason, if given.
+        enabled: Whether deliveries to the app may flow at all.
+        previous_signing_secret: The secret before the latest rotation while its overlap
+            lasts (it still signs deliveries); hidden from ``repr``.
+        previous_secret_expires_at: When the overlap of the previous secret ends.
     """
 
     app_id: str
@@ -32,6 +41,14 @@ class AppView:
     signing_secret: str = field(repr=False)
     created_at: datetime
     version: int
+    use_case: str = ""
+    requested_scopes: tuple[Category, ...] = ()
+    approved_scopes: tuple[Category, ...] = ()
+    review_status: ReviewStatus = "approved"
+    review_reason: str | None = None
+    enabled: bool = True
+    previous_signing_secret: str | None = field(default=None, repr=False)
+    previous_secret_expires_at: datetime | None = None
 
     @classmethod
     def of(cls, app: App) -> AppView:
@@ -43,7 +60,28 @@ class AppView:
             signing_secret=app.signing_secret,
             created_at=app.created_at,
             version=app.version,
+            use_case=app.use_case,
+            requested_scopes=_categories(app.requested_scopes),
+            approved_scopes=_categories(app.approved_scopes),
+            review_status=cast("ReviewStatus", app.review_status),
+            review_reason=app.review_reason,
+            enabled=app.enabled,
+            previous_signing_secret=app.previous_signing_secret,
+            previous_secret_expires_at=app.previous_secret_expires_at,
         )
+
+    @property
+    def signing_secrets(self) -> list[str]:
+        """Every secret that signs deliveries now: the current one, then the previous one."""
+        secrets = [self.signing_secret]
+        if self.previous_signing_secret is not None:
+            secrets.append(self.previous_signing_secret)
+        return secrets
+
+    @property
+    def can_receive(self) -> bool:
+        """Whether deliveries may flow: approved and enabled."""
+        return self.enabled and self.review_status == "approved"
 
     def to_record(self) -> AppRecord:
         """The record the apps topic carries for this state."""
@@ -51,8 +89,8 @@ class AppView:
             app_id=self.app_id,
             name=self.name,
             webhook_url=self.webhook_url,
-            signing_secrets=[self.signing_secret],
-            enabled=True,
+            signing_secrets=self.signing_secrets,
+            enabled=self.can_receive,
             version=self.version,
         )
 
@@ -73,6 +111,8 @@ class ConsentView:
         revoked_at: When the user revoked it, if they did.
         updated_at: Time of the latest change.
         version: Outbox id of this state, as published on the consents topic.
+        removal_reason: Why the consent stopped (set with revoked or expired).
+        user_region: The user's ISO 3166-1 country when granted (None: not recorded).
     """
 
     consent_id: str
@@ -87,6 +127,7 @@ class ConsentView:
     updated_at: datetime
     version: int
     removal_reason: RemovalReason | None = None
+    user_region: str | None = None
 
     @classmethod
     def of(cls, consent: Consent) -> ConsentView:
@@ -104,6 +145,8 @@ class ConsentView:
             revoked_at=consent.revoked_at,
             updated_at=consent.updated_at,
             version=consent.version,
+            removal_reason=cast("RemovalReason | None", consent.removal_reason),
+            user_region=consent.user_region,
         )
 
     @property
@@ -126,3 +169,7 @@ class ConsentView:
             version=self.version,
             removal_reason=self.removal_reason,
         )
+
+
+def _categories(stored: str) -> tuple[Category, ...]:
+    return cast("tuple[Category, ...]", tuple(stored.split(","))) if stored else ()

@@ -16,6 +16,7 @@ from typing import Any
 import faust
 from mode import Service
 
+from portability.broker import free_port
 from portability.consent import OutboxRelay, create_store_engine, init_schema
 from portability.delivery import DeliveryWorker
 from portability.matching import Matcher
@@ -97,7 +98,8 @@ def build_app(settings: Settings, bootstrap: str, roles: set[Role]) -> faust.App
         f"portability-{'-'.join(sorted(roles))}",
         broker=f"kafka://{bootstrap}",
         web_host=settings.web_host,
-        web_port=settings.web_port,
+        # 0 means "any free port"; Faust itself insists on 1..65535.
+        web_port=settings.web_port or free_port(settings.web_host),
         web_enabled=True,
         autodiscover=False,
         store="memory://",

@@ -1,0 +1,63 @@
+"""The consent and app authorisation API as a FastAPI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from sqlalchemy.engine import Engine
+
+from portability.api.auth import Authenticator
+from portability.api.delivery_status import DeliveryStatusBoard
+from portability.api.errors import install_error_handlers
+from portability.api.ratelimit import RateLimiter
+from portability.api.routes import ApiContext, router
+from portability.consent import ConsentService
+from portability.settings import Settings
+
+__all__ = ["create_app"]
+
+_DESCRIPTION = """\
+Apps register and pass review; the platform, acting for users in the EEA and the UK, grants
+them consents; users and apps revoke them; everyone sees what is being delivered.
+
+Authenticate with `Authorization: Bearer <token>`: the platform token, an operator token, or
+an app's API key (`pk_...`, returned once at registration). An app asking for another app's
+resources gets 404. Apps are limited to a number of requests a minute (429 with
+`Retry-After`). Errors are JSON `{"error": code, "message": what to fix}`.
+"""
+
+
+def create_app(
+    settings: Settings,
+    engine: Engine,
+    *,
+    status_board: DeliveryStatusBoard | None = None,
+    rate_limiter: RateLimiter | None = None,
+) -> FastAPI:
+    """The API on the consent store behind ``engine`` (its schema must be initialised).
+
+    Args:
+        settings: Tokens, rate limit and secret overlap are read from here.
+        engine: The consent store.
+        status_board: Delivery state per consent, kept by a reader of the delivery.status
+            topic; default an empty board that reports unknown (null) delivery fields.
+        rate_limiter: Default ``settings.api_rate_limit_per_minute`` per app.
+
+    Returns:
+        The application; OpenAPI at ``/openapi.json``, docs at ``/docs``.
+    """
+    service = ConsentService(engine)
+    limiter = rate_limiter or RateLimiter(settings.api_rate_limit_per_minute)
+    api = FastAPI(
+        title="portability consent API",
+        version="1.0.0",
+        description=_DESCRIPTION,
+    )
+    api.state.context = ApiContext(
+        settings=settings,
+        service=service,
+        authenticator=Authenticator(settings, service, limiter),
+        status_board=status_board or DeliveryStatusBoard(),
+    )
+    install_error_handlers(api)
+    api.include_router(router)
+    return api

@@ -1,0 +1,134 @@
+"""API errors: every 4xx is JSON ``{"error": code, "message": what to fix}``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from portability.consent.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    RegionNotServedError,
+)
+
+__all__ = ["ERROR_RESPONSES", "ApiError", "ErrorResponse", "install_error_handlers"]
+
+_log = logging.getLogger(__name__)
+
+
+class ErrorResponse(BaseModel):
+    """What every error response carries."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"error": "not_found", "message": "no consent 'cns_0123456789abcdef'"}]
+        }
+    )
+
+    error: str = Field(description="A stable, machine-readable code.")
+    message: str = Field(description="What went wrong and what to change.")
+
+
+class ApiError(Exception):
+    """An error response: HTTP status, code and message (and optional headers)."""
+
+    def __init__(
+        self, status: int, error: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        """Build the error; ``message`` must say what to fix."""
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.headers = headers or {}
+
+
+_ERROR_CODES = (400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 503)
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": "An error; `message` says what to fix."}
+    for code in _ERROR_CODES
+}
+"""Every route's documented error responses."""
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "rate_limited",
+}
+
+
+def _json(status: int, error: str, message: str, headers: dict[str, str] | None = None) -> Any:
+    body = ErrorResponse(error=error, message=message).model_dump()
+    return JSONResponse(status_code=status, content=body, headers=headers)
+
+
+def _describe(errors: Sequence[Any]) -> str:
+    parts = []
+    for error in errors[:5]:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        parts.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "the request is malformed"
+
+
+async def _api_error(_request: Request, error: Exception) -> Any:
+    assert isinstance(error, ApiError)  # noqa: S101 - registered for ApiError only
+    return _json(error.status, error.error, error.message, error.headers)
+
+
+async def _validation_error(_request: Request, error: Exception) -> Any:
+    assert isinstance(error, RequestValidationError)  # noqa: S101
+    return _json(422, "invalid_request", _describe(error.errors()))
+
+
+async def _http_error(_request: Request, error: Exception) -> Any:
+    assert isinstance(error, StarletteHTTPException)  # noqa: S101
+    code = _STATUS_CODES.get(error.status_code, "error")
+    return _json(error.status_code, code, str(error.detail), dict(error.headers or {}))
+
+
+async def _store_error(_request: Request, error: Exception) -> Any:
+    if isinstance(error, NotFoundError):
+        return _json(404, "not_found", str(error))
+    if isinstance(error, RegionNotServedError):
+        return _json(403, "region_not_served", str(error))
+    if isinstance(error, ConflictError):
+        return _json(409, "conflict", str(error))
+    if isinstance(error, InvalidRequestError):
+        return _json(422, "invalid_request", str(error))
+    if isinstance(error, IntegrityError):
+        return _json(409, "conflict", "the change conflicts with existing data: retry it")
+    if isinstance(error, DataError):
+        return _json(422, "invalid_request", "a value is out of range or malformed")
+    _log.exception("store error", exc_info=error)
+    return _json(503, "unavailable", "the consent store is unavailable: retry shortly")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every known exception to a JSON error response."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    for kind in (
+        NotFoundError,
+        RegionNotServedError,
+        ConflictError,
+        InvalidRequestError,
+        SQLAlchemyError,
+    ):
+        app.add_exception_handler(kind, _store_error)

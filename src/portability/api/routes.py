@@ -1,0 +1,239 @@
+"""The API's routes: apps (registration, review, secrets) and consents (grant, revoke, status)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from portability.api.auth import Authenticator, Principal
+from portability.api.delivery_status import DeliveryStatusBoard
+from portability.api.errors import ERROR_RESPONSES, ApiError
+from portability.api.schemas import (
+    ID_PATTERN,
+    AppRegistrationRequest,
+    AppRegistrationResponse,
+    AppResponse,
+    ConsentListResponse,
+    ConsentResponse,
+    ConsentStatusResponse,
+    GrantRequest,
+    ReviewRequest,
+    SecretRotationResponse,
+)
+from portability.consent import AppView, ConsentService, ConsentView
+from portability.consent.models import ConsentStatus
+from portability.settings import Settings
+from portability.wire.records import RemovalReason
+
+__all__ = ["ApiContext", "router"]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    """What every request needs; kept in ``app.state.context``."""
+
+    settings: Settings
+    service: ConsentService
+    authenticator: Authenticator
+    status_board: DeliveryStatusBoard
+
+
+router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
+_bearer = HTTPBearer(auto_error=False, description="Platform, operator or app API key.")
+
+AppId = Annotated[str, Path(pattern=ID_PATTERN, examples=["app_5c2a0e1f9b3d"])]
+ConsentId = Annotated[str, Path(pattern=ID_PATTERN, examples=["cns_1f0e2d3c4b5a6978"])]
+
+
+def _context(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.context
+    return context
+
+
+def _principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    token = credentials.credentials if credentials is not None else None
+    return _context(request).authenticator.authenticate(token)
+
+
+Context = Annotated[ApiContext, Depends(_context)]
+Caller = Annotated[Principal, Depends(_principal)]
+
+
+def _not_found(kind: str, ident: str) -> ApiError:
+    return ApiError(404, "not_found", f"no {kind} {ident!r}: check the id")
+
+
+def _visible_app(context: ApiContext, caller: Principal, app_id: str) -> AppView:
+    """The app, if the caller may see it; another app's id is 404, as if it did not exist."""
+    if caller.role == "app" and not caller.owns(app_id):
+        raise _not_found("app", app_id)
+    return context.service.get_app(app_id)
+
+
+def _visible_consent(context: ApiContext, caller: Principal, consent_id: str) -> ConsentView:
+    consent = context.service.get_consent(consent_id)
+    if caller.role == "app" and not caller.owns(consent.app_id):
+        raise _not_found("consent", consent_id)
+    return consent
+
+
+# --- apps -------------------------------------------------------------------------------------
+
+
+@router.post("/apps", status_code=201, tags=["apps"])
+def register_app(body: AppRegistrationRequest, context: Context) -> AppRegistrationResponse:
+    """Register an app (no token needed). It stays pending until an operator approves it.
+
+    The response holds the app's API key and webhook signing secret: they are shown once.
+    """
+    registration = context.service.apply_for_app(
+        body.name, body.webhook_url, body.use_case, list(body.requested_scopes)
+    )
+    return AppRegistrationResponse(
+        app=AppResponse.of(registration.app),
+        api_key=registration.api_key,
+        signing_secret=registration.app.signing_secret,
+    )
+
+
+@router.get("/apps/{app_id}", tags=["apps"])
+def get_app(app_id: AppId, context: Context, caller: Caller) -> AppResponse:
+    """An app: an app sees its own, the platform and operators any."""
+    return AppResponse.of(_visible_app(context, caller, app_id))
+
+
+@router.post("/apps/{app_id}/review", tags=["apps"])
+def review_app(app_id: AppId, body: ReviewRequest, context: Context, caller: Caller) -> AppResponse:
+    """Approve an app within its requested scopes, or reject it with a reason (operators)."""
+    _visible_app(context, caller, app_id)
+    caller.require("operator")
+    scopes = list(body.approved_scopes) if body.approved_scopes is not None else None
+    view = context.service.review_app(
+        app_id, body.decision, approved_scopes=scopes, reason=body.reason
+    )
+    return AppResponse.of(view)
+
+
+@router.post("/apps/{app_id}/secret/rotate", tags=["apps"])
+def rotate_secret(app_id: AppId, context: Context, caller: Caller) -> SecretRotationResponse:
+    """Give the app a new signing secret (the app itself, or an operator).
+
+    Both secrets sign every delivery until the overlap
+    (``PORTABILITY_SECRET_ROTATION_OVERLAP_S``) ends.
+    """
+    _visible_app(context, caller, app_id)
+    caller.require("app", "operator")
+    view = context.service.rotate_secret(app_id, context.settings.secret_rotation_overlap_s)
+    return SecretRotationResponse(
+        app_id=view.app_id,
+        signing_secret=view.signing_secret,
+        previous_secret_expires_at=view.previous_secret_expires_at,
+    )
+
+
+# --- consents ---------------------------------------------------------------------------------
+
+
+@router.post("/consents", status_code=201, tags=["consents"])
+def grant_consent(body: GrantRequest, context: Context, caller: Caller) -> ConsentResponse:
+    """Grant an app a consent, for a user in the EEA or the UK (platform only)."""
+    caller.require("platform")
+    categories = [body.categories] if isinstance(body.categories, str) else body.categories
+    view = context.service.grant(
+        body.user_id,
+        body.app_id,
+        list(categories),
+        body.mode,
+        body.expires_at,
+        user_region=body.user_region,
+    )
+    return ConsentResponse.of(view)
+
+
+@router.get("/consents", tags=["consents"])
+def list_consents(
+    context: Context,
+    caller: Caller,
+    user_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    app_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    status: Annotated[ConsentStatus | None, Query()] = None,
+) -> ConsentListResponse:
+    """Consents matching the filters: an app sees only its own."""
+    if caller.role == "app":
+        if app_id is not None and not caller.owns(app_id):
+            return ConsentListResponse(consents=[])
+        app_id = caller.app_id
+    views = context.service.list_consents(user_id=user_id, app_id=app_id, status=status)
+    return ConsentListResponse(consents=[ConsentResponse.of(view) for view in views])
+
+
+@router.get("/consents/{consent_id}", tags=["consents"])
+def get_consent(consent_id: ConsentId, context: Context, caller: Caller) -> ConsentResponse:
+    """A consent: an app sees its own, the platform and operators any."""
+    return ConsentResponse.of(_visible_consent(context, caller, consent_id))
+
+
+_REVOKE_REASONS: dict[str, RemovalReason] = {
+    "platform": "user_revoked",
+    "app": "app_revoked",
+    "operator": "policy",
+}
+
+
+@router.post("/consents/{consent_id}/revoke", tags=["consents"])
+def revoke_consent(consent_id: ConsentId, context: Context, caller: Caller) -> ConsentResponse:
+    """Revoke a consent; deliveries stop and the app is told why.
+
+    The reason follows the caller: the platform (for the user) ``user_revoked``, the app
+    ``app_revoked``, an operator ``policy``. Revoking a consent that already ended changes
+    nothing.
+    """
+    _visible_consent(context, caller, consent_id)
+    view = context.service.revoke(consent_id, reason=_REVOKE_REASONS[caller.role])
+    return ConsentResponse.of(view)
+
+
+@router.get("/consents/{consent_id}/status", tags=["consents"])
+def consent_status(
+    consent_id: ConsentId, context: Context, caller: Caller
+) -> ConsentStatusResponse:
+    """State, granted categories, last delivery and its sequence, and failures with reasons."""
+    consent = _visible_consent(context, caller, consent_id)
+    return ConsentStatusResponse(
+        consent_id=consent.consent_id,
+        state=consent.status,
+        removal_reason=consent.removal_reason,
+        categories=list(consent.categories),
+        mode=consent.mode,
+        **_delivery_fields(context.status_board, consent_id),
+    )
+
+
+def _delivery_fields(board: DeliveryStatusBoard, consent_id: str) -> dict[str, Any]:
+    """The status's delivery fields: null when unknown, "nothing yet" when none published."""
+    fields: dict[str, Any] = {
+        "delivery_status_available": board.available,
+        "last_delivered_at": None,
+        "last_sequence": None,
+        "failing": None,
+        "failure_reason": None,
+        "last_http_status": None,
+    }
+    if not board.available:
+        return fields
+    delivery = board.get(consent_id)
+    if delivery is None:
+        return fields | {"last_sequence": 0, "failing": False}
+    return fields | {
+        "last_delivered_at": delivery["last_delivered_at"],
+        "last_sequence": delivery["last_sequence"],
+        "failing": delivery["failing"],
+        "failure_reason": delivery["last_error"],
+        "last_http_status": delivery["last_status"],
+    }

@@ -1,0 +1,235 @@
+"""Request and response bodies of the consent API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from portability.consent import AppView, ConsentView
+from portability.consent.models import ConsentMode, ConsentStatus, ReviewStatus
+from portability.wire.records import Category, RemovalReason
+
+__all__ = [
+    "ID_PATTERN",
+    "AppRegistrationRequest",
+    "AppRegistrationResponse",
+    "AppResponse",
+    "ConsentListResponse",
+    "ConsentResponse",
+    "ConsentStatusResponse",
+    "GrantRequest",
+    "ReviewRequest",
+    "SecretRotationResponse",
+]
+
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+_TEXT = r"^[^\x00-\x1f\x7f]*$"  # printable: no control characters (PostgreSQL refuses NUL)
+
+Scope = Literal["profile", "post", "follow", "activity", "direct_message", "all"]
+Text = Annotated[str, Field(pattern=_TEXT)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AppRegistrationRequest(_Body):
+    """A developer registers an app; an operator then reviews it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Archive Pal",
+                    "use_case": "Keeps a private, searchable backup of the user's posts.",
+                    "webhook_url": "https://archivepal.example/webhooks/portability",
+                    "requested_scopes": ["post", "profile"],
+                }
+            ]
+        },
+    )
+
+    name: str = Field(min_length=1, max_length=200, pattern=_TEXT)
+    use_case: str = Field(
+        min_length=1,
+        max_length=2000,
+        pattern=_TEXT,
+        description="What the app does with each scope it requests (reviewed by an operator).",
+    )
+    webhook_url: str = Field(
+        min_length=1, max_length=2048, pattern=_TEXT, description="An http(s) URL with a host."
+    )
+    requested_scopes: list[Scope] = Field(min_length=1, max_length=6)
+
+
+class AppResponse(BaseModel):
+    """An app as the API shows it (never its secrets or key)."""
+
+    app_id: str
+    name: str
+    use_case: str
+    webhook_url: str
+    requested_scopes: list[Category]
+    approved_scopes: list[Category]
+    review_status: ReviewStatus
+    review_reason: str | None
+    enabled: bool
+    created_at: datetime
+    previous_secret_expires_at: datetime | None = Field(
+        description="While set, the previous signing secret still signs deliveries."
+    )
+
+    @classmethod
+    def of(cls, view: AppView) -> AppResponse:
+        """From a store view."""
+        return cls(
+            app_id=view.app_id,
+            name=view.name,
+            use_case=view.use_case,
+            webhook_url=view.webhook_url,
+            requested_scopes=list(view.requested_scopes),
+            approved_scopes=list(view.approved_scopes),
+            review_status=view.review_status,
+            review_reason=view.review_reason,
+            enabled=view.enabled,
+            created_at=view.created_at,
+            previous_secret_expires_at=view.previous_secret_expires_at,
+        )
+
+
+class AppRegistrationResponse(BaseModel):
+    """The new app, its API key and its webhook signing secret: shown this once only."""
+
+    app: AppResponse
+    api_key: str = Field(description="Bearer token of the app (`pk_...`); stored only hashed.")
+    signing_secret: str = Field(description="Standard Webhooks secret (`whsec_...`).")
+
+
+class ReviewRequest(_Body):
+    """An operator's decision on an app."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"decision": "approve", "approved_scopes": ["post"]},
+                {"decision": "reject", "reason": "The use case does not need direct messages."},
+            ]
+        },
+    )
+
+    decision: Literal["approve", "reject"]
+    approved_scopes: list[Scope] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=6,
+        description="On approval, a subset of the requested scopes; default all requested.",
+    )
+    reason: str | None = Field(
+        default=None, max_length=2000, pattern=_TEXT, description="Required to reject."
+    )
+
+
+class SecretRotationResponse(BaseModel):
+    """The app's new signing secret; the previous one signs too until the overlap ends."""
+
+    app_id: str
+    signing_secret: str
+    previous_secret_expires_at: datetime | None
+
+
+class GrantRequest(_Body):
+    """The platform, acting for a user, grants an app a consent."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "u00000042",
+                    "user_region": "DE",
+                    "app_id": "app_5c2a0e1f9b3d",
+                    "categories": ["post", "profile"],
+                    "mode": "ongoing",
+                    "expires_at": "2027-01-01T00:00:00Z",
+                }
+            ]
+        },
+    )
+
+    user_id: str = Field(min_length=1, max_length=200, pattern=_TEXT)
+    user_region: str = Field(
+        pattern=r"^[A-Za-z]{2}$",
+        description="The user's ISO 3166-1 alpha-2 country; only the EEA and GB are served.",
+    )
+    app_id: str = Field(pattern=ID_PATTERN)
+    categories: list[Scope] | Literal["all"] = Field(
+        description='Categories, or "all" for the full archive.'
+    )
+    mode: ConsentMode = "ongoing"
+    expires_at: AwareDatetime | None = None
+
+
+class ConsentResponse(BaseModel):
+    """A consent's current state."""
+
+    consent_id: str
+    user_id: str
+    app_id: str
+    categories: list[Category]
+    mode: ConsentMode
+    status: ConsentStatus
+    granted_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    removal_reason: RemovalReason | None
+    user_region: str | None
+    updated_at: datetime
+    version: int
+
+    @classmethod
+    def of(cls, view: ConsentView) -> ConsentResponse:
+        """From a store view."""
+        return cls(
+            consent_id=view.consent_id,
+            user_id=view.user_id,
+            app_id=view.app_id,
+            categories=list(view.categories),
+            mode=view.mode,
+            status=view.status,
+            granted_at=view.granted_at,
+            expires_at=view.expires_at,
+            revoked_at=view.revoked_at,
+            removal_reason=view.removal_reason,
+            user_region=view.user_region,
+            updated_at=view.updated_at,
+            version=view.version,
+        )
+
+
+class ConsentListResponse(BaseModel):
+    """Consents, oldest grant first."""
+
+    consents: list[ConsentResponse]
+
+
+class ConsentStatusResponse(BaseModel):
+    """What a user or app asks about a consent: is it on, and is data arriving."""
+
+    consent_id: str
+    state: ConsentStatus
+    removal_reason: RemovalReason | None
+    categories: list[Category]
+    mode: ConsentMode
+    delivery_status_available: bool = Field(
+        description="False when this server does not follow the delivery.status topic "
+        "(no Kafka configured): the delivery fields are then null."
+    )
+    last_delivered_at: datetime | None
+    last_sequence: int | None = Field(description="Sequence of the last delivered delta.")
+    failing: bool | None = Field(description="Whether the latest delivery attempt failed.")
+    failure_reason: str | None
+    last_http_status: int | None

@@ -1,0 +1,114 @@
+"""API fixtures: the app on a fresh consent store, on SQLite and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from api_helpers import (
+    OPERATOR,
+    OPERATOR_TOKEN,
+    PLATFORM_TOKEN,
+    RegisteredApp,
+    TestClient,
+    registration,
+)
+from psycopg import sql
+from sqlalchemy.engine import Engine, make_url
+
+from portability.api import DeliveryStatusBoard, create_app
+from portability.consent import create_store_engine, init_schema
+from portability.settings import Settings
+
+ADMIN_URL = os.environ.get(
+    "PORTABILITY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+STORE_TABLES = ("consent_outbox", "consents", "apps", "alembic_version")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database for this session, dropped afterwards."""
+    admin = make_url(ADMIN_URL)
+    name = f"portability_api_{uuid.uuid4().hex[:12]}"
+    conninfo = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield admin.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def drop_store(engine: Engine) -> None:
+    """Drop the store's tables and Alembic's version table."""
+    with engine.begin() as connection:
+        for table in STORE_TABLES:
+            connection.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def bare_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on an empty database (no schema)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'consents.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    created = create_store_engine(url)
+    drop_store(created)
+    yield created
+    drop_store(created)
+    created.dispose()
+
+
+@pytest.fixture
+def engine(bare_engine: Engine) -> Engine:
+    init_schema(bare_engine)
+    return bare_engine
+
+
+@pytest.fixture
+def api_settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        api_platform_token=PLATFORM_TOKEN,
+        api_operator_token=OPERATOR_TOKEN,
+        secret_rotation_overlap_s=3600,
+    )
+
+
+@pytest.fixture
+def board() -> DeliveryStatusBoard:
+    return DeliveryStatusBoard()
+
+
+@pytest.fixture
+def client(engine: Engine, api_settings: Settings, board: DeliveryStatusBoard) -> TestClient:
+    return TestClient(create_app(api_settings, engine, status_board=board))
+
+
+@pytest.fixture
+def register(client: TestClient) -> Callable[..., RegisteredApp]:
+    """Register an app through the API; ``approve`` also has an operator approve it."""
+
+    def _register(
+        scopes: list[str] | None = None, *, approve: bool = True, name: str = "Archive Pal"
+    ) -> RegisteredApp:
+        response = client.post("/v1/apps", json=registration(scopes, name))
+        assert response.status_code == 201, response.text
+        body = response.json()
+        app_id = body["app"]["app_id"]
+        if approve:
+            review = client.post(
+                f"/v1/apps/{app_id}/review", headers=OPERATOR, json={"decision": "approve"}
+            )
+            assert review.status_code == 200, review.text
+        return RegisteredApp(app_id, body["api_key"], body["signing_secret"])
+
+    return _register
