@@ -291,6 +291,12 @@ def consents_grant(
             formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"],
         ),
     ] = None,
+    region: Annotated[
+        str | None,
+        typer.Option(
+            help="The user's country (ISO 3166-1 alpha-2); only EEA and UK users qualify."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Grant APP_ID a consent over USER_ID's data."""
@@ -300,7 +306,9 @@ def consents_grant(
         expires_at.replace(tzinfo=UTC) if expires_at and expires_at.tzinfo is None else expires_at
     )
     names = [c.strip() for c in categories.split(",") if c.strip()]
-    view = _guarded(lambda: _service().grant(user_id, app_id, names, mode, expiry))
+    view = _guarded(
+        lambda: _service().grant(user_id, app_id, names, mode, expiry, user_region=region)
+    )
     _print_rows([_consent_row(view)], as_json)
 
 

@@ -219,3 +219,23 @@ def test_unknown_portability_setting_is_a_usage_error(
 
     assert result.exit_code == 2, result.output
     assert "no_such_setting" in _flat(result.output).lower()
+
+
+def test_grant_for_a_user_outside_the_eea_and_uk_is_refused(
+    runner: CliRunner, db_args: list[str]
+) -> None:
+    _invoke(
+        runner, *db_args, "apps", "register", "Example", "https://example.test/hook", "--id", "app1"
+    )
+
+    refused = _invoke(runner, *db_args, "consents", "grant", "user1", "app1", "--region", "US")
+    granted = _invoke(
+        runner, *db_args, "consents", "grant", "user2", "app1", "--region", "FR", "--json"
+    )
+
+    assert refused.exit_code == 2, refused.output
+    assert "US" in _flat(refused.stderr)
+    assert "EEA" in _flat(refused.stderr)
+    assert [c["user_id"] for c in _json(granted)] == ["user2"]
+    listed = _json(_invoke(runner, *db_args, "consents", "list", "--json"))
+    assert [c["user_id"] for c in listed] == ["user2"]
