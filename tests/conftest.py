@@ -13,6 +13,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from pipeline_harness import pipeline_settings
 from portability.broker import EmbeddedBroker
 from portability.runtime import Runtime
 from portability.settings import Settings
@@ -57,18 +58,8 @@ def broker(broker_log: Path) -> Iterator[EmbeddedBroker]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Settings on unique topics and groups, short group timeouts, SQLite in tmp_path."""
-    unique = uuid.uuid4().hex[:10]
-    return Settings(
-        data_dir=tmp_path,
-        topic_prefix=f"t{unique}.",
-        partitions=3,
-        matcher_group=f"matcher-{unique}",
-        delivery_group=f"delivery-{unique}",
-        delivery_retry_base_s=0.05,
-        delivery_retry_max_s=0.5,
-        web_port=0,
-    )
+    """Settings on unique topics and groups, fast retries, SQLite in tmp_path."""
+    return pipeline_settings(tmp_path)
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ STOP_TIMEOUT_S = 10.0
 
 
 def pipeline_settings(data_dir: Path) -> Settings:
-    """Like the ``settings`` fixture: unique topics and groups, fast retries, SQLite."""
+    """Unique topics and groups, fast retries, SQLite in ``data_dir`` (the ``settings`` fixture)."""
     unique = uuid.uuid4().hex[:10]
     return Settings(
         data_dir=data_dir,
