@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,21 +19,6 @@ from portability.wire import (
 )
 
 from .samples import app, change, consent, delivery, tagged
-
-
-@pytest.fixture
-async def registry() -> AsyncIterator[InProcessSchemaRegistry]:
-    shared = InProcessSchemaRegistry()
-    yield shared
-    await shared.close()
-
-
-@pytest.fixture
-async def codec(registry: InProcessSchemaRegistry) -> AvroCodec:
-    started = AvroCodec(registry)
-    await started.start()
-    return started
-
 
 # --- round trips -----------------------------------------------------------------------------
 

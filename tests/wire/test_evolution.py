@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import json
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import fastavro
@@ -34,20 +34,6 @@ from portability.wire.schemas import parsed_schema, schema_text
 from .samples import app, change, consent, delivery, tagged
 
 Schema = dict[str, Any]
-
-
-@pytest.fixture
-async def registry() -> AsyncIterator[InProcessSchemaRegistry]:
-    shared = InProcessSchemaRegistry()
-    yield shared
-    await shared.close()
-
-
-@pytest.fixture
-async def codec(registry: InProcessSchemaRegistry) -> AvroCodec:
-    started = AvroCodec(registry)
-    await started.start()
-    return started
 
 
 def _current(name: SchemaName) -> Schema:
