@@ -8,8 +8,9 @@ leaves the worker idle, so the tests do not depend on each other or on their ord
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_asyncio
@@ -19,6 +20,7 @@ from portability.broker import EmbeddedBroker
 from portability.delivery.payload import Delta
 from portability.matching.matcher import delta_id
 from portability.wire.dead_letters import DeadLetter
+from portability.wire.notifications import AUTHORIZATION_REMOVED, event_id
 from portability.wire.records import AccountChange
 from portability.wire.topics import partition_for_user
 
@@ -159,6 +161,53 @@ async def test_revoked_consent_stops(pipeline: Pipeline) -> None:
     marker_got = p.receiver.deltas(marker_consent.consent_id)
     assert [d.change_id for d in marker_got] == ids(first_marker + marker)
     assert sequences(marker_got) == [1, 2]
+    # The app was told, once, with the reason and an id stable across redeliveries.
+    await p.wait_until(lambda: p.receiver.removal(dave.consent_id) is not None, "removal event")
+    removal = p.receiver.removal(dave.consent_id)
+    assert removal is not None
+    assert removal.reason == "user_revoked"
+    assert removal.event_id == event_id(AUTHORIZATION_REMOVED, dave.consent_id, revoked.version)
+    assert p.receiver.stats().deltas_after_removal == 0
+    assert p.receiver.removal(marker_consent.consent_id) is None
+    assert_clean(p)
+
+
+async def test_expiry_and_disabling_the_app_tell_the_app_why(pipeline: Pipeline) -> None:
+    p = pipeline
+    app = await asyncio.to_thread(
+        p.service.register_app, "Test app C", f"{p.base_url}/webhooks/app-c", "app-c"
+    )
+    p.receiver.add_app("app-c", app.signing_secret)
+    granted_at = datetime.now(UTC)
+    expiring = await asyncio.to_thread(
+        p.service.grant, "frank", "app-c", ["post"], expires_at=granted_at + timedelta(hours=1)
+    )
+    lasting = await asyncio.to_thread(p.service.grant, "grace", "app-c", ["post"])
+    p.active_consents |= {expiring.consent_id, lasting.consent_id}
+    await p.wait_matcher_ready()
+    first = p.changes("frank", "post") + p.changes("grace", "post")
+    await p.publish(first)
+    await p.wait_for_changes(expiring.consent_id, ids(first[:1]))
+    await p.wait_for_changes(lasting.consent_id, ids(first[1:]))
+
+    [expired] = await asyncio.to_thread(p.service.expire_due, granted_at + timedelta(hours=2))
+    await asyncio.to_thread(p.service.set_app_enabled, "app-c", False)
+    p.active_consents -= {expiring.consent_id, lasting.consent_id}
+    await p.wait_until(
+        lambda: all(p.receiver.removal(c) for c in (expiring.consent_id, lasting.consent_id)),
+        "both removal events",
+    )
+
+    assert expired.consent_id == expiring.consent_id
+    reasons = {
+        consent: removal.reason
+        for consent in (expiring.consent_id, lasting.consent_id)
+        if (removal := p.receiver.removal(consent)) is not None
+    }
+    # A disabled app hears that its consents ended, though it gets no more deltas.
+    assert reasons == {expiring.consent_id: "expired", lasting.consent_id: "app_disabled"}
+    await p.wait_idle()
+    assert p.receiver.stats().deltas_after_removal == 0
     assert_clean(p)
 
 

@@ -27,6 +27,8 @@ from portability.consent import (
 )
 from portability.runtime import Runtime
 from portability.wire import SchemaName, partition_for_user
+from portability.wire.notifications import AUTHORIZATION_REMOVED, event_id
+from portability.wire.topics import partition_for_consent
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 USERS = [f"user-{index}" for index in range(8)]
@@ -105,7 +107,8 @@ async def test_publishes_in_order_to_the_users_partitions(
     expected = {view.version: view for view in [*granted, revoked]}
 
     async with OutboxRelay(engine, runtime) as relay:
-        assert await relay.publish_pending() == len(expected) + 1  # and the app
+        # And the app, and the revocation's authorization.removed notification.
+        assert await relay.publish_pending() == len(expected) + 2
         assert await relay.publish_pending() == 0
 
     assert unpublished(engine) == []
@@ -123,6 +126,21 @@ async def test_publishes_in_order_to_the_users_partitions(
     [app_read] = await read_topic(runtime, runtime.topics.apps, 1, SchemaName.APP, 1)
     assert (app_read.partition, app_read.key) == (0, app.app_id.encode())
     assert app_read.record == app.to_record()
+    [removed] = await read_topic(
+        runtime, runtime.topics.notifications, partitions, SchemaName.NOTIFICATION, 1
+    )
+    assert removed.key == revoked.consent_id.encode()
+    # The partition of the consent's deliveries, so the event joins the consent's lane.
+    assert removed.partition == partition_for_consent(revoked.consent_id, partitions)
+    assert removed.record == {
+        "event_id": event_id(AUTHORIZATION_REMOVED, revoked.consent_id, revoked.version),
+        "event_type": "authorization.removed",
+        "consent_id": revoked.consent_id,
+        "app_id": app.app_id,
+        "user_id": revoked.user_id,
+        "occurred_at": NOW + timedelta(seconds=1),
+        "attributes": {"reason": "user_revoked"},
+    }
 
 
 async def test_restarted_relay_publishes_only_what_is_left(
@@ -137,7 +155,8 @@ async def test_restarted_relay_publishes_only_what_is_left(
 
     async with OutboxRelay(engine, runtime) as restarted:
         assert await restarted.publish_pending(limit=3) == 3  # smaller batches keep the order
-        assert await restarted.publish_pending() == len(second) + len(revoked) - 3
+        # Each revocation also writes its removal notification.
+        assert await restarted.publish_pending() == len(second) + 2 * len(revoked) - 3
         assert await restarted.publish_pending() == 0
 
     total = len(first) + len(second) + len(revoked)
@@ -155,12 +174,12 @@ async def test_rows_acked_but_not_marked_are_sent_again_latest_last(
     granted = service.grant("user-1", app.app_id, ["post"], now=NOW)
     revoked = service.revoke(granted.consent_id, now=NOW + timedelta(seconds=1))
     async with OutboxRelay(engine, runtime) as relay:
-        assert await relay.publish_pending() == 3
+        assert await relay.publish_pending() == 4  # app, grant, revocation, notification
     with Session(engine) as session, session.begin():  # what the crash leaves behind
         session.exec(sa.update(OutboxEvent).values(published_at=None))
 
     async with OutboxRelay(engine, runtime) as restarted:
-        assert await restarted.publish_pending() == 3
+        assert await restarted.publish_pending() == 4
 
     partitions = runtime.settings.partitions
     reads = await read_topic(runtime, runtime.topics.consents, partitions, SchemaName.CONSENT, 4)
@@ -168,6 +187,12 @@ async def test_rows_acked_but_not_marked_are_sent_again_latest_last(
     assert in_log == [granted.version, revoked.version] * 2
     # Compaction keeps the last record of the key: the latest state.
     assert reads[-1].record == revoked.to_record()
+    notifications = await read_topic(
+        runtime, runtime.topics.notifications, partitions, SchemaName.NOTIFICATION, 2
+    )
+    # Sent twice, with one event id: the app deduplicates on its webhook-id.
+    assert len({read.record["event_id"] for read in notifications}) == 1
+    assert len(notifications) == 2
 
 
 async def test_run_publishes_until_stopped(

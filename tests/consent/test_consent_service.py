@@ -23,6 +23,7 @@ from portability.consent import (
 )
 from portability.consent import service as service_module
 from portability.wire import CATEGORIES
+from portability.wire.notifications import AUTHORIZATION_REMOVED, event_id
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -236,10 +237,22 @@ def test_revoke_publishes_once_and_is_idempotent(
     assert revoked.version > granted.version
     assert again == revoked
     events = outbox(engine)
-    assert [event.kind for event in events] == ["app", "consent", "consent"]
-    assert payload(events[-1])["status"] == "revoked"
-    assert payload(events[-1])["revoked_at"] == millis(later)
-    assert payload(events[-1])["version"] == revoked.version == events[-1].id
+    assert [event.kind for event in events] == ["app", "consent", "consent", "notification"]
+    state, notification = events[-2], events[-1]
+    assert payload(state)["status"] == "revoked"
+    assert payload(state)["revoked_at"] == millis(later)
+    assert payload(state)["version"] == revoked.version == state.id
+    # In the same transaction: the app hears of the removal exactly when it is committed.
+    assert (notification.key, notification.user_id) == (granted.consent_id, "user-1")
+    assert payload(notification) == {
+        "event_id": event_id(AUTHORIZATION_REMOVED, granted.consent_id, revoked.version),
+        "event_type": AUTHORIZATION_REMOVED,
+        "consent_id": granted.consent_id,
+        "app_id": app.app_id,
+        "user_id": "user-1",
+        "occurred_at": millis(later),
+        "attributes": {"reason": "user_revoked"},
+    }
 
 
 def test_revoke_unknown_consent_is_not_found(service: ConsentService) -> None:
@@ -288,12 +301,13 @@ def test_expire_due_expires_only_what_passed(
     assert service.get_consent(late.consent_id).status == "active"
     assert service.get_consent(never.consent_id).status == "active"
     events = outbox(engine)
-    assert len(events) == rows_before + 1
-    assert payload(events[-1])["status"] == "expired"
+    assert len(events) == rows_before + 2  # the state and the app's removal notification
+    assert payload(events[-2])["status"] == "expired"
+    assert payload(events[-1])["attributes"] == {"reason": "expired"}
     assert service.expire_due(now=at) == []
     # Revoking what already expired changes nothing and publishes nothing.
     assert service.revoke(soon.consent_id, now=at) == expired[0]
-    assert len(outbox(engine)) == rows_before + 1
+    assert len(outbox(engine)) == rows_before + 2
 
 
 def test_versions_grow_per_consent_across_changes(

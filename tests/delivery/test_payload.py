@@ -18,10 +18,12 @@ from portability.delivery.payload import (
     delta_event,
     format_timestamp,
     message_id,
+    notification_event,
     parse_delta_event,
 )
 from portability.errors import PortabilityError
-from portability.wire.records import AccountChange, DeliveryRecord
+from portability.wire.notifications import AUTHORIZATION_REMOVED, authorization_removed, event_id
+from portability.wire.records import AccountChange, DeliveryRecord, NotificationRecord
 
 OCCURRED = datetime(2025, 1, 31, 12, 0, 0, 123_456, tzinfo=UTC)
 CREATED = datetime(2025, 1, 30, 8, 30, 0, 5_000, tzinfo=UTC)
@@ -265,3 +267,50 @@ def test_other_event_types_are_told_apart() -> None:
 def test_payload_error_is_a_portability_value_error() -> None:
     assert issubclass(PayloadError, PortabilityError)
     assert issubclass(PayloadError, ValueError)
+
+
+def test_authorization_removed_event_carries_the_reason_and_a_stable_id() -> None:
+    record = authorization_removed(
+        consent_id="consent-1",
+        app_id="app-1",
+        user_id="user-1",
+        reason="app_disabled",
+        removed_at=OCCURRED,
+        version=42,
+    )
+
+    msg_id, body = notification_event(record)
+
+    assert msg_id == event_id(AUTHORIZATION_REMOVED, "consent-1", 42)
+    assert msg_id != event_id(AUTHORIZATION_REMOVED, "consent-1", 43)
+    assert msg_id.startswith("evt_")
+    assert len(msg_id) == 36
+    assert json.loads(body) == {
+        "type": "authorization.removed",
+        "data": {
+            "consent_id": "consent-1",
+            "app_id": "app-1",
+            "user_id": "user-1",
+            "occurred_at": "2025-01-31T12:00:00.123Z",
+            "reason": "app_disabled",
+        },
+    }
+    with pytest.raises(UnknownEventTypeError) as raised:
+        parse_delta_event(body)
+    assert raised.value.event_type == "authorization.removed"
+
+
+def test_event_attributes_never_replace_the_common_fields() -> None:
+    record: NotificationRecord = {
+        "event_id": "evt_1",
+        "event_type": "portability.example",
+        "consent_id": "consent-1",
+        "app_id": "app-1",
+        "user_id": "user-1",
+        "occurred_at": OCCURRED,
+        "attributes": {"consent_id": "forged", "detail": "x"},
+    }
+
+    data = json.loads(notification_event(record)[1])["data"]
+
+    assert (data["consent_id"], data["detail"]) == ("consent-1", "x")

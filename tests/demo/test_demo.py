@@ -32,6 +32,9 @@ async def test_small_demo_delivers_everything_it_should(
     assert report.progress.verified == report.expected + report.revoked_in_flight
     assert report.progress.dead_lettered == report.progress.bad_records_sent == 2
     assert report.progress.revoked > 0
+    # Every revoked consent's app was told, and no delta of it came after the event.
+    assert report.removals_missing == 0
+    assert report.deltas_after_removal == 0
     assert report.latency_p99_ms is not None
     assert seen[0] == "granting consents"
     assert "streaming changes" in seen

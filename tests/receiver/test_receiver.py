@@ -13,9 +13,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from portability.delivery.payload import delta_event
+from portability.delivery.payload import delta_event, notification_event
 from portability.delivery.signing import SigningError, generate_secret, webhook_headers
 from portability.receiver import ReceiverStats, ReceivingApp, run_receiver
+from portability.wire.notifications import AUTHORIZATION_REMOVED, authorization_removed, event_id
 from portability.wire.records import DeliveryRecord
 
 APP_ID = "app-1"
@@ -318,13 +319,62 @@ async def test_event_for_another_app_is_400(receiver: ReceivingApp, sender: Send
 async def test_unknown_event_type_is_accepted_and_kept(
     receiver: ReceivingApp, sender: Sender
 ) -> None:
-    event = {"type": "authorization.removed", "data": {"consent_id": CONSENT_ID}}
+    event = {"type": "transfer.started", "data": {"consent_id": CONSENT_ID}}
 
     status, _, _ = await sender.send_body(json.dumps(event).encode())
 
     assert status == 204
     assert receiver.other_events() == [event]
     assert receiver.stats().other_events == 1
+
+
+def removal_event() -> bytes:
+    """An authorization.removed body as the delivery worker builds it."""
+    return notification_event(
+        authorization_removed(
+            consent_id=CONSENT_ID,
+            app_id=APP_ID,
+            user_id="user-1",
+            reason="user_revoked",
+            removed_at=datetime(2025, 1, 31, tzinfo=UTC),
+            version=7,
+        )
+    )[1]
+
+
+async def test_removal_is_recorded_once_and_later_deltas_are_flagged(
+    receiver: ReceivingApp, sender: Sender
+) -> None:
+    await sender.send([delivery(1)])
+    msg_id = event_id(AUTHORIZATION_REMOVED, CONSENT_ID, 7)
+    body = removal_event()
+    headers = webhook_headers([sender.secret], msg_id, body)
+
+    assert (await sender.post(body, headers))[0] == 204
+    assert (await sender.post(body, headers))[0] == 204  # a redelivery
+    await sender.send([delivery(2)])  # what a correct pipeline never sends
+
+    removal = receiver.removal(CONSENT_ID)
+    assert removal is not None
+    assert (removal.event_id, removal.consent_id, removal.reason) == (
+        msg_id,
+        CONSENT_ID,
+        "user_revoked",
+    )
+    stats = receiver.stats()
+    assert (stats.authorizations_removed, stats.duplicates) == (1, 1)
+    assert stats.deltas_after_removal == 1
+    assert receiver.last_delta_at(CONSENT_ID) is not None
+    assert receiver.removal("another-consent") is None
+
+
+async def test_removal_without_a_consent_is_400(receiver: ReceivingApp, sender: Sender) -> None:
+    body = json.dumps({"type": "authorization.removed", "data": {"reason": "expired"}})
+
+    status, _, answer = await sender.send_body(body.encode())
+
+    assert (status, answer["error"]) == (400, "malformed_payload")
+    assert receiver.stats().authorizations_removed == 0
 
 
 async def test_latency_is_receipt_time_minus_occurred_at(secret: str) -> None:

@@ -78,6 +78,7 @@ def test_topic_names_with_prefix() -> None:
         matcher_checkpoints="t1.matcher.checkpoints",
         dead_letters="t1.dead-letters",
         delivery_status="t1.delivery.status",
+        notifications="t1.notifications",
     )
     assert TopicNames.with_prefix().account_changes == "account.changes"
 
@@ -87,7 +88,7 @@ def test_pipeline_topics_layout() -> None:
     specs = {spec.name: spec for spec in pipeline_topics(names, partitions=6)}
     day_ms = 24 * 3600 * 1000
 
-    assert len(specs) == 7, "every topic once"
+    assert len(specs) == 8, "every topic once"
     assert specs == {
         "p.account.changes": TopicSpec("p.account.changes", 6, "delete", 7 * day_ms),
         "p.consents": TopicSpec("p.consents", 6, "compact"),
@@ -96,6 +97,7 @@ def test_pipeline_topics_layout() -> None:
         "p.deliveries": TopicSpec("p.deliveries", 6, "delete", 7 * day_ms),
         "p.dead-letters": TopicSpec("p.dead-letters", 1, "delete", 30 * day_ms),
         "p.delivery.status": TopicSpec("p.delivery.status", 6, "compact"),
+        "p.notifications": TopicSpec("p.notifications", 6, "delete", 7 * day_ms),
     }
 
 
@@ -104,7 +106,13 @@ def test_co_partitioned_topics_share_the_partition_count(partitions: int) -> Non
     names = TopicNames.with_prefix()
     specs = {spec.name: spec for spec in pipeline_topics(names, partitions)}
 
-    co_partitioned = [names.account_changes, names.consents, names.matcher_checkpoints]
+    co_partitioned = [
+        names.account_changes,
+        names.consents,
+        names.matcher_checkpoints,
+        names.deliveries,
+        names.notifications,
+    ]
     assert {specs[name].partitions for name in co_partitioned} == {partitions}
     compacted = {name for name, spec in specs.items() if spec.cleanup_policy == "compact"}
     assert compacted == {

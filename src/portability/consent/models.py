@@ -33,7 +33,7 @@ _BIG_INT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 ConsentMode = Literal["one_time", "ongoing"]
 ConsentStatus = Literal["active", "revoked", "expired"]
-OutboxKind = Literal["consent", "app"]
+OutboxKind = Literal["consent", "app", "notification"]
 ReviewStatus = Literal["pending", "approved", "rejected"]
 
 ALL_CATEGORIES_CSV = "profile,post,follow,activity,direct_message"

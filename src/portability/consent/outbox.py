@@ -33,7 +33,7 @@ from portability.consent.models import OutboxEvent
 from portability.errors import PortabilityError
 from portability.runtime import Runtime
 from portability.wire.schemas import SchemaName
-from portability.wire.topics import partition_for_user
+from portability.wire.topics import partition_for_consent, partition_for_user
 
 __all__ = ["OutboxRelay"]
 
@@ -62,7 +62,7 @@ class _Message:
 
 
 class OutboxRelay:
-    """Publishes the outbox of one consent store to the consents and apps topics.
+    """Publishes the outbox of one consent store to the consents, apps and notifications topics.
 
     Use as ``async with OutboxRelay(engine, runtime) as relay: await relay.run(stop)``, or call
     :meth:`start`, :meth:`publish_pending` and :meth:`stop` yourself.
@@ -228,6 +228,11 @@ class OutboxRelay:
             partition = partition_for_user(row.user_id, self._runtime.settings.partitions)
             value = codec.encode(SchemaName.CONSENT, record)
             return _Message(topics.consents, partition, row.key.encode(), value)
+        if row.kind == "notification":
+            # In the partition of the consent's deliveries: it joins the same delivery lane.
+            partition = partition_for_consent(row.key, self._runtime.settings.partitions)
+            value = codec.encode(SchemaName.NOTIFICATION, record)
+            return _Message(topics.notifications, partition, row.key.encode(), value)
         if row.kind == "app":
             # The apps topic has one partition: one ordered view of every app.
             return _Message(topics.apps, 0, row.key.encode(), codec.encode(SchemaName.APP, record))

@@ -28,6 +28,7 @@ from portability.consent.models import App, Consent, OutboxEvent, OutboxKind
 from portability.consent.regions import check_region
 from portability.consent.views import AppView, ConsentView
 from portability.delivery.signing import generate_secret
+from portability.wire.notifications import authorization_removed
 from portability.wire.records import CATEGORIES, RemovalReason
 from portability.wire.topics import consent_key
 
@@ -481,7 +482,19 @@ def _end_consent(
         consent.revoked_at = now
     consent.removal_reason = reason
     consent.updated_at = now
-    return _publish_consent(session, consent, now)
+    view = _publish_consent(session, consent, now)
+    # Same transaction: the app hears of the removal if and only if it is committed.
+    notification = authorization_removed(
+        consent_id=view.consent_id,
+        app_id=view.app_id,
+        user_id=view.user_id,
+        reason=reason,
+        removed_at=now,
+        version=view.version,
+    )
+    event = _append_event(session, "notification", view.consent_id, view.user_id, now)
+    event.payload = _payload_json(notification)
+    return view
 
 
 def _end_unfit_consents(

@@ -35,6 +35,7 @@ class Directory:
         self._apps: dict[str, AppRecord] = {}
         self._consents: dict[str, ConsentRecord] = {}
         self._listeners: list[RevocationListener] = []
+        self._ended: set[str] = set()
         self._caught_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._partitions: list[TopicPartition] = []
@@ -44,8 +45,17 @@ class Directory:
 
     def is_stopped(self, consent_id: str) -> bool:
         """True when the consent is known to be revoked or expired: deliver nothing more."""
+        if consent_id in self._ended:
+            return True
         consent = self._consents.get(consent_id)
         return consent is not None and consent["status"] != "active"
+
+    def mark_stopped(self, consent_id: str) -> None:
+        """Stop a consent before its new state arrives (its removal was announced)."""
+        if consent_id in self._ended:
+            return
+        self._ended.add(consent_id)
+        self._notify(consent_id)
 
     def on_revocation(self, listener: RevocationListener) -> None:
         self._listeners.append(listener)
@@ -115,5 +125,8 @@ class Directory:
             return
         self._consents[consent["consent_id"]] = consent
         if consent["status"] != "active":
-            for listener in self._listeners:
-                listener(consent["consent_id"])
+            self._notify(consent["consent_id"])
+
+    def _notify(self, consent_id: str) -> None:
+        for listener in self._listeners:
+            listener(consent_id)

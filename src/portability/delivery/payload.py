@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeVar
 
 from portability.errors import PortabilityError
-from portability.wire.records import DeliveryRecord
+from portability.wire.records import DeliveryRecord, NotificationRecord
 
 __all__ = [
     "DELTA_EVENT_TYPE",
@@ -37,6 +37,7 @@ __all__ = [
     "delta_event",
     "format_timestamp",
     "message_id",
+    "notification_event",
     "parse_delta_event",
 ]
 
@@ -161,6 +162,28 @@ def delta_event(records: Sequence[DeliveryRecord]) -> tuple[str, bytes]:
         },
     }
     return message_id(record["delta_id"] for record in records), _encode(document)
+
+
+def notification_event(notification: NotificationRecord) -> tuple[str, bytes]:
+    """Build the body of a notification, e.g. ``authorization.removed``::
+
+        {"type": "authorization.removed",
+         "data": {"consent_id": "...", "app_id": "...", "user_id": "...",
+                  "occurred_at": "2025-01-31T12:00:00.123Z", "reason": "user_revoked"}}
+
+    Returns:
+        The webhook message id (the notification's stable event id) and the JSON body.
+    """
+    data: dict[str, Any] = {
+        "consent_id": notification["consent_id"],
+        "app_id": notification["app_id"],
+        "user_id": notification["user_id"],
+        "occurred_at": format_timestamp(notification["occurred_at"]),
+    }
+    # Event-specific fields never replace the common ones an app routes on.
+    data.update((k, v) for k, v in notification["attributes"].items() if k not in data)
+    document = {"type": notification["event_type"], "data": data}
+    return notification["event_id"], _encode(document)
 
 
 def parse_delta_event(body: bytes) -> DeltaEvent:

@@ -53,9 +53,13 @@ class WebhookSender:
 
     async def post(self, app: AppRecord, records: Sequence[DeliveryRecord]) -> Outcome:
         """Post ``records`` (one consent, ascending sequence) to the app's webhook."""
+        msg_id, body = delta_event(records)
+        return await self.post_event(app, msg_id, body)
+
+    async def post_event(self, app: AppRecord, msg_id: str, body: bytes) -> Outcome:
+        """Sign ``body`` as message ``msg_id`` with the app's secrets and post it once."""
         if self._session is None:
             raise RuntimeError("WebhookSender.start() was not called")
-        msg_id, body = delta_event(records)
         try:
             headers = webhook_headers(app["signing_secrets"], msg_id, body)
         except SigningError as error:

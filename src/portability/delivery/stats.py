@@ -16,6 +16,7 @@ class DeliveryStats:
     retries: int = 0
     dead_lettered: int = 0
     dropped_stopped_consent: int = 0
+    notifications_delivered: int = 0
     last_sequence: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -26,5 +27,6 @@ class DeliveryStats:
             "retries": self.retries,
             "dead_lettered": self.dead_lettered,
             "dropped_stopped_consent": self.dropped_stopped_consent,
+            "notifications_delivered": self.notifications_delivered,
             "consents_delivered_to": len(self.last_sequence),
         }

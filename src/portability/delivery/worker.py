@@ -5,6 +5,10 @@ lane's head (coalescing what waits, up to ``delivery_max_batch``). Many lanes ru
 bounded by ``delivery_concurrency``, so a slow endpoint holds back only its own consents.
 An offset is committed only once every delta before it is delivered, dropped (revoked
 consent) or dead-lettered.
+
+Notifications (``authorization.removed``) come from their own topic, partitioned like the
+deliveries, and join the consent's lane: they are posted alone, in their place in the lane,
+and are never dropped for a stopped consent, since telling the app it stopped is their point.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from portability.delivery.directory import Directory
 from portability.delivery.offsets import OffsetTracker
+from portability.delivery.payload import notification_event
 from portability.delivery.retry_schedule import backoff_seconds
 from portability.delivery.sender import Outcome, WebhookSender
 from portability.delivery.stats import DeliveryStats
@@ -28,7 +33,8 @@ from portability.delivery.status import StatusBoard
 from portability.runtime import Runtime
 from portability.wire.dead_letters import DeadLetter
 from portability.wire.errors import WireFormatError
-from portability.wire.records import DeliveryRecord
+from portability.wire.notifications import AUTHORIZATION_REMOVED
+from portability.wire.records import DeliveryRecord, NotificationRecord
 from portability.wire.schemas import SchemaName
 
 __all__ = ["DeliveryWorker"]
@@ -41,10 +47,18 @@ _COMMIT_INTERVAL_S = 0.1
 
 @dataclass(slots=True)
 class _Item:
+    """A delta (``delivery``) or a notification waiting in a lane."""
+
     tp: TopicPartition
     offset: int
     raw: bytes | None
-    delivery: DeliveryRecord
+    delivery: DeliveryRecord | None = None
+    notification: NotificationRecord | None = None
+
+    @property
+    def app_id(self) -> str:
+        event = self.delivery or self.notification
+        return event["app_id"] if event is not None else ""
 
 
 @dataclass(slots=True)
@@ -53,6 +67,7 @@ class _Lane:
     partition: TopicPartition
     queue: deque[_Item] = field(default_factory=deque)
     task: asyncio.Task[None] | None = None
+    in_flight: int = 0  # leading items of the queue in the request being made
 
 
 class DeliveryWorker:
@@ -82,7 +97,10 @@ class DeliveryWorker:
         await self.directory.start()
         self.directory.on_revocation(self._drop_lane)
         await self._consumer.start()
-        self._consumer.subscribe([self._runtime.topics.deliveries], listener=_Rebalance(self))
+        topics = self._runtime.topics
+        self._consumer.subscribe(
+            [topics.deliveries, topics.notifications], listener=_Rebalance(self)
+        )
         self._committer = asyncio.create_task(self._commit_loop(), name="delivery-commit")
 
     async def stop(self) -> None:
@@ -118,8 +136,15 @@ class DeliveryWorker:
                     await self._accept(tp, record)
 
     async def _accept(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        tracker = self._trackers.setdefault(tp, OffsetTracker())
-        tracker.add(record.offset)
+        self._trackers.setdefault(tp, OffsetTracker()).add(record.offset)
+        if tp.topic == self._runtime.topics.notifications:
+            await self._accept_notification(tp, record)
+        else:
+            await self._accept_delivery(tp, record)
+
+    async def _accept_delivery(
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
+    ) -> None:
         try:
             delivery: DeliveryRecord = await self._runtime.codec.decode_fetching(  # type: ignore[assignment]
                 SchemaName.DELIVERY, record.value
@@ -129,35 +154,67 @@ class DeliveryWorker:
             return
         if self.directory.is_stopped(delivery["consent_id"]):
             self.stats.dropped_stopped_consent += 1
-            tracker.done(record.offset)
+            self._trackers[tp].done(record.offset)
             return
-        lane = self._lanes.get(delivery["consent_id"])
+        self._enqueue(delivery["consent_id"], _Item(tp, record.offset, record.value, delivery))
+
+    async def _accept_notification(
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
+    ) -> None:
+        try:
+            notification: NotificationRecord = await self._runtime.codec.decode_fetching(  # type: ignore[assignment]
+                SchemaName.NOTIFICATION, record.value
+            )
+        except WireFormatError as error:
+            await self._dead_letter(tp, record.offset, record.key, record.value, str(error))
+            return
+        consent_id = notification["consent_id"]
+        self._enqueue(consent_id, _Item(tp, record.offset, record.value, notification=notification))
+        if notification["event_type"] == AUTHORIZATION_REMOVED:
+            # The removal may reach this worker before the consent's new state does: no
+            # delta may follow the event that says the flow stopped.
+            self.directory.mark_stopped(consent_id)
+
+    def _enqueue(self, consent_id: str, item: _Item) -> None:
+        lane = self._lanes.get(consent_id)
         if lane is None:
-            lane = self._lanes[delivery["consent_id"]] = _Lane(delivery["consent_id"], tp)
-        lane.queue.append(_Item(tp, record.offset, record.value, delivery))
+            lane = self._lanes[consent_id] = _Lane(consent_id, item.tp)
+        lane.queue.append(item)
         if lane.task is None:
-            lane.task = asyncio.create_task(self._drive(lane), name=f"lane-{lane.consent_id}")
+            lane.task = asyncio.create_task(self._drive(lane), name=f"lane-{consent_id}")
             lane.task.add_done_callback(_report_crash)
 
     async def _drive(self, lane: _Lane) -> None:
         """Deliver the lane's deltas in order until it is empty."""
         try:
             while lane.queue and not self._stopping.is_set():
-                items = [lane.queue[i] for i in range(min(len(lane.queue), self._batch_size))]
-                await self._deliver(lane, items)
+                items = self._next_request(lane)
+                lane.in_flight = len(items)
+                try:
+                    await self._deliver(lane, items)
+                finally:
+                    lane.in_flight = 0
         finally:
             lane.task = None
             if not lane.queue and self._lanes.get(lane.consent_id) is lane:
                 del self._lanes[lane.consent_id]
 
-    @property
-    def _batch_size(self) -> int:
-        return self._settings.delivery_max_batch
+    def _next_request(self, lane: _Lane) -> list[_Item]:
+        """The lane's head: a notification alone, or the deltas before the next notification."""
+        if lane.queue[0].notification is not None:
+            return [lane.queue[0]]
+        items: list[_Item] = []
+        for item in lane.queue:
+            if item.delivery is None or len(items) >= self._settings.delivery_max_batch:
+                break
+            items.append(item)
+        return items
 
     async def _deliver(self, lane: _Lane, items: list[_Item]) -> None:
         attempt = 0
         while not self._stopping.is_set():
-            if self.directory.is_stopped(lane.consent_id):
+            is_delta = items[0].delivery is not None
+            if is_delta and self.directory.is_stopped(lane.consent_id):
                 self._finish(lane, items, dropped=True)
                 return
             outcome = await self._attempt(items)
@@ -187,13 +244,18 @@ class DeliveryWorker:
             )
 
     async def _attempt(self, items: list[_Item]) -> Outcome:
-        delivery = items[0].delivery
-        app = self.directory.app(delivery["app_id"])
-        if app is None or not app["enabled"]:
-            return Outcome(False, None, f"app {delivery['app_id']} unknown or disabled", True)
+        app_id = items[0].app_id
+        app = self.directory.app(app_id)
+        notification = items[0].notification
+        if app is None or (notification is None and not app["enabled"]):
+            # A disabled app is still told that its consents ended (reason app_disabled).
+            return Outcome(False, None, f"app {app_id} unknown or disabled", True)
         async with self._slots:
             self.stats.requests += 1
-            return await self._sender.post(app, [item.delivery for item in items])
+            if notification is not None:
+                msg_id, body = notification_event(notification)
+                return await self._sender.post_event(app, msg_id, body)
+            return await self._sender.post(app, [item.delivery for item in items if item.delivery])
 
     def _finish(
         self,
@@ -208,10 +270,14 @@ class DeliveryWorker:
                 lane.queue.popleft()
             if not finished_elsewhere:
                 self._trackers.get(item.tp, OffsetTracker()).done(item.offset)
+        last = items[-1].delivery
         if dropped:
             self.stats.dropped_stopped_consent += len(items)
-        elif not finished_elsewhere:
-            last = items[-1].delivery
+        elif finished_elsewhere:
+            pass
+        elif last is None:
+            self.stats.notifications_delivered += len(items)
+        else:
             self.stats.deltas_delivered += len(items)
             self.stats.last_sequence[lane.consent_id] = last["sequence"]
             self.status.delivered(lane.consent_id, last["app_id"], last["sequence"])
@@ -219,16 +285,21 @@ class DeliveryWorker:
 
     def _log_failure(self, lane: _Lane, items: list[_Item], outcome: Outcome, attempt: int) -> None:
         self.stats.failures += 1
-        delivery = items[0].delivery
-        self.status.failed(lane.consent_id, delivery["app_id"], outcome)
-        app = self.directory.app(delivery["app_id"])
+        app_id = items[0].app_id
+        self.status.failed(lane.consent_id, app_id, outcome)
+        app = self.directory.app(app_id)
+        first, last = items[0], items[-1]
+        what = (
+            f"sequences {first.delivery['sequence']}-{last.delivery['sequence']}"
+            if first.delivery is not None and last.delivery is not None
+            else f"event {first.notification['event_id'] if first.notification else '?'}"
+        )
         log.warning(
-            "delivery failed: consent %s app %s endpoint %s sequences %d-%d attempt %d: %s",
+            "delivery failed: consent %s app %s endpoint %s %s attempt %d: %s",
             lane.consent_id,
-            delivery["app_id"],
+            app_id,
             app["webhook_url"] if app else "?",
-            delivery["sequence"],
-            items[-1].delivery["sequence"],
+            what,
             attempt,
             outcome.reason,
         )
@@ -261,12 +332,16 @@ class DeliveryWorker:
         lane = self._lanes.get(consent_id)
         if lane is None:
             return
-        # The head may be on the wire; it finishes (or is dropped) in _deliver.
-        head = 1 if lane.task is not None and lane.queue else 0
-        while len(lane.queue) > head:
-            item = lane.queue.pop()
-            self._trackers.get(item.tp, OffsetTracker()).done(item.offset)
-            self.stats.dropped_stopped_consent += 1
+        # The request on the wire finishes (or is dropped) in _deliver. Notifications stay:
+        # the app must still hear that the consent ended.
+        kept = [lane.queue.popleft() for _ in range(min(lane.in_flight, len(lane.queue)))]
+        for item in lane.queue:
+            if item.notification is not None:
+                kept.append(item)
+            else:
+                self._trackers.get(item.tp, OffsetTracker()).done(item.offset)
+                self.stats.dropped_stopped_consent += 1
+        lane.queue = deque(kept)
         self._wake_reader()
 
     def _wake_reader(self) -> None:

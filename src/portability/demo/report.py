@@ -56,6 +56,8 @@ class DemoReport:
     unexpected: int
     leaks: int
     revoked_in_flight: int
+    removals_missing: int
+    deltas_after_removal: int
     verification_failures: int
     gaps: int
     retries: int
@@ -69,6 +71,10 @@ class DemoReport:
         checks = {
             "deliveries failed signature verification": self.verification_failures,
             "deltas leaked after a revocation": self.leaks,
+            "revoked consents whose app was not told (authorization.removed)": (
+                self.removals_missing
+            ),
+            "deltas arrived after their authorization.removed event": self.deltas_after_removal,
             "deltas arrived that no consent allowed": self.unexpected,
             "expected deltas went missing": self.missing,
             "sequence numbers missing (gaps)": self.gaps,
@@ -88,6 +94,8 @@ class DemoReport:
             ("unexpected", self.unexpected),
             ("revoked-consent leaks", self.leaks),
             ("revoked, delivered before the revocation", self.revoked_in_flight),
+            ("revoked, app not told", self.removals_missing),
+            ("deltas after authorization.removed", self.deltas_after_removal),
             ("signature verification failures", self.verification_failures),
             ("sequence gaps", self.gaps),
             ("delivery retries", self.retries),

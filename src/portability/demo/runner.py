@@ -235,7 +235,11 @@ class _Scenario:
         deadline = time.monotonic() + self.options.drain_timeout_s
         while time.monotonic() < deadline:
             comparison = self.oracle.compare(self._received())
-            if comparison.missing == 0 and self.p.worker.pending == 0:
+            if (
+                comparison.missing == 0
+                and self._removals_missing() == 0
+                and self.p.worker.pending == 0
+            ):
                 return
             await asyncio.sleep(_TICK_S)
             self._tick("draining")
@@ -246,6 +250,10 @@ class _Scenario:
             if time.monotonic() > deadline:
                 raise DemoError("the pipeline did not acknowledge a revocation in time")
             await asyncio.sleep(0.01)
+
+    def _removals_missing(self) -> int:
+        """Revoked consents whose app has not yet received ``authorization.removed``."""
+        return sum(1 for c in self.oracle.revoked_at if self.p.receiver.removal(c) is None)
 
     def _received(self) -> dict[str, str]:
         """Each delta id the app accepted, with its consent."""
@@ -281,6 +289,8 @@ class _Scenario:
             unexpected=comparison.unexpected,
             leaks=comparison.leaks,
             revoked_in_flight=comparison.revoked_allowed,
+            removals_missing=self._removals_missing(),
+            deltas_after_removal=stats.deltas_after_removal,
             verification_failures=stats.verification_failures,
             gaps=stats.missing_sequences,
             retries=self.p.worker.stats.retries,

@@ -37,6 +37,7 @@ from portability.wire.records import (
     with_record_type,
 )
 from portability.wire.schemas import SchemaName
+from portability.wire.topics import partition_for_consent
 
 __all__ = ["Matcher", "delta_id"]
 
@@ -57,6 +58,7 @@ class Matcher:
     def __init__(self, runtime: Runtime, client_id: str = "portability-matcher") -> None:
         self._runtime = runtime
         self._topics = runtime.topics
+        self._partitions = runtime.settings.partitions
         self._codec = runtime.codec
         self._consumer: AIOKafkaConsumer = runtime.kafka.group_consumer(
             runtime.settings.matcher_group, client_id
@@ -214,7 +216,10 @@ class Matcher:
             value = self._codec.encode(SchemaName.DELIVERY, dict(delivery))
             sends.append(
                 await self._producer.send(
-                    self._topics.deliveries, value, key=consent.consent_id.encode()
+                    self._topics.deliveries,
+                    value,
+                    key=consent.consent_id.encode(),
+                    partition=partition_for_consent(consent.consent_id, self._partitions),
                 )
             )
         self.stats.changes_matched += 1

@@ -27,8 +27,9 @@ from portability.delivery.payload import (
 )
 from portability.delivery.signing import validate_secret
 from portability.receiver.tracking import ConsentLog, LatencyRecorder, SequenceRange
+from portability.wire.notifications import AUTHORIZATION_REMOVED
 
-__all__ = ["WEBHOOK_PATH", "ReceiverStats", "ReceivingApp"]
+__all__ = ["WEBHOOK_PATH", "ReceiverStats", "ReceivingApp", "Removal"]
 
 _log = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ class ReceiverStats:
         malformed_payloads: Verified requests whose body was not a valid delta event (400).
         unknown_app_requests: Requests for an app the receiver does not know (404).
         other_events: Verified events of a type other than ``portability.delta`` (accepted).
+        authorizations_removed: Unique ``authorization.removed`` events (by webhook id).
+        deltas_after_removal: Deltas that arrived after their consent's removal event: a
+            recipient must never see one.
     """
 
     requests: int
@@ -70,6 +74,25 @@ class ReceiverStats:
     malformed_payloads: int = 0
     unknown_app_requests: int = 0
     other_events: int = 0
+    authorizations_removed: int = 0
+    deltas_after_removal: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """An ``authorization.removed`` event: the consent ended and no more deltas come.
+
+    Attributes:
+        event_id: The ``webhook-id``; the same on every redelivery of the event.
+        consent_id: The consent that ended.
+        reason: user_revoked, app_revoked, expired, app_disabled, account_deleted or policy.
+        received_at: Receipt time, seconds since the epoch.
+    """
+
+    event_id: str
+    consent_id: str
+    reason: str
+    received_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +126,8 @@ class ReceivingApp:
         self._latency = LatencyRecorder()
         self._injections: collections.deque[_Injection] = collections.deque()
         self._other_events: list[dict[str, Any]] = []
+        self._removals: dict[str, Removal] = {}
+        self._last_delta_at: dict[str, float] = {}
         self._counts: collections.Counter[str] = collections.Counter()
         self._missing = 0
         self._changed = asyncio.Condition()
@@ -167,6 +192,8 @@ class ReceivingApp:
             malformed_payloads=counts["malformed_payloads"],
             unknown_app_requests=counts["unknown_app_requests"],
             other_events=len(self._other_events),
+            authorizations_removed=len(self._removals),
+            deltas_after_removal=counts["deltas_after_removal"],
         )
 
     def deltas(self, consent_id: str) -> list[Delta]:
@@ -191,6 +218,14 @@ class ReceivingApp:
         """Sequence ranges still missing below the consent's highest sequence received."""
         log = self._consents.get(consent_id)
         return log.missing_ranges() if log else []
+
+    def removal(self, consent_id: str) -> Removal | None:
+        """The ``authorization.removed`` event received for a consent, if any."""
+        return self._removals.get(consent_id)
+
+    def last_delta_at(self, consent_id: str) -> float | None:
+        """Receipt time of the latest request that carried deltas of a consent."""
+        return self._last_delta_at.get(consent_id)
 
     def other_events(self) -> list[dict[str, Any]]:
         """Verified events of types other than ``portability.delta``, in arrival order."""
@@ -234,7 +269,7 @@ class ReceivingApp:
             raise _Rejection(404, "unknown_app", "no app with this id is registered here")
         body = await request.read()
         self._verify(verifier, body, request)
-        event = self._parse(body, app_id)
+        event = self._parse(body, app_id, request.headers.get("webhook-id", ""), received_at)
         if event is not None:
             self._record(event, received_at)
         return web.Response(status=204)
@@ -247,12 +282,16 @@ class ReceivingApp:
             self._counts["verification_failures"] += 1
             raise _Rejection(401, "verification_failed", str(exc) or type(exc).__name__) from exc
 
-    def _parse(self, body: bytes, app_id: str) -> DeltaEvent | None:
+    def _parse(
+        self, body: bytes, app_id: str, event_id: str, received_at: float
+    ) -> DeltaEvent | None:
         try:
             event = parse_delta_event(body)
         except UnknownEventTypeError as exc:
             # Recipients accept event types they do not know yet; keep it for inspection.
             self._other_events.append(exc.document)
+            if exc.event_type == AUTHORIZATION_REMOVED:
+                self._record_removal(exc.document, event_id, received_at)
             return None
         except PayloadError as exc:
             self._counts["malformed_payloads"] += 1
@@ -262,7 +301,26 @@ class ReceivingApp:
             raise _Rejection(400, "wrong_app", f"event is for app {event.app_id!r}")
         return event
 
+    def _record_removal(self, document: dict[str, Any], event_id: str, received_at: float) -> None:
+        data = document.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("consent_id"), str):
+            self._counts["malformed_payloads"] += 1
+            raise _Rejection(400, "malformed_payload", "data.consent_id must be a string")
+        consent_id: str = data["consent_id"]
+        if consent_id in self._removals:
+            self._counts["duplicates"] += 1
+            return
+        self._removals[consent_id] = Removal(
+            event_id=event_id,
+            consent_id=consent_id,
+            reason=str(data.get("reason")),
+            received_at=received_at,
+        )
+
     def _record(self, event: DeltaEvent, received_at: float) -> None:
+        self._last_delta_at[event.consent_id] = received_at
+        if event.consent_id in self._removals:
+            self._counts["deltas_after_removal"] += len(event.deltas)
         log = self._consents.setdefault(event.consent_id, ConsentLog())
         for delta in event.deltas:
             if delta.id in self._ids:

@@ -19,6 +19,7 @@ __all__ = [
     "DeliveryRecord",
     "DeliveryStatusRecord",
     "MatcherCheckpoint",
+    "NotificationRecord",
     "RemovalReason",
     "from_millis",
     "to_millis",
@@ -92,6 +93,16 @@ class DeliveryStatusRecord(TypedDict):
     last_error: str | None
     last_status: int | None
     updated_at: datetime
+
+
+class NotificationRecord(TypedDict):
+    event_id: str
+    event_type: str
+    consent_id: str
+    app_id: str
+    user_id: str
+    occurred_at: datetime
+    attributes: dict[str, str]
 
 
 class MatcherCheckpoint(TypedDict):

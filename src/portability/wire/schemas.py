@@ -26,6 +26,7 @@ class SchemaName(enum.StrEnum):
     DELIVERY = "delivery"
     MATCHER_CHECKPOINT = "matcher_checkpoint"
     DELIVERY_STATUS = "delivery_status"
+    NOTIFICATION = "notification"
 
 
 # Schemas that refer to types defined in another file, by name.

@@ -16,6 +16,7 @@ __all__ = [
     "TopicNames",
     "TopicSpec",
     "consent_key",
+    "partition_for_consent",
     "partition_for_user",
     "pipeline_topics",
 ]
@@ -34,6 +35,7 @@ class TopicNames:
     matcher_checkpoints: str
     dead_letters: str
     delivery_status: str
+    notifications: str
 
     @classmethod
     def with_prefix(cls, prefix: str = "") -> TopicNames:
@@ -45,6 +47,7 @@ class TopicNames:
             matcher_checkpoints=f"{prefix}matcher.checkpoints",
             dead_letters=f"{prefix}dead-letters",
             delivery_status=f"{prefix}delivery.status",
+            notifications=f"{prefix}notifications",
         )
 
 
@@ -79,6 +82,8 @@ def pipeline_topics(names: TopicNames, partitions: int) -> list[TopicSpec]:
         TopicSpec(names.deliveries, partitions, "delete", 7 * _DAY_MS),
         TopicSpec(names.dead_letters, 1, "delete", 30 * _DAY_MS),
         TopicSpec(names.delivery_status, partitions, "compact"),
+        # Partitioned by consent like deliveries: see partition_for_consent.
+        TopicSpec(names.notifications, partitions, "delete", 7 * _DAY_MS),
     ]
 
 
@@ -86,6 +91,15 @@ def partition_for_user(user_id: str, partitions: int) -> int:
     """The partition of every record about ``user_id`` (Kafka's default partitioner)."""
     hashed: int = murmur2(user_id.encode())
     return (hashed & 0x7FFFFFFF) % partitions
+
+
+def partition_for_consent(consent_id: str, partitions: int) -> int:
+    """The partition of a consent's deliveries and notifications (keyed by consent id).
+
+    Both topics have the same partition count, so the range assignor gives one worker the
+    same partition number of each, and a consent's events share its delivery lane.
+    """
+    return partition_for_user(consent_id, partitions)
 
 
 def consent_key(user_id: str, consent_id: str) -> bytes:

@@ -1,0 +1,218 @@
+"""How a consumer group is judged from samples of its offsets: rules in the spirit of Burrow.
+
+A single lag number says little: 5,000 records behind is fine for a group that is draining
+a burst and alarming for one that has not moved in ten minutes. So, like LinkedIn's Burrow,
+each partition is judged over a window of samples (committed offset, end offset, lag), and
+the group takes the worst status of its partitions. Everything here is pure: the Kafka
+reading is in :mod:`portability.ops.lag`, and tests feed crafted sample sequences.
+
+Kafka does not say *when* an offset was committed (Burrow reads ``__consumer_offsets`` for
+that), so "no commits" is judged from what the samples can see: the committed offset not
+moving, together with the group's membership.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = [
+    "PartitionHistory",
+    "PartitionSample",
+    "Status",
+    "Verdict",
+    "evaluate_partition",
+    "lag_records",
+    "lag_seconds",
+    "worst",
+]
+
+
+class Status(StrEnum):
+    """A partition's or a group's state; the declaration order is the order of severity."""
+
+    OK = "OK"
+    WARNING = "WARNING"
+    REWOUND = "REWOUND"
+    STALLED = "STALLED"
+    STOPPED = "STOPPED"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def severity(self) -> int:
+        return list(Status).index(self)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionSample:
+    """One reading of one group on one partition.
+
+    ``committed`` is None when the group has no committed offset there; it then starts
+    from ``start`` (the log start offset), as the pipeline's consumers reset to earliest.
+    """
+
+    at: float  # wall-clock seconds (time.time()) of the reading
+    committed: int | None
+    start: int
+    end: int
+    lag_seconds: float | None = 0.0  # age of the oldest unconsumed record; None: unknown
+
+    @property
+    def position(self) -> int:
+        """Where the group consumes from next: its committed offset, else the log start."""
+        return self.committed if self.committed is not None else self.start
+
+    @property
+    def lag(self) -> int:
+        return lag_records(self.committed, self.start, self.end)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A status and, for the operator, why."""
+
+    status: Status
+    reason: str
+
+
+def lag_records(committed: int | None, start: int, end: int) -> int:
+    """Records between where the group consumes next and the partition's end (never < 0).
+
+    A committed offset beyond the end (after a topic was recreated, say) is not negative
+    lag: the consumer will be reset, and there is nothing to read.
+    """
+    position = committed if committed is not None else start
+    return max(0, end - max(position, start))
+
+
+def lag_seconds(lag: int, now: float, oldest_timestamp_ms: int | None) -> float | None:
+    """Age of the oldest unconsumed record: 0 when caught up, None when its time is unknown.
+
+    The record timestamp is the producer's (CreateTime) or the broker's (LogAppendTime);
+    a clock ahead of ours would give a negative age, which is reported as 0.
+    """
+    if lag == 0:
+        return 0.0
+    if oldest_timestamp_ms is None or oldest_timestamp_ms < 0:
+        return None
+    return max(0.0, now - oldest_timestamp_ms / 1000)
+
+
+class PartitionHistory:
+    """The last ``window`` samples of one group on one partition, and since when its
+    position has not moved (which can be longer ago than the window reaches)."""
+
+    def __init__(self, window: int) -> None:
+        if window < 1:
+            raise ValueError("the evaluation window holds at least one sample")
+        self.samples: deque[PartitionSample] = deque(maxlen=window)
+        self.unchanged_since: float | None = None
+
+    def add(self, sample: PartitionSample) -> None:
+        if not self.samples or self.samples[-1].position != sample.position:
+            self.unchanged_since = sample.at
+        self.samples.append(sample)
+
+    def evaluate(self, has_members: bool | None, stop_after_s: float) -> Verdict:
+        since = self.unchanged_since if self.unchanged_since is not None else 0.0
+        return evaluate_partition(
+            list(self.samples),
+            has_members=has_members,
+            unchanged_since=since,
+            stop_after_s=stop_after_s,
+        )
+
+
+def evaluate_partition(
+    window: Sequence[PartitionSample],
+    *,
+    has_members: bool | None,
+    unchanged_since: float,
+    stop_after_s: float,
+) -> Verdict:
+    """Judge one partition from its samples, oldest first; the last one is "now".
+
+    In order: caught up (lag 0 now) is OK whatever happened before; a position that went
+    back is REWOUND; a position that did not move is STOPPED when the group has no members
+    or it has not moved for ``stop_after_s``, else STALLED when the lag stayed above 0;
+    a lag that only grew is WARNING; anything else is OK (consuming, not falling behind).
+    ``has_members`` is None when the broker could not say.
+    """
+    if not window:
+        raise ValueError("no samples to evaluate")
+    current = window[-1]
+    if current.lag == 0:
+        return Verdict(Status.OK, "caught up")
+    rewind = _rewind(window)
+    if rewind is not None:
+        return Verdict(Status.REWOUND, f"committed offset went back from {rewind[0]} to {rewind[1]}")
+    if _position_unchanged(window):
+        verdict = _not_moving(window, has_members, current.at - unchanged_since, stop_after_s)
+        if verdict is not None:
+            return verdict
+    return _trend(window)
+
+
+def _rewind(window: Sequence[PartitionSample]) -> tuple[int, int] | None:
+    for before, after in zip(window, window[1:], strict=False):
+        if after.position < before.position:
+            return before.position, after.position
+    return None
+
+
+def _position_unchanged(window: Sequence[PartitionSample]) -> bool:
+    return len({sample.position for sample in window}) == 1
+
+
+def _not_moving(
+    window: Sequence[PartitionSample],
+    has_members: bool | None,
+    unchanged_s: float,
+    stop_after_s: float,
+) -> Verdict | None:
+    """STOPPED or STALLED for a position that did not move in the window, else None."""
+    current = window[-1]
+    held = f"{_describe_position(current)} unchanged for {unchanged_s:.1f} s with lag {current.lag}"
+    if has_members is False:
+        return Verdict(Status.STOPPED, f"{held}; the group has no members")
+    if unchanged_s >= stop_after_s:
+        return Verdict(Status.STOPPED, f"{held} (stop threshold {stop_after_s:g} s)")
+    if len(window) >= 2 and all(sample.lag > 0 for sample in window):
+        return Verdict(Status.STALLED, held)
+    return None
+
+
+def _trend(window: Sequence[PartitionSample]) -> Verdict:
+    current = window[-1]
+    if len(window) == 1:
+        return Verdict(Status.WARNING, f"lag {current.lag} (one sample: no trend yet)")
+    lags = [sample.lag for sample in window]
+    growing = all(later >= earlier for earlier, later in zip(lags, lags[1:], strict=False))
+    if growing and lags[-1] > lags[0]:
+        span = current.at - window[0].at
+        return Verdict(Status.WARNING, f"lag grew from {lags[0]} to {lags[-1]} in {span:.1f} s")
+    return Verdict(Status.OK, f"consuming, lag {current.lag} not growing")
+
+
+def _describe_position(sample: PartitionSample) -> str:
+    if sample.committed is None:
+        return "no committed offset,"
+    return f"committed offset {sample.committed}"
+
+
+def worst(verdicts: Iterable[tuple[str, Verdict]]) -> Verdict | None:
+    """The most severe of labelled verdicts, its reason prefixed with its label.
+
+    Of equally severe ones the first wins, so a caller listing partitions in order gets the
+    lowest-numbered one named.
+    """
+    chosen: tuple[str, Verdict] | None = None
+    for label, verdict in verdicts:
+        if chosen is None or verdict.status.severity > chosen[1].status.severity:
+            chosen = (label, verdict)
+    if chosen is None:
+        return None
+    label, verdict = chosen
+    return Verdict(verdict.status, f"{label}: {verdict.reason}")

@@ -1,0 +1,47 @@
+"""Notifications: events about a consent that are not deltas, and how their ids are made.
+
+The consent store writes a notification to its outbox in the same transaction as the change it
+announces, so the event is published if and only if the change is committed. Its id is derived
+from the consent and the version of the consent's state that caused it: the relay may publish
+a row twice after a crash, and both copies carry the same id, which is the ``webhook-id`` an
+app deduplicates on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Final
+
+from portability.wire.records import NotificationRecord, RemovalReason
+
+__all__ = ["AUTHORIZATION_REMOVED", "authorization_removed", "event_id"]
+
+AUTHORIZATION_REMOVED: Final = "authorization.removed"
+
+
+def event_id(event_type: str, consent_id: str, version: int) -> str:
+    """The stable id of the ``event_type`` event caused by version ``version`` of a consent."""
+    digest = hashlib.sha256(f"{event_type}\n{consent_id}\n{version}".encode()).hexdigest()
+    return "evt_" + digest[:32]
+
+
+def authorization_removed(
+    *,
+    consent_id: str,
+    app_id: str,
+    user_id: str,
+    reason: RemovalReason,
+    removed_at: datetime,
+    version: int,
+) -> NotificationRecord:
+    """The event telling an app that a consent ended (revoked, expired, app disabled...)."""
+    return NotificationRecord(
+        event_id=event_id(AUTHORIZATION_REMOVED, consent_id, version),
+        event_type=AUTHORIZATION_REMOVED,
+        consent_id=consent_id,
+        app_id=app_id,
+        user_id=user_id,
+        occurred_at=removed_at,
+        attributes={"reason": reason},
+    )
