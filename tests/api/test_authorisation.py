@@ -38,6 +38,14 @@ MATRIX: dict[str, dict[str, int]] = {
     },
     "revoke": {"platform": 200, "operator": 200, OWN: 200, OTHER: 404, NONE: 401, BAD: 401},
     "status": {"platform": 200, "operator": 200, OWN: 200, OTHER: 404, NONE: 401, BAD: 401},
+    "account_deleted": {
+        "platform": 200,
+        "operator": 403,
+        OWN: 403,
+        OTHER: 403,
+        NONE: 401,
+        BAD: 401,
+    },
 }
 
 
@@ -52,6 +60,7 @@ def request_for(route: str, app_id: str, consent_id: str) -> tuple[str, str, Any
         "list_consents": ("GET", f"/v1/consents?app_id={app_id}", None),
         "revoke": ("POST", f"/v1/consents/{consent_id}/revoke", None),
         "status": ("GET", f"/v1/consents/{consent_id}/status", None),
+        "account_deleted": ("POST", "/v1/users/u00000042/account-deleted", None),
     }[route]
 
 

@@ -161,6 +161,27 @@ def test_revoke_reason_follows_the_caller(client: TestClient, register: Register
     assert again.json()["removal_reason"] == "user_revoked"  # idempotent: unchanged
 
 
+def test_account_deletion_ends_every_consent_of_the_user(
+    client: TestClient, register: Register
+) -> None:
+    first, second = register(name="First"), register(name="Second")
+    for app, user in ((first, "u1"), (second, "u1"), (first, "u2")):
+        client.post("/v1/consents", headers=PLATFORM, json=grant_body(app.app_id, user_id=user))
+
+    deleted = client.post("/v1/users/u1/account-deleted", headers=PLATFORM)
+    again = client.post("/v1/users/u1/account-deleted", headers=PLATFORM)
+
+    assert deleted.status_code == 200
+    ended = deleted.json()["consents"]
+    assert {(c["app_id"], c["status"], c["removal_reason"]) for c in ended} == {
+        (first.app_id, "revoked", "account_deleted"),
+        (second.app_id, "revoked", "account_deleted"),
+    }
+    assert again.json() == {"consents": []}  # nothing more to end
+    other_user = client.get("/v1/consents", headers=PLATFORM, params={"user_id": "u2"}).json()
+    assert [c["status"] for c in other_user["consents"]] == ["active"]
+
+
 def test_list_filters_and_app_sees_only_its_own(client: TestClient, register: Register) -> None:
     mine, theirs = register(name="Mine"), register(name="Theirs")
     for app, user in ((mine, "u1"), (mine, "u2"), (theirs, "u1")):

@@ -43,6 +43,7 @@ OPERATIONS = [
     ("GET", "/v1/consents/{consent_id}"),
     ("POST", "/v1/consents/{consent_id}/revoke"),
     ("GET", "/v1/consents/{consent_id}/status"),
+    ("POST", "/v1/users/{user_id}/account-deleted"),
 ]
 
 

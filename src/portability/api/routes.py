@@ -199,6 +199,21 @@ def revoke_consent(consent_id: ConsentId, context: Context, caller: Caller) -> C
     return ConsentResponse.of(view)
 
 
+UserId = Annotated[str, Path(min_length=1, max_length=200, examples=["u00000042"])]
+
+
+@router.post("/users/{user_id}/account-deleted", tags=["consents"])
+def account_deleted(user_id: UserId, context: Context, caller: Caller) -> ConsentListResponse:
+    """The user's account was deleted: end all their consents (platform only).
+
+    Each app is told with ``authorization.removed``, reason ``account_deleted``. Returns the
+    consents ended; calling it again ends nothing more.
+    """
+    caller.require("platform")
+    views = context.service.end_user_consents(user_id, "account_deleted")
+    return ConsentListResponse(consents=[ConsentResponse.of(view) for view in views])
+
+
 @router.get("/consents/{consent_id}/status", tags=["consents"])
 def consent_status(
     consent_id: ConsentId, context: Context, caller: Caller

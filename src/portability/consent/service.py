@@ -403,6 +403,26 @@ class ConsentService:
                 return ConsentView.of(consent)
             return _end_consent(session, consent, reason, at)
 
+    def end_user_consents(
+        self, user_id: str, reason: RemovalReason = "account_deleted", now: datetime | None = None
+    ) -> list[ConsentView]:
+        """End every active consent of a user, e.g. when the account is deleted.
+
+        Each app is told with ``authorization.removed`` and ``reason``. Returns the consents it
+        ended, oldest grant first; none when the user has no active consent.
+        """
+        at = utc_now() if now is None else normalize(now, "now")
+        query = (
+            select(Consent)
+            .where(col(Consent.user_id) == _check_user_id(user_id))
+            .where(col(Consent.status) == "active")
+            .order_by(col(Consent.granted_at), col(Consent.consent_id))
+            # Lock before allocating outbox ids: see the module docstring.
+            .with_for_update()
+        )
+        with Session(self._engine) as session, session.begin():
+            return [_end_consent(session, c, reason, at) for c in session.exec(query).all()]
+
     def get_consent(self, consent_id: str) -> ConsentView:
         """The consent ``consent_id``.
 

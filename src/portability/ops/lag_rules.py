@@ -14,9 +14,10 @@ moving, together with the group's membership.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import pairwise
 
 __all__ = [
     "PartitionHistory",
@@ -24,9 +25,9 @@ __all__ = [
     "Status",
     "Verdict",
     "evaluate_partition",
+    "group_verdict",
     "lag_records",
     "lag_seconds",
-    "worst",
 ]
 
 
@@ -147,7 +148,8 @@ def evaluate_partition(
         return Verdict(Status.OK, "caught up")
     rewind = _rewind(window)
     if rewind is not None:
-        return Verdict(Status.REWOUND, f"committed offset went back from {rewind[0]} to {rewind[1]}")
+        before, after = rewind
+        return Verdict(Status.REWOUND, f"committed offset went back from {before} to {after}")
     if _position_unchanged(window):
         verdict = _not_moving(window, has_members, current.at - unchanged_since, stop_after_s)
         if verdict is not None:
@@ -156,7 +158,7 @@ def evaluate_partition(
 
 
 def _rewind(window: Sequence[PartitionSample]) -> tuple[int, int] | None:
-    for before, after in zip(window, window[1:], strict=False):
+    for before, after in pairwise(window):
         if after.position < before.position:
             return before.position, after.position
     return None
@@ -174,8 +176,10 @@ def _not_moving(
 ) -> Verdict | None:
     """STOPPED or STALLED for a position that did not move in the window, else None."""
     current = window[-1]
-    held = f"{_describe_position(current)} unchanged for {unchanged_s:.1f} s with lag {current.lag}"
+    held = f"{_unmoved(current, unchanged_s)} with lag {current.lag}"
     if has_members is False:
+        if len(window) == 1:
+            return Verdict(Status.STOPPED, f"lag {current.lag} and the group has no members")
         return Verdict(Status.STOPPED, f"{held}; the group has no members")
     if unchanged_s >= stop_after_s:
         return Verdict(Status.STOPPED, f"{held} (stop threshold {stop_after_s:g} s)")
@@ -189,30 +193,36 @@ def _trend(window: Sequence[PartitionSample]) -> Verdict:
     if len(window) == 1:
         return Verdict(Status.WARNING, f"lag {current.lag} (one sample: no trend yet)")
     lags = [sample.lag for sample in window]
-    growing = all(later >= earlier for earlier, later in zip(lags, lags[1:], strict=False))
+    growing = all(later >= earlier for earlier, later in pairwise(lags))
     if growing and lags[-1] > lags[0]:
         span = current.at - window[0].at
         return Verdict(Status.WARNING, f"lag grew from {lags[0]} to {lags[-1]} in {span:.1f} s")
     return Verdict(Status.OK, f"consuming, lag {current.lag} not growing")
 
 
-def _describe_position(sample: PartitionSample) -> str:
+def _unmoved(sample: PartitionSample, unchanged_s: float) -> str:
     if sample.committed is None:
-        return "no committed offset,"
-    return f"committed offset {sample.committed}"
+        return f"no offset committed in {unchanged_s:.1f} s"
+    return f"committed offset {sample.committed} unchanged for {unchanged_s:.1f} s"
 
 
-def worst(verdicts: Iterable[tuple[str, Verdict]]) -> Verdict | None:
-    """The most severe of labelled verdicts, its reason prefixed with its label.
+def group_verdict(found: bool, partitions: Sequence[tuple[str, Verdict]]) -> Verdict:
+    """A group's status: the worst of its partitions', that partition named in the reason.
 
-    Of equally severe ones the first wins, so a caller listing partitions in order gets the
-    lowest-numbered one named.
+    Of equally severe partitions the first is named, so a caller listing partitions in order
+    gets the lowest-numbered one. A group with neither members nor committed offsets is
+    UNKNOWN: most likely a misspelled name, or a role that never ran.
     """
-    chosen: tuple[str, Verdict] | None = None
-    for label, verdict in verdicts:
-        if chosen is None or verdict.status.severity > chosen[1].status.severity:
-            chosen = (label, verdict)
-    if chosen is None:
-        return None
-    label, verdict = chosen
-    return Verdict(verdict.status, f"{label}: {verdict.reason}")
+    if not found:
+        return Verdict(
+            Status.UNKNOWN, "group not found: no members and no committed offsets on its topics"
+        )
+    if not partitions:
+        return Verdict(Status.UNKNOWN, "no committed offsets on any existing topic it reads")
+    label, chosen = partitions[0]
+    for candidate_label, candidate in partitions[1:]:
+        if candidate.status.severity > chosen.status.severity:
+            label, chosen = candidate_label, candidate
+    if chosen.status is Status.OK:
+        return Verdict(Status.OK, f"{len(partitions)} partition(s) caught up or consuming")
+    return Verdict(chosen.status, f"{label}: {chosen.reason}")

@@ -1,0 +1,20 @@
+"""Errors of the operator commands."""
+
+from portability.errors import PortabilityError
+
+__all__ = ["MissingTopicsError", "OpsError"]
+
+
+class OpsError(PortabilityError):
+    """An operator command cannot do what was asked; the message says what to do."""
+
+
+class MissingTopicsError(OpsError):
+    """Topics the command needs do not exist on the broker."""
+
+    def __init__(self, topics: list[str], bootstrap: str) -> None:
+        self.topics = topics
+        what = f"no topic {topics[0]}" if len(topics) == 1 else f"no topics {', '.join(topics)}"
+        super().__init__(
+            f"{what} on {bootstrap}: create the pipeline's topics with `portability topics create`"
+        )
