@@ -14,12 +14,14 @@ import traceback
 from collections.abc import Callable
 
 import benchmarks.matcher
+import benchmarks.revocation
 from benchmarks.measurement import InvalidRunError
 
 Benchmark = Callable[[bool], None]
 
 BENCHMARKS: dict[str, Benchmark] = {
     "matcher": benchmarks.matcher.main,
+    "revocation": benchmarks.revocation.main,
 }
 
 

@@ -9,37 +9,26 @@ undecodable records, then reports what arrived against what had to.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from portability.broker import EmbeddedBroker
-from portability.consent import ConsentService, OutboxRelay, create_store_engine, init_schema
-from portability.delivery import DeliveryWorker
+from portability.demo.local import DemoError, LocalPipeline, local_pipeline
 from portability.demo.report import DemoReport, Progress
 from portability.demo.scenario import Oracle, choose_grants
-from portability.errors import PortabilityError
-from portability.matching import Matcher
-from portability.receiver import ReceivingApp, run_receiver
-from portability.runtime import Runtime
 from portability.settings import Settings
-from portability.simulation import ChangeFactory, PlatformPublisher, user_ids
+from portability.simulation import ChangeFactory, user_ids
 
 __all__ = ["DemoError", "DemoOptions", "run_demo"]
 
 _TICK_S = 0.25
 # A Confluent frame naming schema id 99, which no registry knows.
 _UNDECODABLE = b"\x00\x00\x00\x00\x63not avro"
-
-
-class DemoError(PortabilityError):
-    """The demo could not run to the end (as opposed to finding delivery problems)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,25 +46,6 @@ class DemoOptions:
     seed: int = 7
 
 
-@dataclass(slots=True)
-class _Pipeline:
-    runtime: Runtime
-    service: ConsentService
-    relay: OutboxRelay
-    matcher: Matcher
-    worker: DeliveryWorker
-    receiver: ReceivingApp
-    receiver_url: str
-    publisher: PlatformPublisher
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-    def check_alive(self) -> None:
-        """Fail the demo at once if a pipeline loop died, instead of waiting for a timeout."""
-        for task in self.tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise DemoError(f"the {task.get_name()} stopped: {task.exception()!r}")
-
-
 ProgressCallback = Callable[[Progress], None]
 
 
@@ -85,59 +55,14 @@ async def run_demo(
     """Run the scenario and return its report; ``on_progress`` is called a few times a second."""
     with tempfile.TemporaryDirectory(prefix="portability-demo-") as folder:
         settings = settings.model_copy(update={"data_dir": Path(folder)})
-        async with _pipeline(settings) as pipeline:
+        async with local_pipeline(settings) as pipeline:
             return await _Scenario(pipeline, options, on_progress).run()
 
 
-@contextlib.asynccontextmanager
-async def _pipeline(settings: Settings) -> AsyncIterator[_Pipeline]:
-    async with contextlib.AsyncExitStack() as stack:
-        bootstrap = settings.kafka_bootstrap
-        if bootstrap is None:
-            bootstrap = (await stack.enter_async_context(EmbeddedBroker())).bootstrap
-        runtime = await Runtime.open(settings, bootstrap)
-        stack.push_async_callback(runtime.close)
-        engine = create_store_engine(settings.resolved_database_url())
-        stack.callback(engine.dispose)
-        init_schema(engine)
-        receiver = ReceivingApp()
-        pipeline = _Pipeline(
-            runtime=runtime,
-            service=ConsentService(engine),
-            relay=OutboxRelay(engine, runtime),
-            matcher=Matcher(runtime),
-            worker=DeliveryWorker(runtime),
-            receiver=receiver,
-            receiver_url=await stack.enter_async_context(run_receiver(receiver)),
-            publisher=PlatformPublisher(runtime),
-        )
-        await _start(pipeline, stack)
-        yield pipeline
-
-
-async def _start(pipeline: _Pipeline, stack: contextlib.AsyncExitStack) -> None:
-    stop_relay = asyncio.Event()
-    for component in (pipeline.relay, pipeline.publisher, pipeline.matcher, pipeline.worker):
-        await component.start()
-        stack.push_async_callback(component.stop)
-    tasks = pipeline.tasks = [
-        asyncio.create_task(pipeline.relay.run(stop_relay), name="outbox relay"),
-        asyncio.create_task(pipeline.matcher.run(), name="matcher"),
-        asyncio.create_task(pipeline.worker.run(), name="delivery worker"),
-    ]
-
-    async def stop_tasks() -> None:
-        stop_relay.set()
-        await asyncio.gather(pipeline.matcher.stop(), pipeline.worker.stop())
-        await asyncio.wait(tasks, timeout=10)
-        for task in tasks:
-            task.cancel()
-
-    stack.push_async_callback(stop_tasks)
-
-
 class _Scenario:
-    def __init__(self, pipeline: _Pipeline, options: DemoOptions, on_progress: ProgressCallback):
+    def __init__(
+        self, pipeline: LocalPipeline, options: DemoOptions, on_progress: ProgressCallback
+    ):
         self.p = pipeline
         self.options = options
         self.on_progress = on_progress
