@@ -79,6 +79,7 @@ def test_topic_names_with_prefix() -> None:
         dead_letters="t1.dead-letters",
         delivery_status="t1.delivery.status",
         notifications="t1.notifications",
+        deliveries_retry="t1.deliveries.retry",
     )
     assert TopicNames.with_prefix().account_changes == "account.changes"
 
@@ -88,7 +89,7 @@ def test_pipeline_topics_layout() -> None:
     specs = {spec.name: spec for spec in pipeline_topics(names, partitions=6)}
     day_ms = 24 * 3600 * 1000
 
-    assert len(specs) == 8, "every topic once"
+    assert len(specs) == 9, "every topic once"
     assert specs == {
         "p.account.changes": TopicSpec("p.account.changes", 6, "delete", 7 * day_ms),
         "p.consents": TopicSpec("p.consents", 6, "compact"),
@@ -98,6 +99,7 @@ def test_pipeline_topics_layout() -> None:
         "p.dead-letters": TopicSpec("p.dead-letters", 1, "delete", 30 * day_ms),
         "p.delivery.status": TopicSpec("p.delivery.status", 6, "compact"),
         "p.notifications": TopicSpec("p.notifications", 6, "delete", 7 * day_ms),
+        "p.deliveries.retry": TopicSpec("p.deliveries.retry", 6, "delete", 7 * day_ms),
     }
 
 
@@ -112,6 +114,7 @@ def test_co_partitioned_topics_share_the_partition_count(partitions: int) -> Non
         names.matcher_checkpoints,
         names.deliveries,
         names.notifications,
+        names.deliveries_retry,
     ]
     assert {specs[name].partitions for name in co_partitioned} == {partitions}
     compacted = {name for name, spec in specs.items() if spec.cleanup_policy == "compact"}

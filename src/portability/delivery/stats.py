@@ -17,6 +17,9 @@ class DeliveryStats:
     dead_lettered: int = 0
     dropped_stopped_consent: int = 0
     notifications_delivered: int = 0
+    parked: int = 0  # records copied to the retry topic
+    parked_loaded: int = 0  # parked records read back after a restart or rebalance
+    endpoints_disabled: int = 0
     last_sequence: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -28,5 +31,8 @@ class DeliveryStats:
             "dead_lettered": self.dead_lettered,
             "dropped_stopped_consent": self.dropped_stopped_consent,
             "notifications_delivered": self.notifications_delivered,
+            "parked": self.parked,
+            "parked_loaded": self.parked_loaded,
+            "endpoints_disabled": self.endpoints_disabled,
             "consents_delivered_to": len(self.last_sequence),
         }

@@ -56,6 +56,25 @@ class StatusBoard:
             "last_error": outcome.reason,
             "last_status": outcome.status,
             "updated_at": datetime.now(UTC),
+            "last_response": outcome.body_excerpt or None,
+            "endpoint_disabled": bool(previous and previous.get("endpoint_disabled")),
+        }
+        self._dirty.add(consent_id)
+
+    def endpoint_disabled(self, consent_id: str, app_id: str, reason: str) -> None:
+        """The consent's endpoint was disabled: the app reads why in its consent status."""
+        previous = self._latest.get(consent_id)
+        self._latest[consent_id] = {
+            "consent_id": consent_id,
+            "app_id": app_id,
+            "last_sequence": previous["last_sequence"] if previous else 0,
+            "last_delivered_at": previous["last_delivered_at"] if previous else None,
+            "failing": True,
+            "last_error": f"endpoint disabled: {reason}",
+            "last_status": previous["last_status"] if previous else None,
+            "updated_at": datetime.now(UTC),
+            "last_response": previous.get("last_response") if previous else None,
+            "endpoint_disabled": True,
         }
         self._dirty.add(consent_id)
 

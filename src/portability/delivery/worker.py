@@ -1,13 +1,24 @@
 """The delivery worker: deltas from ``deliveries`` to each app's webhook, in order per consent.
 
 Each consent has a lane: its deltas wait there in sequence, and one task at a time posts the
-lane's head (coalescing what waits, up to ``delivery_max_batch``). Many lanes run at once,
-bounded by ``delivery_concurrency``, so a slow endpoint holds back only its own consents.
-An offset is committed only once every delta before it is delivered, dropped (revoked
-consent) or dead-lettered.
+lane's head (coalescing what waits, up to ``delivery_max_batch`` deltas and
+``delivery_max_batch_bytes``). Many lanes run at once, bounded by ``delivery_concurrency`` and
+per endpoint by ``delivery_endpoint_concurrency`` and its circuit breaker, so a slow or
+failing endpoint holds back only its own consents.
+
+Failures are retried on ``delivery_retry_schedule_s``. A short wait is held in memory; a long
+one (``delivery_park_after_s`` or more, an open circuit, a disabled endpoint) *parks* the lane:
+each of its records is copied to ``deliveries.retry`` with its retry state in headers (see
+:mod:`~portability.delivery.parking`), and the record's previous offset is released only when
+the copy comes back from the broker. So an offset is committed only when its delivery is done
+(delivered, dropped for a stopped consent, dead-lettered) or durably parked, and a crash loses
+nothing: on assignment the retry partition is read to its end before the deliveries of the
+same partition number, so a parked consent's lane is rebuilt, in sequence, before anything
+newer of it is delivered. After a crash a delta may be delivered again, always with the same
+id and sequence.
 
 Notifications (``authorization.removed``) come from their own topic, partitioned like the
-deliveries, and join the consent's lane: they are posted alone, in their place in the lane,
+deliveries, and join the consent's lane: they are posted alone, after the consent's deltas,
 and are never dropped for a stopped consent, since telling the app it stopped is their point.
 """
 
@@ -15,18 +26,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from portability.delivery.directory import Directory
+from portability.delivery.endpoints import Endpoint, Endpoints
 from portability.delivery.offsets import OffsetTracker
-from portability.delivery.payload import notification_event
-from portability.delivery.retry_schedule import backoff_seconds
+from portability.delivery.parking import Attempt, ParkingTicket, RecordKind, now_utc
+from portability.delivery.payload import delta_event, notification_event
+from portability.delivery.retry_schedule import RetrySchedule
 from portability.delivery.sender import Outcome, WebhookSender
 from portability.delivery.stats import DeliveryStats
 from portability.delivery.status import StatusBoard
@@ -34,8 +50,9 @@ from portability.runtime import Runtime
 from portability.wire.dead_letters import DeadLetter
 from portability.wire.errors import WireFormatError
 from portability.wire.notifications import AUTHORIZATION_REMOVED
-from portability.wire.records import DeliveryRecord, NotificationRecord
+from portability.wire.records import AppRecord, DeliveryRecord, NotificationRecord
 from portability.wire.schemas import SchemaName
+from portability.wire.topics import partition_for_consent
 
 __all__ = ["DeliveryWorker"]
 
@@ -43,17 +60,40 @@ log = logging.getLogger(__name__)
 
 _MAX_PENDING = 20_000
 _COMMIT_INTERVAL_S = 0.1
+_IDLE_RECHECK_S = 5.0  # a waiting lane re-checks its endpoint at least this often
 
 
 @dataclass(slots=True)
 class _Item:
-    """A delta (``delivery``) or a notification waiting in a lane."""
+    """A delta (``delivery``) or a notification waiting in a lane.
+
+    ``tp``/``offset`` say where the record is durably stored now: its source topic, or the
+    retry topic once parked. ``stored`` is the retry state that copy carries.
+    """
 
     tp: TopicPartition
     offset: int
-    raw: bytes | None
+    raw: bytes
     delivery: DeliveryRecord | None = None
     notification: NotificationRecord | None = None
+    ticket: ParkingTicket = field(default_factory=lambda: ParkingTicket("delivery"))
+    stored: ParkingTicket | None = None  # None: not on the retry topic with this ticket
+    parking: bool = False  # a copy is on its way to the retry topic
+
+    @property
+    def kind(self) -> RecordKind:
+        return "delivery" if self.delivery is not None else "notification"
+
+    @property
+    def identity(self) -> str:
+        if self.delivery is not None:
+            return self.delivery["delta_id"]
+        return self.notification["event_id"] if self.notification is not None else ""
+
+    @property
+    def order(self) -> int:
+        """Place in the lane: deltas by sequence; a notification after every delta."""
+        return self.delivery["sequence"] if self.delivery is not None else 1 << 62
 
     @property
     def app_id(self) -> str:
@@ -64,10 +104,23 @@ class _Item:
 @dataclass(slots=True)
 class _Lane:
     consent_id: str
-    partition: TopicPartition
+    partition: int
     queue: deque[_Item] = field(default_factory=deque)
     task: asyncio.Task[None] | None = None
     in_flight: int = 0  # leading items of the queue in the request being made
+    parked: bool = False  # its records live on the retry topic until the lane empties
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def insert(self, item: _Item) -> None:
+        """Add in order: appended as a rule, sorted in when read back from the retry topic."""
+        index = len(self.queue)
+        while index > self.in_flight and self.queue[index - 1].order > item.order:
+            index -= 1
+        self.queue.insert(index, item)
+        self.changed.set()
+
+    def find(self, identity: str) -> _Item | None:
+        return next((item for item in self.queue if item.identity == identity), None)
 
 
 class DeliveryWorker:
@@ -76,15 +129,21 @@ class DeliveryWorker:
     def __init__(self, runtime: Runtime, client_id: str = "portability-delivery") -> None:
         self._runtime = runtime
         self._settings = runtime.settings
+        self._topics = runtime.topics
         self._consumer: AIOKafkaConsumer = runtime.kafka.group_consumer(
             runtime.settings.delivery_group, client_id
         )
         self._producer: AIOKafkaProducer = runtime.kafka.producer(client_id)
         self.directory = Directory(runtime, f"{client_id}-directory")
         self._sender = WebhookSender(runtime.settings)
+        self._schedule = RetrySchedule(
+            runtime.settings.delivery_retry_schedule_s, runtime.settings.delivery_retry_jitter
+        )
+        self.endpoints = Endpoints(runtime.settings)
         self._slots = asyncio.Semaphore(runtime.settings.delivery_concurrency)
         self._lanes: dict[str, _Lane] = {}
         self._trackers: dict[TopicPartition, OffsetTracker] = {}
+        self._loading: set[int] = set()  # partitions whose retry records are being read
         self._capacity = asyncio.Event()
         self._stopping = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
@@ -96,10 +155,11 @@ class DeliveryWorker:
         await self._sender.start()
         await self.directory.start()
         self.directory.on_revocation(self._drop_lane)
+        self.endpoints.on_disabled.append(self._endpoint_disabled)
         await self._consumer.start()
-        topics = self._runtime.topics
         self._consumer.subscribe(
-            [topics.deliveries, topics.notifications], listener=_Rebalance(self)
+            [self._topics.deliveries, self._topics.notifications, self._topics.deliveries_retry],
+            listener=_Rebalance(self),
         )
         self._committer = asyncio.create_task(self._commit_loop(), name="delivery-commit")
 
@@ -120,8 +180,13 @@ class DeliveryWorker:
 
     @property
     def pending(self) -> int:
-        """Deltas received and not yet finished."""
+        """Records received and not yet finished (parked ones count until they are done)."""
         return sum(len(tracker) for tracker in self._trackers.values())
+
+    @property
+    def parked(self) -> int:
+        """Records waiting in parked lanes."""
+        return sum(len(lane.queue) for lane in self._lanes.values() if lane.parked)
 
     async def run(self) -> None:
         """Consume and dispatch until :meth:`stop`."""
@@ -131,63 +196,101 @@ class DeliveryWorker:
                 await self._capacity.wait()
                 continue
             batch = await self._consumer.getmany(timeout_ms=200)
+            assigned = self._consumer.assignment()
             for tp, records in batch.items():
+                if tp not in assigned or self._is_loading(tp):
+                    continue  # fetched before a rebalance or the retry records: read again
                 for record in records:
                     await self._accept(tp, record)
+            await self._resume_loaded()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _is_loading(self, tp: TopicPartition) -> bool:
+        return tp.topic != self._topics.deliveries_retry and tp.partition in self._loading
 
     async def _accept(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         self._trackers.setdefault(tp, OffsetTracker()).add(record.offset)
-        if tp.topic == self._runtime.topics.notifications:
-            await self._accept_notification(tp, record)
-        else:
-            await self._accept_delivery(tp, record)
-
-    async def _accept_delivery(
-        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
-    ) -> None:
-        try:
-            delivery: DeliveryRecord = await self._runtime.codec.decode_fetching(  # type: ignore[assignment]
-                SchemaName.DELIVERY, record.value
-            )
-        except WireFormatError as error:
-            await self._dead_letter(tp, record.offset, record.key, record.value, str(error))
+        item = await self._decode(tp, record)
+        if item is None:
             return
-        if self.directory.is_stopped(delivery["consent_id"]):
+        consent_id = item.delivery["consent_id"] if item.delivery else _consent_of(item)
+        if tp.topic == self._topics.deliveries_retry:
+            self._accept_parked(consent_id, item)
+            return
+        if item.delivery is not None and self.directory.is_stopped(consent_id):
             self.stats.dropped_stopped_consent += 1
-            self._trackers[tp].done(record.offset)
+            self._release(item)
             return
-        self._enqueue(delivery["consent_id"], _Item(tp, record.offset, record.value, delivery))
-
-    async def _accept_notification(
-        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
-    ) -> None:
-        try:
-            notification: NotificationRecord = await self._runtime.codec.decode_fetching(  # type: ignore[assignment]
-                SchemaName.NOTIFICATION, record.value
-            )
-        except WireFormatError as error:
-            await self._dead_letter(tp, record.offset, record.key, record.value, str(error))
-            return
-        consent_id = notification["consent_id"]
-        self._enqueue(consent_id, _Item(tp, record.offset, record.value, notification=notification))
-        if notification["event_type"] == AUTHORIZATION_REMOVED:
+        lane = self._lane(consent_id, tp.partition)
+        lane.insert(item)
+        if item.notification is not None and item.notification["event_type"] == (
+            AUTHORIZATION_REMOVED
+        ):
             # The removal may reach this worker before the consent's new state does: no
             # delta may follow the event that says the flow stopped.
             self.directory.mark_stopped(consent_id)
+        if lane.parked:
+            await self._park(lane)  # behind its parked records, durably
 
-    def _enqueue(self, consent_id: str, item: _Item) -> None:
+    def _accept_parked(self, consent_id: str, item: _Item) -> None:
+        """A record read from the retry topic: our own copy coming back, or one to rebuild."""
+        lane = self._lane(consent_id, item.tp.partition)
+        lane.parked = True
+        known = lane.find(item.identity)
+        if known is None:
+            item.stored = item.ticket
+            lane.insert(item)
+            self.stats.parked_loaded += 1
+            return
+        if known.tp != item.tp or known.offset != item.offset:
+            self._release(known)  # the older copy (or the source record) is superseded
+        known.tp, known.offset, known.raw = item.tp, item.offset, item.raw
+        known.stored = item.ticket
+        known.parking = False
+        lane.changed.set()
+
+    async def _decode(
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
+    ) -> _Item | None:
+        kind: RecordKind = "notification" if tp.topic == self._topics.notifications else "delivery"
+        ticket = ParkingTicket(kind)
+        try:
+            if tp.topic == self._topics.deliveries_retry:
+                ticket = ParkingTicket.from_headers(record.headers or ())
+            schema = SchemaName.DELIVERY if ticket.kind == "delivery" else SchemaName.NOTIFICATION
+            decoded = await self._runtime.codec.decode_fetching(schema, record.value)
+        except (WireFormatError, ValueError) as error:
+            await self._dead_letter_record(tp, record, str(error))
+            return None
+        item = _Item(tp, record.offset, record.value, ticket=ticket)
+        if ticket.kind == "delivery":
+            item.delivery = decoded  # type: ignore[assignment]
+        else:
+            item.notification = decoded  # type: ignore[assignment]
+        return item
+
+    def _lane(self, consent_id: str, partition: int) -> _Lane:
         lane = self._lanes.get(consent_id)
         if lane is None:
-            lane = self._lanes[consent_id] = _Lane(consent_id, item.tp)
-        lane.queue.append(item)
+            lane = self._lanes[consent_id] = _Lane(consent_id, partition)
         if lane.task is None:
             lane.task = asyncio.create_task(self._drive(lane), name=f"lane-{consent_id}")
             lane.task.add_done_callback(_report_crash)
+        return lane
+
+    # -- delivering ---------------------------------------------------------------------------
 
     async def _drive(self, lane: _Lane) -> None:
-        """Deliver the lane's deltas in order until it is empty."""
+        """Deliver the lane's records in order until it is empty."""
         try:
+            await asyncio.sleep(0)  # let the caller put the first record in
             while lane.queue and not self._stopping.is_set():
+                lane.changed.clear()
+                wait = await self._ready_in(lane)
+                if wait > 0:
+                    await self._wait(lane, wait)
+                    continue
                 items = self._next_request(lane)
                 lane.in_flight = len(items)
                 try:
@@ -199,63 +302,131 @@ class DeliveryWorker:
             if not lane.queue and self._lanes.get(lane.consent_id) is lane:
                 del self._lanes[lane.consent_id]
 
+    async def _ready_in(self, lane: _Lane) -> float:
+        """Seconds before the lane's head may be attempted (0: now), parking if that is long."""
+        head = lane.queue[0]
+        if head.parking:
+            return _IDLE_RECHECK_S  # woken when the copy comes back
+        if head.delivery is not None and self.directory.is_stopped(lane.consent_id):
+            return 0.0  # dropped at once by _deliver
+        wait = head.ticket.not_before - time.time()
+        app = self.directory.app(head.app_id)
+        if wait <= 0 and app is not None:
+            # Asked only when the head is due: in a half-open circuit the asker is the probe.
+            wait = self.endpoints.wait_s(self.endpoints.get(app["app_id"], app["webhook_url"]))
+        if wait >= self._settings.delivery_park_after_s and not lane.parked:
+            await self._park(lane)
+            return _IDLE_RECHECK_S
+        return max(wait, 0.0)
+
+    async def _wait(self, lane: _Lane, seconds: float) -> None:
+        """Sleep until ``seconds`` passed, the lane changed, or the worker stops."""
+        timeout = min(seconds, _IDLE_RECHECK_S)
+        waits = [
+            asyncio.ensure_future(lane.changed.wait()),
+            asyncio.ensure_future(self._stopping.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+
     def _next_request(self, lane: _Lane) -> list[_Item]:
         """The lane's head: a notification alone, or the deltas before the next notification."""
-        if lane.queue[0].notification is not None:
-            return [lane.queue[0]]
+        head = lane.queue[0]
+        if head.notification is not None:
+            return [head]
         items: list[_Item] = []
+        size = 0
         for item in lane.queue:
-            if item.delivery is None or len(items) >= self._settings.delivery_max_batch:
+            if (
+                item.delivery is None
+                or item.parking
+                or len(items) >= self._settings.delivery_max_batch
+            ):
+                break
+            size += len(item.raw)
+            if items and size > self._settings.delivery_max_batch_bytes:
                 break
             items.append(item)
         return items
 
     async def _deliver(self, lane: _Lane, items: list[_Item]) -> None:
-        attempt = 0
-        while not self._stopping.is_set():
-            is_delta = items[0].delivery is not None
-            if is_delta and self.directory.is_stopped(lane.consent_id):
-                self._finish(lane, items, dropped=True)
-                return
-            outcome = await self._attempt(items)
-            if outcome.ok:
-                self._finish(lane, items)
-                return
-            attempt += 1
-            self._log_failure(lane, items, outcome, attempt)
-            if not outcome.retriable or attempt >= self._settings.delivery_max_attempts:
-                reason = (
-                    f"{outcome.reason} after {attempt} attempt(s): {outcome.body_excerpt[:200]}"
-                )
-                for item in items:
-                    await self._dead_letter(
-                        item.tp, item.offset, lane.consent_id.encode(), item.raw, reason
-                    )
-                self._finish(lane, items, finished_elsewhere=True)
-                return
-            self.stats.retries += 1
-            await self._sleep(
-                backoff_seconds(
-                    attempt,
-                    self._settings.delivery_retry_base_s,
-                    self._settings.delivery_retry_max_s,
-                    outcome.retry_after_s,
-                )
-            )
+        """One attempt at the head of the lane, and what follows from its outcome."""
+        if items[0].delivery is not None and self.directory.is_stopped(lane.consent_id):
+            self._finish(lane, items, dropped=True)
+            return
+        outcome = await self._attempt(items)
+        if outcome.ok:
+            self._finish(lane, items)
+            return
+        failures = items[0].ticket.failures + 1
+        self._log_failure(lane, items, outcome, failures)
+        wait = (
+            self._schedule.next_wait(failures, outcome.retry_after_s) if outcome.retriable else None
+        )
+        history = (*items[0].ticket.history, Attempt(now_utc(), outcome.status, outcome.reason))
+        if wait is None:
+            await self._give_up(lane, items, outcome, failures, history)
+            return
+        self.stats.retries += 1
+        for item in items:
+            item.ticket = ParkingTicket(item.kind, failures, time.time() + wait, history)
+        if lane.parked:
+            await self._park(lane)  # the new retry state must be as durable as the old
 
     async def _attempt(self, items: list[_Item]) -> Outcome:
-        app_id = items[0].app_id
-        app = self.directory.app(app_id)
+        app = self.directory.app(items[0].app_id)
         notification = items[0].notification
         if app is None or (notification is None and not app["enabled"]):
             # A disabled app is still told that its consents ended (reason app_disabled).
-            return Outcome(False, None, f"app {app_id} unknown or disabled", True)
-        async with self._slots:
+            return Outcome(False, None, f"app {items[0].app_id} unknown or disabled", True)
+        endpoint = self.endpoints.get(app["app_id"], app["webhook_url"])
+        # The endpoint's slot first: lanes queueing for a slow endpoint hold no global slot.
+        async with endpoint.slots, self._slots:
             self.stats.requests += 1
-            if notification is not None:
-                msg_id, body = notification_event(notification)
-                return await self._sender.post_event(app, msg_id, body)
-            return await self._sender.post(app, [item.delivery for item in items if item.delivery])
+            outcome = await self._post(app, items)
+        self.endpoints.record(endpoint, outcome)
+        return outcome
+
+    async def _post(self, app: AppRecord, items: list[_Item]) -> Outcome:
+        notification = items[0].notification
+        if notification is not None:
+            msg_id, body = notification_event(notification)
+            return await self._sender.post_event(app, msg_id, body)
+        msg_id, body = delta_event([item.delivery for item in items if item.delivery is not None])
+        return await self._sender.post_event(app, msg_id, body)
+
+    async def _give_up(
+        self,
+        lane: _Lane,
+        items: list[_Item],
+        outcome: Outcome,
+        failures: int,
+        history: tuple[Attempt, ...],
+    ) -> None:
+        reason = f"{outcome.reason} after {failures} attempt(s): {outcome.body_excerpt[:200]}"
+        extra = {
+            "attempts": str(failures),
+            "history": json.dumps([attempt.as_json() for attempt in history]),
+            "consent_id": lane.consent_id,
+            "app_id": items[0].app_id,
+        }
+        for item in items:
+            source = self._topics.deliveries if item.delivery else self._topics.notifications
+            letter = DeadLetter(
+                topic=source,
+                partition=item.tp.partition,
+                offset=item.offset,
+                key=lane.consent_id.encode(),
+                value=item.raw,
+                reason=reason,
+                stage="delivery",
+                extra=extra | {"stored_at": f"{item.tp.topic}[{item.tp.partition}]@{item.offset}"},
+            )
+            await self._send_dead_letter(letter)
+        self._finish(lane, items, dead_lettered=True)
 
     def _finish(
         self,
@@ -263,17 +434,16 @@ class DeliveryWorker:
         items: list[_Item],
         *,
         dropped: bool = False,
-        finished_elsewhere: bool = False,
+        dead_lettered: bool = False,
     ) -> None:
         for item in items:
             if lane.queue and lane.queue[0] is item:
                 lane.queue.popleft()
-            if not finished_elsewhere:
-                self._trackers.get(item.tp, OffsetTracker()).done(item.offset)
+            self._release(item)
         last = items[-1].delivery
         if dropped:
             self.stats.dropped_stopped_consent += len(items)
-        elif finished_elsewhere:
+        elif dead_lettered:
             pass
         elif last is None:
             self.stats.notifications_delivered += len(items)
@@ -282,6 +452,44 @@ class DeliveryWorker:
             self.stats.last_sequence[lane.consent_id] = last["sequence"]
             self.status.delivered(lane.consent_id, last["app_id"], last["sequence"])
         self._wake_reader()
+
+    def _release(self, item: _Item) -> None:
+        """The record's current location is no longer needed: its offset may be committed."""
+        self._trackers.get(item.tp, OffsetTracker()).done(item.offset)
+
+    # -- parking ------------------------------------------------------------------------------
+
+    async def _park(self, lane: _Lane) -> None:
+        """Copy the lane's records whose stored retry state is stale to the retry topic."""
+        lane.parked = True
+        stale = [
+            item
+            for item in list(lane.queue)[lane.in_flight :]
+            if not item.parking and item.stored is not item.ticket
+        ]
+        if not stale:
+            return
+        partition = partition_for_consent(lane.consent_id, self._settings.partitions)
+        try:
+            acks = [
+                await self._producer.send(
+                    self._topics.deliveries_retry,
+                    item.raw,
+                    key=lane.consent_id.encode(),
+                    partition=partition,
+                    headers=item.ticket.headers(),
+                )
+                for item in stale
+            ]
+            await asyncio.gather(*acks)
+        except KafkaError as error:
+            log.warning("cannot park consent %s (retried): %s", lane.consent_id, error)
+            return
+        for item in stale:
+            item.parking = True
+        self.stats.parked += len(stale)
+
+    # -- failures -----------------------------------------------------------------------------
 
     def _log_failure(self, lane: _Lane, items: list[_Item], outcome: Outcome, attempt: int) -> None:
         self.stats.failures += 1
@@ -292,7 +500,7 @@ class DeliveryWorker:
         what = (
             f"sequences {first.delivery['sequence']}-{last.delivery['sequence']}"
             if first.delivery is not None and last.delivery is not None
-            else f"event {first.notification['event_id'] if first.notification else '?'}"
+            else f"event {first.identity}"
         )
         log.warning(
             "delivery failed: consent %s app %s endpoint %s %s attempt %d: %s",
@@ -302,46 +510,65 @@ class DeliveryWorker:
             what,
             attempt,
             outcome.reason,
+            extra={"consent_id": lane.consent_id, "app_id": app_id, "attempt": attempt},
         )
 
-    async def _dead_letter(
-        self, tp: TopicPartition, offset: int, key: bytes | None, value: bytes | None, reason: str
+    def _endpoint_disabled(self, endpoint: Endpoint) -> None:
+        self.stats.endpoints_disabled += 1
+        for lane in self._lanes.values():
+            if lane.queue and lane.queue[0].app_id == endpoint.app_id:
+                self.status.endpoint_disabled(
+                    lane.consent_id, endpoint.app_id, endpoint.disabled_reason or ""
+                )
+
+    async def _dead_letter_record(
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], reason: str
     ) -> None:
         letter = DeadLetter(
             topic=tp.topic,
             partition=tp.partition,
-            offset=offset,
-            key=key,
-            value=value,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
             reason=reason,
             stage="delivery",
         )
+        await self._send_dead_letter(letter)
+        self._trackers.get(tp, OffsetTracker()).done(record.offset)
+
+    async def _send_dead_letter(self, letter: DeadLetter) -> None:
         await self._producer.send_and_wait(
-            self._runtime.topics.dead_letters, value, key=key, headers=letter.headers()
+            self._topics.dead_letters, letter.value, key=letter.key, headers=letter.headers()
         )
         self.stats.dead_lettered += 1
-        self._trackers.get(tp, OffsetTracker()).done(offset)
-        log.error("dead-lettered %s[%d]@%d: %s", tp.topic, tp.partition, offset, reason)
+        log.error(
+            "dead-lettered %s[%d]@%d: %s",
+            letter.topic,
+            letter.partition,
+            letter.offset,
+            letter.reason,
+            extra={"topic": letter.topic, "partition": letter.partition, "offset": letter.offset},
+        )
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+    # -- revocation, commits, rebalances --------------------------------------------------------
 
     def _drop_lane(self, consent_id: str) -> None:
         """A consent was revoked or expired: what waits in its lane is not delivered."""
         lane = self._lanes.get(consent_id)
         if lane is None:
             return
-        # The request on the wire finishes (or is dropped) in _deliver. Notifications stay:
-        # the app must still hear that the consent ended.
+        # The request on the wire finishes (or is dropped) in _deliver; copies on their way
+        # to the retry topic are dropped when they come back. Notifications stay: the app
+        # must still hear that the consent ended.
         kept = [lane.queue.popleft() for _ in range(min(lane.in_flight, len(lane.queue)))]
         for item in lane.queue:
-            if item.notification is not None:
+            if item.notification is not None or item.parking:
                 kept.append(item)
             else:
-                self._trackers.get(item.tp, OffsetTracker()).done(item.offset)
+                self._release(item)
                 self.stats.dropped_stopped_consent += 1
         lane.queue = deque(kept)
+        lane.changed.set()
         self._wake_reader()
 
     def _wake_reader(self) -> None:
@@ -354,10 +581,11 @@ class DeliveryWorker:
             await self._commit()
             await self.status.flush(self._producer)
 
-    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+    async def _commit(self, only: Iterable[TopicPartition] | None = None) -> None:
+        wanted = None if only is None else set(only)
         offsets = {}
         for tp, tracker in self._trackers.items():
-            if only is not None and tp not in only:
+            if wanted is not None and tp not in wanted:
                 continue
             committable = tracker.take_committable()
             if committable is not None:
@@ -375,16 +603,57 @@ class DeliveryWorker:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def _resume_loaded(self) -> None:
+        """Resume the deliveries of partitions whose retry records are read to the end."""
+        for partition in list(self._loading):
+            retry = TopicPartition(self._topics.deliveries_retry, partition)
+            highwater = self._consumer.highwater(retry)
+            if highwater is None or await self._consumer.position(retry) < highwater:
+                continue
+            self._loading.discard(partition)
+            for topic in (self._topics.deliveries, self._topics.notifications):
+                tp = TopicPartition(topic, partition)
+                committed = await self._consumer.committed(tp)
+                if committed is None:
+                    await self._consumer.seek_to_beginning(tp)
+                else:
+                    self._consumer.seek(tp, committed)
+                self._consumer.resume(tp)
+            log.info("delivery partition %d ready after its parked records", partition)
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Hold new partitions' deliveries until their parked records are back in the lanes.
+
+        Paused before the first ``await``: aiokafka may fetch before this listener returns,
+        and what it fetched is dropped by :meth:`run` and read again on resume.
+        """
+        sources = [tp for tp in assigned if tp.topic != self._topics.deliveries_retry]
+        self._consumer.pause(*sources)
+        self._loading.update(
+            tp.partition for tp in assigned if tp.topic == self._topics.deliveries_retry
+        )
+        for tp in sources:
+            if tp.partition not in self._loading:
+                self._consumer.resume(tp)  # no retry partition of that number here
+
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Stop the lanes of revoked partitions; their new owner delivers what was not done."""
-        lanes = [lane for lane in self._lanes.values() if lane.partition in revoked]
+        numbers = {tp.partition for tp in revoked}
+        lanes = [lane for lane in self._lanes.values() if lane.partition in numbers]
         await self._cancel_lanes(lanes)
         await self._commit(revoked)
         for lane in lanes:
             self._lanes.pop(lane.consent_id, None)
         for tp in revoked:
             self._trackers.pop(tp, None)
+        self._loading -= numbers
         self._wake_reader()
+
+
+def _consent_of(item: _Item) -> str:
+    if item.notification is not None:
+        return item.notification["consent_id"]
+    return item.delivery["consent_id"] if item.delivery is not None else ""
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
@@ -401,4 +670,4 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._worker.on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        return None
+        await self._worker.on_assigned(assigned)

@@ -17,7 +17,7 @@ HEADER_PREFIX = "dlq."
 class DeadLetter:
     """One record bound for the dead-letter topic."""
 
-    __slots__ = ("key", "offset", "partition", "reason", "stage", "topic", "value")
+    __slots__ = ("extra", "key", "offset", "partition", "reason", "stage", "topic", "value")
 
     def __init__(
         self,
@@ -29,7 +29,10 @@ class DeadLetter:
         value: bytes | None,
         reason: str,
         stage: str,
+        extra: dict[str, str] | None = None,
     ) -> None:
+        """``extra``: more ``dlq.*`` headers, e.g. ``attempts``, ``history`` (JSON),
+        ``consent_id`` and ``app_id`` for a delivery that exhausted its retries."""
         self.topic = topic
         self.partition = partition
         self.offset = offset
@@ -37,6 +40,7 @@ class DeadLetter:
         self.value = value
         self.reason = reason
         self.stage = stage
+        self.extra = extra or {}
 
     def headers(self) -> list[tuple[str, bytes]]:
         """Kafka headers: source topic, partition, offset, reason, stage, time."""
@@ -47,6 +51,7 @@ class DeadLetter:
             (f"{HEADER_PREFIX}reason", self.reason.encode()),
             (f"{HEADER_PREFIX}stage", self.stage.encode()),
             (f"{HEADER_PREFIX}at", datetime.now(UTC).isoformat().encode()),
+            *((f"{HEADER_PREFIX}{name}", value.encode()) for name, value in self.extra.items()),
         ]
 
     @staticmethod

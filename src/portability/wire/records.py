@@ -82,6 +82,9 @@ class DeliveryRecord(TypedDict):
     sequence: int
     change: AccountChange
     matched_at: datetime
+    # The privacy rules' version the matcher applied; the codec fills in "unversioned" when
+    # decoding a record from a writer that predates the field.
+    policy_version: NotRequired[str]
 
 
 class DeliveryStatusRecord(TypedDict):
@@ -93,6 +96,8 @@ class DeliveryStatusRecord(TypedDict):
     last_error: str | None
     last_status: int | None
     updated_at: datetime
+    last_response: NotRequired[str | None]
+    endpoint_disabled: NotRequired[bool]
 
 
 class NotificationRecord(TypedDict):

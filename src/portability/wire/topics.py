@@ -36,6 +36,7 @@ class TopicNames:
     dead_letters: str
     delivery_status: str
     notifications: str
+    deliveries_retry: str
 
     @classmethod
     def with_prefix(cls, prefix: str = "") -> TopicNames:
@@ -48,6 +49,7 @@ class TopicNames:
             dead_letters=f"{prefix}dead-letters",
             delivery_status=f"{prefix}delivery.status",
             notifications=f"{prefix}notifications",
+            deliveries_retry=f"{prefix}deliveries.retry",
         )
 
 
@@ -84,6 +86,8 @@ def pipeline_topics(names: TopicNames, partitions: int) -> list[TopicSpec]:
         TopicSpec(names.delivery_status, partitions, "compact"),
         # Partitioned by consent like deliveries: see partition_for_consent.
         TopicSpec(names.notifications, partitions, "delete", 7 * _DAY_MS),
+        # Parked deliveries wait here up to the retry schedule's total (about 33 h).
+        TopicSpec(names.deliveries_retry, partitions, "delete", 7 * _DAY_MS),
     ]
 
 
