@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, PositiveInt, SecretStr, model_validator
+from pydantic import Field, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -61,10 +61,69 @@ class Settings(BaseSettings):
     )
     delivery_timeout_s: float = Field(default=15.0, gt=0)
     delivery_connect_timeout_s: float = Field(default=5.0, gt=0)
-    delivery_retry_base_s: float = Field(default=0.5, gt=0)
-    delivery_retry_max_s: float = Field(default=60.0, gt=0)
-    delivery_max_attempts: PositiveInt = Field(
-        default=8, description="Attempts before a delta goes to the dead-letter topic."
+    delivery_max_batch_bytes: PositiveInt = Field(
+        default=1_048_576, description="Body size a coalesced request stays under, at most."
+    )
+    delivery_retry_schedule_s: list[float] = Field(
+        default=[0, 5, 300, 1800, 7200, 18000, 36000, 36000],
+        min_length=1,
+        description=(
+            "Wait before each attempt (the first is normally 0); after the last, the delivery "
+            "is dead-lettered. As JSON in the environment, e.g. [0,5,300]."
+        ),
+    )
+    delivery_retry_jitter: float = Field(
+        default=0.2, ge=0, lt=1, description="Each wait varies by up to this fraction."
+    )
+    delivery_park_after_s: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "A wait at least this long parks the consent's deliveries on the retry topic "
+            "instead of holding them (and the partition's offsets) in memory."
+        ),
+    )
+    delivery_endpoint_concurrency: PositiveInt = Field(
+        default=16, description="Requests in flight at once to one app's endpoint."
+    )
+    delivery_circuit_failures: PositiveInt = Field(
+        default=10, description="Consecutive failures of an endpoint that open its circuit."
+    )
+    delivery_circuit_open_s: float = Field(
+        default=30.0, gt=0, description="How long an open circuit waits before one probe."
+    )
+    delivery_disable_after_s: float = Field(
+        default=3 * 86400.0,
+        gt=0,
+        description="An endpoint failing without a success for this long is disabled.",
+    )
+    delivery_retry_after_min_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="Shortest wait a 429/503 Retry-After is raised to (also negative values).",
+    )
+    delivery_retry_after_max_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Longest wait a 429/503 Retry-After is honoured for; longer is cut to this.",
+    )
+    development_mode: bool = Field(
+        default=True,
+        description=(
+            "Development conveniences: webhook URLs may be plain http and loopback receivers "
+            "are allowed. Set false in any shared deployment (docker-compose does)."
+        ),
+    )
+    webhook_allow_loopback: bool = Field(
+        default=True,
+        description="Let webhooks go to loopback addresses. Unset: follows development_mode.",
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description=(
+            "Let webhooks go to private addresses (RFC 1918, CGNAT, IPv6 ULA), for on-premises "
+            "receivers. Link-local, metadata, multicast and reserved addresses stay refused."
+        ),
     )
     kafka_fetch_max_wait_ms: PositiveInt = Field(
         default=100,
@@ -106,6 +165,30 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     log_format: str = Field(default="text", pattern="^(text|json)$")
+
+    @field_validator("delivery_retry_schedule_s")
+    @classmethod
+    def _non_negative_waits(cls, schedule: list[float]) -> list[float]:
+        if any(wait < 0 for wait in schedule):
+            raise ValueError("waits of the retry schedule must not be negative")
+        return schedule
+
+    @model_validator(mode="before")
+    @classmethod
+    def _loopback_follows_development_mode(cls, data: Any) -> Any:
+        """Unset ``webhook_allow_loopback`` takes ``development_mode``'s value (parsed alike)."""
+        if isinstance(data, dict) and data.get("webhook_allow_loopback") is None:
+            return {**data, "webhook_allow_loopback": data.get("development_mode", True)}
+        return data
+
+    @model_validator(mode="after")
+    def _retry_after_bounds_ordered(self) -> Settings:
+        if self.delivery_retry_after_min_s > self.delivery_retry_after_max_s:
+            raise ValueError(
+                f"delivery_retry_after_min_s ({self.delivery_retry_after_min_s}) is above "
+                f"delivery_retry_after_max_s ({self.delivery_retry_after_max_s}): lower it"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod
