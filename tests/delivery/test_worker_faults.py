@@ -1,0 +1,347 @@
+"""The delivery worker under faults, with real parts: broker, HTTP endpoints, a killed process.
+
+- A long outage parks the consent's deliveries on the retry topic and commits the source
+  offsets; once the endpoint answers, everything arrives once, in sequence.
+- A worker killed (SIGKILL) mid-batch, with deliveries parked: a new worker delivers every
+  delta, in order per consent, with the ids and sequences they had.
+- One app's endpoint down and another's slow: a third app's deltas keep their latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from portability.broker import EmbeddedBroker, free_port
+from portability.consent import ConsentService, OutboxRelay, create_store_engine, init_schema
+from portability.delivery import DeliveryWorker
+from portability.matching.matcher import delta_id
+from portability.receiver import ReceivingApp
+from portability.runtime import Runtime
+from portability.settings import Settings
+from portability.simulation import ChangeFactory
+from portability.wire.records import DeliveryRecord
+from portability.wire.schemas import SchemaName
+from portability.wire.topics import partition_for_consent
+
+DEADLINE_S = 60.0
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class Endpoint:
+    """A real receiver behind switches: down (503), or slow (delay before answering)."""
+
+    receiver: ReceivingApp = field(default_factory=ReceivingApp)
+    down: bool = False
+    delay_s: float = 0.0
+    url: str = ""
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.down:
+            return web.Response(status=503, text="down for maintenance")
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return await handler(request)
+
+
+@contextlib.asynccontextmanager
+async def serving(endpoint: Endpoint) -> AsyncIterator[Endpoint]:
+    application = endpoint.receiver.web_app()
+    application.middlewares.append(endpoint.middleware)
+    runner = web.AppRunner(application, shutdown_timeout=0.5)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        endpoint.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        yield endpoint
+    finally:
+        await runner.cleanup()
+
+
+async def wait_until(
+    condition: Callable[[], bool], what: str, timeout_s: float = DEADLINE_S
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout_s} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+class World:
+    """Apps registered through the consent store; deliveries produced as the matcher does."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.engine = create_store_engine(runtime.settings.resolved_database_url())
+        init_schema(self.engine)
+        self.service = ConsentService(self.engine)
+        self.factory = ChangeFactory(["nobody"], seed=3)
+        self.produced: dict[str, list[DeliveryRecord]] = {}
+
+    async def register(self, app_id: str, endpoint_url: str, receiver: ReceivingApp | None) -> None:
+        app = await asyncio.to_thread(
+            self.service.register_app, app_id, f"{endpoint_url}/webhooks/{app_id}", app_id
+        )
+        if receiver is not None:
+            receiver.add_app(app_id, app.signing_secret)
+        async with OutboxRelay(self.engine, self.runtime) as relay:
+            await relay.publish_pending()
+
+    async def produce(self, app_id: str, consent_id: str, count: int) -> list[DeliveryRecord]:
+        earlier = self.produced.setdefault(consent_id, [])
+        records: list[DeliveryRecord] = []
+        for _ in range(count):
+            change = self.factory.random_change(f"user-{consent_id}", "post")
+            records.append(
+                {
+                    "delta_id": delta_id(consent_id, change["change_id"]),
+                    "consent_id": consent_id,
+                    "app_id": app_id,
+                    "user_id": change["user_id"],
+                    "sequence": len(earlier) + len(records) + 1,
+                    "change": change,
+                    "matched_at": datetime.now(UTC),
+                }
+            )
+        producer = self.runtime.kafka.producer("test-deliveries")
+        await producer.start()
+        try:
+            partitions = self.runtime.settings.partitions
+            acks = [
+                await producer.send(
+                    self.runtime.topics.deliveries,
+                    self.runtime.codec.encode(SchemaName.DELIVERY, dict(record)),
+                    key=consent_id.encode(),
+                    partition=partition_for_consent(consent_id, partitions),
+                )
+                for record in records
+            ]
+            await asyncio.gather(*acks)
+        finally:
+            await producer.stop()
+        earlier += records
+        return records
+
+    async def committed(self) -> int:
+        """Offsets the delivery group committed on the deliveries topic, summed."""
+        settings = self.runtime.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.runtime.kafka.bootstrap,
+            group_id=settings.delivery_group,
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            total = 0
+            for partition in range(settings.partitions):
+                tp = TopicPartition(self.runtime.topics.deliveries, partition)
+                total += await consumer.committed(tp) or 0
+            return total
+        finally:
+            await consumer.stop()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def fault_settings(settings: Settings, **overrides: object) -> Settings:
+    return settings.model_copy(
+        update={
+            "delivery_retry_schedule_s": [0, 0.05, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4],
+            "delivery_retry_jitter": 0.1,
+            "delivery_park_after_s": 0.3,
+            "delivery_circuit_failures": 1000,
+            **overrides,
+        }
+    )
+
+
+@pytest.fixture
+async def world(broker: EmbeddedBroker, settings: Settings) -> AsyncIterator[World]:
+    runtime = await Runtime.open(fault_settings(settings), broker.bootstrap)
+    made = World(runtime)
+    yield made
+    made.close()
+    await runtime.close()
+
+
+@contextlib.asynccontextmanager
+async def running(worker: DeliveryWorker) -> AsyncIterator[DeliveryWorker]:
+    await worker.start()
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        await worker.stop()
+        await asyncio.wait_for(task, 10)
+
+
+def assert_in_sequence(receiver: ReceivingApp, world: World) -> None:
+    """Each consent: exactly what was produced, first arrivals in sequence, ids unchanged."""
+    for consent_id, records in world.produced.items():
+        got = receiver.deltas(consent_id)
+        assert [d.sequence for d in got] == [r["sequence"] for r in records], consent_id
+        assert [d.id for d in got] == [r["delta_id"] for r in records], consent_id
+        assert receiver.missing_ranges(consent_id) == []
+
+
+async def test_long_outage_parks_commits_and_delivers_in_order_after(world: World) -> None:
+    async with serving(Endpoint(down=True)) as endpoint:
+        await world.register("app-p", endpoint.url, endpoint.receiver)
+        for index in range(4):
+            await world.produce("app-p", f"cns_p{index}", 10)
+        async with running(DeliveryWorker(world.runtime)) as worker:
+            # Every record is parked, so every source offset is committed, while still down.
+            await wait_until(lambda: worker.stats.parked >= 40, "all 40 parked")
+            committed = 0
+            for _ in range(100):
+                committed = await world.committed()
+                if committed == 40:
+                    break
+                await asyncio.sleep(0.05)
+            assert committed == 40
+            assert endpoint.receiver.stats().deltas_received == 0
+
+            endpoint.down = False
+            await wait_until(
+                lambda: endpoint.receiver.stats().deltas_received == 40, "40 delivered"
+            )
+            await wait_until(lambda: worker.pending == 0, "worker idle")
+
+            assert worker.stats.retries > 0
+            assert worker.status.get("cns_p0") is not None
+    assert_in_sequence(endpoint.receiver, world)
+    assert endpoint.receiver.stats().duplicates == 0
+
+
+def _worker_process(world: World, log: Path) -> subprocess.Popen[bytes]:
+    """``portability worker`` in its own process, configured like ``world``'s runtime."""
+    settings = world.runtime.settings
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PORTABILITY_")}
+    env |= {
+        "PORTABILITY_KAFKA_BOOTSTRAP": world.runtime.kafka.bootstrap,
+        "PORTABILITY_TOPIC_PREFIX": settings.topic_prefix,
+        "PORTABILITY_PARTITIONS": str(settings.partitions),
+        "PORTABILITY_DELIVERY_GROUP": settings.delivery_group,
+        "PORTABILITY_DATA_DIR": str(settings.data_dir),
+        "PORTABILITY_WEB_PORT": str(free_port()),
+        "PORTABILITY_DELIVERY_RETRY_SCHEDULE_S": "[0, 0.05, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4]",
+        "PORTABILITY_DELIVERY_PARK_AFTER_S": "0.3",
+        "PORTABILITY_DELIVERY_MAX_BATCH": "5",
+        "PORTABILITY_KAFKA_SESSION_TIMEOUT_MS": "6000",
+    }
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "portability", "worker"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def test_killed_worker_loses_nothing_and_keeps_ids_and_order(
+    world: World, tmp_path: Path
+) -> None:
+    log = tmp_path / "workers.log"
+    async with (
+        serving(Endpoint(delay_s=0.02)) as steady,
+        serving(Endpoint(down=True)) as flaky,
+    ):
+        await world.register("app-s", steady.url, steady.receiver)
+        await world.register("app-f", flaky.url, flaky.receiver)
+        for index in range(6):
+            await world.produce("app-s", f"cns_s{index}", 30)
+        for index in range(2):
+            await world.produce("app-f", f"cns_f{index}", 10)
+        first = _worker_process(world, log)
+        try:
+            await wait_until(
+                lambda: steady.receiver.stats().deltas_received >= 40,
+                f"first worker delivering (log: {log})",
+            )
+        finally:
+            first.send_signal(signal.SIGKILL)  # no goodbye: nothing flushed, nothing committed
+            await asyncio.to_thread(first.wait, 10)
+        assert steady.receiver.stats().deltas_received < 180, "killed mid-way, not at the end"
+
+        flaky.down = False
+        second = _worker_process(world, log)
+        try:
+            await wait_until(
+                lambda: (
+                    steady.receiver.stats().deltas_received == 180
+                    and flaky.receiver.stats().deltas_received == 20
+                ),
+                f"second worker delivered the rest (log: {log})",
+                timeout_s=90.0,
+            )
+        finally:
+            second.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(second.wait, 20)
+
+    for endpoint in (steady, flaky):
+        stats = endpoint.receiver.stats()
+        assert stats.verification_failures == 0
+        assert stats.gaps_detected == 0
+    produced_ids = {r["delta_id"] for records in world.produced.values() for r in records}
+    received_ids = steady.receiver.received_ids() | flaky.receiver.received_ids()
+    assert received_ids == produced_ids  # no new ids, none missing
+    assert_in_sequence(_merged(steady.receiver, flaky.receiver), world)
+
+
+def _merged(*receivers: ReceivingApp) -> ReceivingApp:
+    """A view answering ``deltas`` and ``missing_ranges`` from whichever receiver has them."""
+
+    class Merged(ReceivingApp):
+        def deltas(self, consent_id: str):  # type: ignore[no-untyped-def]
+            return next((r.deltas(consent_id) for r in receivers if r.deltas(consent_id)), [])
+
+        def missing_ranges(self, consent_id: str):  # type: ignore[no-untyped-def]
+            return [m for r in receivers for m in r.missing_ranges(consent_id)]
+
+    return Merged()
+
+
+async def test_down_and_slow_endpoints_do_not_delay_another_app(world: World) -> None:
+    slow_s = 1.5
+    async with (
+        serving(Endpoint(delay_s=slow_s)) as slow,
+        serving(Endpoint()) as healthy,
+    ):
+        await world.register("app-down", f"http://127.0.0.1:{free_port()}", None)  # refused
+        await world.register("app-slow", slow.url, slow.receiver)
+        await world.register("app-ok", healthy.url, healthy.receiver)
+        for index in range(20):
+            await world.produce("app-down", f"cns_d{index}", 5)
+            await world.produce("app-slow", f"cns_w{index}", 5)
+        async with running(DeliveryWorker(world.runtime)) as worker:
+            await wait_until(lambda: slow.receiver.stats().requests > 0, "slow endpoint busy")
+            for _ in range(10):  # a steady trickle while the others fail and stall
+                for index in range(5):
+                    await world.produce("app-ok", f"cns_ok{index}", 1)
+                await asyncio.sleep(0.1)
+            await wait_until(
+                lambda: healthy.receiver.stats().deltas_received == 50, "healthy app served"
+            )
+            stats = healthy.receiver.stats()
+            # Waiting behind the slow endpoint would cost at least its delay per request.
+            assert stats.latency_p99_ms is not None
+            assert stats.latency_p99_ms < slow_s * 1000 / 2, stats
+            assert worker.stats.failures > 0  # the down endpoint really was tried
+    assert slow.receiver.stats().deltas_received > 0
