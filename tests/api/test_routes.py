@@ -232,6 +232,8 @@ def test_status_without_a_delivery_reader_reports_nulls(
         "failing": None,
         "failure_reason": None,
         "last_http_status": None,
+        "last_response": None,
+        "endpoint_disabled": None,
     }
 
 
