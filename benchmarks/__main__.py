@@ -13,6 +13,7 @@ import time
 import traceback
 from collections.abc import Callable
 
+import benchmarks.delivery
 import benchmarks.matcher
 import benchmarks.revocation
 from benchmarks.measurement import InvalidRunError
@@ -21,6 +22,7 @@ Benchmark = Callable[[bool], None]
 
 BENCHMARKS: dict[str, Benchmark] = {
     "matcher": benchmarks.matcher.main,
+    "delivery": benchmarks.delivery.main,
     "revocation": benchmarks.revocation.main,
 }
 

@@ -1,4 +1,7 @@
-"""The JSON contract of a delta delivery: building, stable ids, and strict parsing."""
+"""The JSON contract of a delta delivery: building, stable ids, and strict parsing.
+
+Validation against the JSON Schema is in ``test_contract.py``; these tests pin the exact bytes.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +14,15 @@ from typing import Any
 import pytest
 
 from portability.delivery.payload import (
+    EVENT_SCHEMA_FILE,
+    UNVERSIONED,
     Delta,
     DeltaEvent,
     PayloadError,
     UnknownEventTypeError,
     delta_event,
+    event_schema,
+    event_schema_path,
     format_timestamp,
     message_id,
     notification_event,
@@ -24,6 +31,7 @@ from portability.delivery.payload import (
 from portability.errors import PortabilityError
 from portability.wire.notifications import AUTHORIZATION_REMOVED, authorization_removed, event_id
 from portability.wire.records import AccountChange, DeliveryRecord, NotificationRecord
+from portability.wire.schemas import schema_dir
 
 OCCURRED = datetime(2025, 1, 31, 12, 0, 0, 123_456, tzinfo=UTC)
 CREATED = datetime(2025, 1, 30, 8, 30, 0, 5_000, tzinfo=UTC)
@@ -73,6 +81,7 @@ def test_body_has_the_documented_shape() -> None:
 
     assert json.loads(body) == {
         "type": "portability.delta",
+        "timestamp": "2025-01-31T12:00:00.123Z",
         "data": {
             "consent_id": "consent-1",
             "app_id": "app-1",
@@ -92,6 +101,7 @@ def test_body_has_the_documented_shape() -> None:
                         "visibility": "public",
                         "created_at": "2025-01-30T08:30:00.005Z",
                     },
+                    "policy_version": "unversioned",
                 }
             ],
         },
@@ -287,6 +297,7 @@ def test_authorization_removed_event_carries_the_reason_and_a_stable_id() -> Non
     assert len(msg_id) == 36
     assert json.loads(body) == {
         "type": "authorization.removed",
+        "timestamp": "2025-01-31T12:00:00.123Z",
         "data": {
             "consent_id": "consent-1",
             "app_id": "app-1",
@@ -314,3 +325,89 @@ def test_event_attributes_never_replace_the_common_fields() -> None:
     data = json.loads(notification_event(record)[1])["data"]
 
     assert (data["consent_id"], data["detail"]) == ("consent-1", "x")
+
+
+def test_timestamp_is_when_the_last_delta_was_matched() -> None:
+    records = [delivery(1), delivery(2), delivery(3)]
+    for offset, record in enumerate(records):
+        record["matched_at"] = OCCURRED + timedelta(minutes=offset)
+
+    document = json.loads(delta_event(records)[1])
+
+    assert document["timestamp"] == "2025-01-31T12:02:00.123Z"
+    assert parse_delta_event(json.dumps(document).encode()).timestamp == datetime(
+        2025, 1, 31, 12, 2, 0, 123_000, tzinfo=UTC
+    )
+
+
+def test_rebuilding_a_batch_for_a_retry_gives_the_same_bytes() -> None:
+    """Nothing in the body depends on when it is built, so a redelivery is the same request."""
+    assert delta_event([delivery(1), delivery(2)]) == delta_event([delivery(1), delivery(2)])
+
+
+def test_each_delta_carries_its_policy_version() -> None:
+    stamped = delivery(1)
+    stamped["policy_version"] = "2025-03-privacy-v4"
+
+    _, body = delta_event([stamped, delivery(2)])
+
+    versions = [delta["policy_version"] for delta in json.loads(body)["data"]["deltas"]]
+    assert versions == ["2025-03-privacy-v4", UNVERSIONED]
+    assert [delta.policy_version for delta in parse_delta_event(body).deltas] == versions
+
+
+def test_bodies_without_the_later_fields_still_parse() -> None:
+    """A body from a sender that predates ``timestamp`` and ``policy_version``."""
+    document = valid_document()
+    del document["timestamp"]
+    del document["data"]["deltas"][0]["policy_version"]
+
+    event = parse_delta_event(json.dumps(document).encode())
+
+    assert event.timestamp is None
+    assert event.deltas[0].policy_version == UNVERSIONED
+    assert event.deltas[0] == parse_delta_event(delta_event([delivery(1)])[1]).deltas[0]
+
+
+def test_fields_this_version_does_not_know_are_ignored() -> None:
+    """What lets the contract grow: old readers keep working when fields are added."""
+    document = valid_document()
+    document["trace"] = {"span": "abc"}
+    document["data"]["region"] = "eu"
+    document["data"]["deltas"][0]["source"] = "mobile"
+
+    event = parse_delta_event(json.dumps(document).encode())
+
+    assert event == parse_delta_event(delta_event([delivery(1)])[1])
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (mutated(lambda document: document.__setitem__("timestamp", 5)), "body.timestamp must be"),
+        (
+            mutated(lambda document: document.__setitem__("timestamp", "soon")),
+            "body.timestamp is not an ISO-8601",
+        ),
+        (
+            mutated(lambda document: document.__setitem__("timestamp", "2025-01-31T12:00:00")),
+            "body.timestamp has no time zone",
+        ),
+        (delta_field("policy_version", 4), r"data.deltas\[0\].policy_version must be a string"),
+    ],
+)
+def test_later_fields_are_checked_when_present(body: bytes, message: str) -> None:
+    with pytest.raises(PayloadError, match=message):
+        parse_delta_event(body)
+
+
+def test_event_schema_is_installed_beside_the_avro_schemas() -> None:
+    path = event_schema_path()
+
+    assert path == schema_dir() / EVENT_SCHEMA_FILE
+    assert path.is_file()
+    assert (schema_dir() / "delivery.avsc").is_file()
+    schema = event_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "changed by a caller"
+    assert event_schema()["title"] != "changed by a caller"

@@ -1,16 +1,14 @@
 """The ``portability`` command line, driven in-process with Typer's CliRunner.
 
-The consent commands run against SQLite in ``tmp_path``; ``topics`` runs against the
-session's embedded Tansu, on a topic prefix unique to the test.
+The consent commands run against SQLite in ``tmp_path``; ``topics create`` runs against the
+session's embedded Tansu, on a topic prefix unique to the test (the other topics commands
+and ``lag`` are in test_ops_cli.py).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,8 @@ _COMMANDS = (
     "demo",
     "broker",
     "topics",
+    "lag",
+    "dlq",
     "matcher",
     "worker",
     "relay",
@@ -33,30 +33,7 @@ _COMMANDS = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No PORTABILITY_* settings from the outer environment; logging restored afterwards.
-
-    The CLI calls configure_logging, which replaces the root logger's handlers (including
-    pytest's capture handlers) and sets levels: put everything back after each test.
-    """
-    for key in list(os.environ):
-        if key.startswith("PORTABILITY_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("PORTABILITY_DATA_DIR", str(tmp_path / "data"))
-    # Rich sizes tables to COLUMNS when not on a terminal; keep long topic names on one line.
-    monkeypatch.setenv("COLUMNS", "250")
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    noisy = {
-        name: logging.getLogger(name).level
-        for name in ("aiokafka", "faust", "mode", "aiohttp.access")
-    }
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, noisy_level in noisy.items():
-        logging.getLogger(name).setLevel(noisy_level)
+pytestmark = pytest.mark.usefixtures("cli_environment")
 
 
 @pytest.fixture
@@ -181,21 +158,21 @@ def test_revoke_unknown_consent_exits_2(runner: CliRunner, db_args: list[str]) -
     assert "nosuchconsent" in _flat(result.stderr)
 
 
-def test_topics_creates_and_lists_pipeline_topics(
+def test_topics_create_creates_and_lists_pipeline_topics(
     runner: CliRunner, broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prefix = f"cli{uuid.uuid4().hex[:10]}."
     monkeypatch.setenv("PORTABILITY_TOPIC_PREFIX", prefix)
     monkeypatch.setenv("PORTABILITY_PARTITIONS", "2")
 
-    first = _invoke(runner, "--bootstrap", broker.bootstrap, "topics")
+    first = _invoke(runner, "--bootstrap", broker.bootstrap, "topics", "create")
 
     assert first.exit_code == 0, first.output
     assert f"{prefix}account.changes" in first.stdout
     assert f"{prefix}consents" in first.stdout
     assert "created" in first.stdout
 
-    again = _invoke(runner, "--bootstrap", broker.bootstrap, "topics")
+    again = _invoke(runner, "--bootstrap", broker.bootstrap, "topics", "create")
 
     assert again.exit_code == 0, again.output
     assert f"{prefix}account.changes" in again.stdout
@@ -203,8 +180,9 @@ def test_topics_creates_and_lists_pipeline_topics(
     assert "created" not in again.stdout
 
 
-def test_topics_without_bootstrap_exits_2(runner: CliRunner) -> None:
-    result = _invoke(runner, "topics")
+@pytest.mark.parametrize("command", [["topics", "create"], ["topics", "list"], ["lag"]])
+def test_kafka_commands_without_bootstrap_exit_2(runner: CliRunner, command: list[str]) -> None:
+    result = _invoke(runner, *command)
 
     assert result.exit_code == 2, result.output
     assert "PORTABILITY_KAFKA_BOOTSTRAP" in _flat(result.stderr)
@@ -215,7 +193,7 @@ def test_unknown_portability_setting_is_a_usage_error(
 ) -> None:
     monkeypatch.setenv("PORTABILITY_NO_SUCH_SETTING", "1")
 
-    result = _invoke(runner, "topics")
+    result = _invoke(runner, "topics", "list")
 
     assert result.exit_code == 2, result.output
     assert "no_such_setting" in _flat(result.output).lower()

@@ -117,4 +117,5 @@ def delivery(nested: AccountChange) -> DeliveryRecord:
         "sequence": 42,
         "change": nested,
         "matched_at": LATER,
+        "policy_version": "2025-05-01",
     }

@@ -1,15 +1,22 @@
-"""The JSON contract of a delta delivery: what an app's webhook receives, and how to read it.
+"""The JSON contract of webhook events: what an app's webhook receives, and how to read it.
 
-One request carries deltas of one consent in ascending sequence::
+One delta request carries deltas of one consent in ascending sequence::
 
-    {"type": "portability.delta",
+    {"type": "portability.delta", "timestamp": "2025-01-31T12:00:01.456Z",
      "data": {"consent_id": "...", "app_id": "...", "user_id": "...",
               "deltas": [{"id": "...", "sequence": 7, "change_id": "...",
                           "category": "post", "operation": "upsert", "record_id": "...",
-                          "occurred_at": "2025-01-31T12:00:00.123Z", "record": {...}}]}}
+                          "occurred_at": "2025-01-31T12:00:00.123Z", "record": {...},
+                          "policy_version": "..."}]}}
 
 The webhook message id is derived from the delta ids, so a redelivery of the same deltas
-carries the same ``webhook-id`` and a recipient can deduplicate on either.
+carries the same ``webhook-id`` and a recipient can deduplicate on either. The body is a pure
+function of the delivery records too (``timestamp`` is the last delta's ``matched_at``, not the
+time of sending), so a retry of the same deltas sends the same bytes.
+
+Every body built here is described by the JSON Schema ``schemas/webhooks/events.schema.json``
+(:func:`event_schema`), which is installed with the package next to the Avro schemas; the
+contract tests validate what this module builds against it.
 
 Building a body runs once per delivery request: records are not deep-copied, datetimes nested in
 a record are converted by the JSON encoder as it meets them, and a record is shallow-copied only
@@ -18,23 +25,30 @@ when it carries fastavro's ``-type`` union hint, which must not leak into the co
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
 from portability.errors import PortabilityError
 from portability.wire.records import DeliveryRecord, NotificationRecord
+from portability.wire.schemas import schema_dir
 
 __all__ = [
     "DELTA_EVENT_TYPE",
+    "EVENT_SCHEMA_FILE",
+    "UNVERSIONED",
     "Delta",
     "DeltaEvent",
     "PayloadError",
     "UnknownEventTypeError",
     "delta_event",
+    "event_schema",
+    "event_schema_path",
     "format_timestamp",
     "message_id",
     "notification_event",
@@ -42,6 +56,10 @@ __all__ = [
 ]
 
 DELTA_EVENT_TYPE: Final = "portability.delta"
+# The policy version of a delta whose Delivery record predates policy versions.
+UNVERSIONED: Final = "unversioned"
+# Relative to the schema folder (``schemas/`` in a checkout, ``wire/avro/`` when installed).
+EVENT_SCHEMA_FILE: Final = "webhooks/events.schema.json"
 _RECORD_TYPE_KEY: Final = "-type"
 _OPERATIONS: Final = frozenset({"upsert", "delete"})
 
@@ -82,6 +100,8 @@ class Delta:
         record_id: Id of the changed record within its category.
         occurred_at: When the change happened on the platform (aware, UTC).
         record: The record after the change (datetimes as ISO strings); None for a delete.
+        policy_version: Version of the privacy rules the delta was produced under;
+            ``"unversioned"`` when the body does not say (it predates policy versions).
     """
 
     id: str
@@ -92,16 +112,23 @@ class Delta:
     record_id: str
     occurred_at: datetime
     record: dict[str, Any] | None
+    policy_version: str = UNVERSIONED
 
 
 @dataclass(frozen=True, slots=True)
 class DeltaEvent:
-    """One delivery request: deltas of one consent, in ascending sequence."""
+    """One delivery request: deltas of one consent, in ascending sequence.
+
+    Attributes:
+        timestamp: When the event was created (the last delta's match time, aware UTC); None
+            for a body from a sender that predates the field.
+    """
 
     consent_id: str
     app_id: str
     user_id: str
     deltas: tuple[Delta, ...]
+    timestamp: datetime | None = None
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -145,7 +172,8 @@ def delta_event(records: Sequence[DeliveryRecord]) -> tuple[str, bytes]:
             modified.
 
     Returns:
-        The webhook message id and the compact UTF-8 JSON body.
+        The webhook message id and the compact UTF-8 JSON body. The body's ``timestamp`` is the
+        last record's ``matched_at``, so rebuilding it for a retry gives the same bytes.
 
     Raises:
         ValueError: ``records`` is empty, mixes consents, or is not in ascending sequence.
@@ -154,6 +182,7 @@ def delta_event(records: Sequence[DeliveryRecord]) -> tuple[str, bytes]:
     first = records[0]
     document = {
         "type": DELTA_EVENT_TYPE,
+        "timestamp": format_timestamp(records[-1]["matched_at"]),
         "data": {
             "consent_id": first["consent_id"],
             "app_id": first["app_id"],
@@ -167,33 +196,38 @@ def delta_event(records: Sequence[DeliveryRecord]) -> tuple[str, bytes]:
 def notification_event(notification: NotificationRecord) -> tuple[str, bytes]:
     """Build the body of a notification, e.g. ``authorization.removed``::
 
-        {"type": "authorization.removed",
+        {"type": "authorization.removed", "timestamp": "2025-01-31T12:00:00.123Z",
          "data": {"consent_id": "...", "app_id": "...", "user_id": "...",
                   "occurred_at": "2025-01-31T12:00:00.123Z", "reason": "user_revoked"}}
 
     Returns:
-        The webhook message id (the notification's stable event id) and the JSON body.
+        The webhook message id (the notification's stable event id) and the JSON body, whose
+        ``timestamp`` is the notification's ``occurred_at``.
     """
+    occurred_at = format_timestamp(notification["occurred_at"])
     data: dict[str, Any] = {
         "consent_id": notification["consent_id"],
         "app_id": notification["app_id"],
         "user_id": notification["user_id"],
-        "occurred_at": format_timestamp(notification["occurred_at"]),
+        "occurred_at": occurred_at,
     }
     # Event-specific fields never replace the common ones an app routes on.
     data.update((k, v) for k, v in notification["attributes"].items() if k not in data)
-    document = {"type": notification["event_type"], "data": data}
+    document = {"type": notification["event_type"], "timestamp": occurred_at, "data": data}
     return notification["event_id"], _encode(document)
 
 
 def parse_delta_event(body: bytes) -> DeltaEvent:
     """Read a delivery request body.
 
+    Fields the contract added later (``timestamp``, ``policy_version``) may be absent, as in
+    bodies from older senders; fields this version does not know are ignored.
+
     Args:
         body: The request body as received.
 
     Returns:
-        The event, with ``occurred_at`` parsed to aware UTC datetimes.
+        The event, with its timestamps parsed to aware UTC datetimes.
 
     Raises:
         UnknownEventTypeError: The body is a well-formed event of another type.
@@ -212,12 +246,47 @@ def parse_delta_event(body: bytes) -> DeltaEvent:
     deltas = _get(data, "deltas", list, "data")
     if not deltas:
         raise PayloadError("data.deltas is empty: a delta event carries at least one delta")
+    timestamp = _get_optional(event, "timestamp", str, "body")
     return DeltaEvent(
         consent_id=_get(data, "consent_id", str, "data"),
         app_id=_get(data, "app_id", str, "data"),
         user_id=_get(data, "user_id", str, "data"),
         deltas=tuple(_parse_delta(item, index) for index, item in enumerate(deltas)),
+        timestamp=None if timestamp is None else _parse_timestamp(timestamp, "body.timestamp"),
     )
+
+
+def event_schema_path() -> Path:
+    """Where the JSON Schema of webhook bodies is: beside the Avro schemas.
+
+    That is ``schemas/webhooks/`` in a checkout and ``portability/wire/avro/webhooks/`` when
+    installed from a wheel, which ships the whole ``schemas/`` folder.
+    """
+    return schema_dir() / EVENT_SCHEMA_FILE
+
+
+def event_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of every webhook body this build sends.
+
+    Returns:
+        The parsed schema; a fresh object on every call, so the caller may modify it.
+
+    Raises:
+        FileNotFoundError: The schema file is not where the package keeps it (a broken install).
+    """
+    schema: dict[str, Any] = json.loads(_event_schema_text())
+    return schema
+
+
+@functools.cache
+def _event_schema_text() -> str:
+    path = event_schema_path()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"webhook event schema not found at {path}: reinstall the package, whose wheel "
+            f"ships it as portability/wire/avro/{EVENT_SCHEMA_FILE}"
+        )
+    return path.read_text(encoding="utf-8")
 
 
 def _check_batch(records: Sequence[DeliveryRecord]) -> None:
@@ -254,6 +323,8 @@ def _delta_object(delivery: DeliveryRecord) -> dict[str, Any]:
         "record_id": change["record_id"],
         "occurred_at": format_timestamp(change["occurred_at"]),
         "record": record,
+        # Deliveries decoded from Avro always carry it; a record built in process may not.
+        "policy_version": delivery.get("policy_version", UNVERSIONED),
     }
 
 
@@ -286,6 +357,7 @@ def _parse_delta(item: object, index: int) -> Delta:
     record = delta.get("record")
     if record is not None and not isinstance(record, dict):
         raise PayloadError(f"{where}.record must be an object or null")
+    policy_version = _get_optional(delta, "policy_version", str, where)
     return Delta(
         id=_get(delta, "id", str, where),
         sequence=_parse_sequence(_get(delta, "sequence", int, where), where),
@@ -293,8 +365,11 @@ def _parse_delta(item: object, index: int) -> Delta:
         category=_get(delta, "category", str, where),
         operation="upsert" if operation == "upsert" else "delete",
         record_id=_get(delta, "record_id", str, where),
-        occurred_at=_parse_timestamp(_get(delta, "occurred_at", str, where), where),
+        occurred_at=_parse_timestamp(
+            _get(delta, "occurred_at", str, where), f"{where}.occurred_at"
+        ),
         record=record,
+        policy_version=UNVERSIONED if policy_version is None else policy_version,
     )
 
 
@@ -305,12 +380,13 @@ def _parse_sequence(sequence: int, where: str) -> int:
 
 
 def _parse_timestamp(text: str, where: str) -> datetime:
+    """Parse the timestamp at ``where`` (its full path, e.g. ``data.deltas[0].occurred_at``)."""
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise PayloadError(f"{where}.occurred_at is not an ISO-8601 timestamp: {text!r}") from exc
+        raise PayloadError(f"{where} is not an ISO-8601 timestamp: {text!r}") from exc
     if moment.tzinfo is None:
-        raise PayloadError(f"{where}.occurred_at has no time zone: {text!r}")
+        raise PayloadError(f"{where} has no time zone: {text!r}")
     return moment.astimezone(UTC)
 
 
@@ -324,6 +400,13 @@ def _expect(value: object, kind: type[_T], where: str) -> _T:
 def _get(container: Mapping[str, Any], key: str, kind: type[_T], where: str) -> _T:
     if key not in container:
         raise PayloadError(f"{where}.{key} is missing")
+    return _expect(container[key], kind, f"{where}.{key}")
+
+
+def _get_optional(container: Mapping[str, Any], key: str, kind: type[_T], where: str) -> _T | None:
+    """A field the contract added later: absent in older bodies, but checked when present."""
+    if key not in container:
+        return None
     return _expect(container[key], kind, f"{where}.{key}")
 
 

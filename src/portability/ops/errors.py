@@ -12,9 +12,12 @@ class OpsError(PortabilityError):
 class MissingTopicsError(OpsError):
     """Topics the command needs do not exist on the broker."""
 
-    def __init__(self, topics: list[str], bootstrap: str) -> None:
+    def __init__(self, topics: list[str], bootstrap: str, pipeline: bool = True) -> None:
         self.topics = topics
         what = f"no topic {topics[0]}" if len(topics) == 1 else f"no topics {', '.join(topics)}"
-        super().__init__(
-            f"{what} on {bootstrap}: create the pipeline's topics with `portability topics create`"
+        fix = (
+            "create the pipeline's topics with `portability topics create`"
+            if pipeline
+            else "`portability topics list` shows the pipeline's topics"
         )
+        super().__init__(f"{what} on {bootstrap}: {fix}")

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from portability.broker import BrokerError
 
@@ -40,6 +40,8 @@ _POLL_MS = 100
 # Enough of one partition to find its first record; Kafka returns a whole first batch
 # anyway when it is larger (KIP-74).
 _PARTITION_FETCH_BYTES = 64 * 1024
+# Polls after a partition's end is known to wait for its first record before giving up.
+_RECORD_POLLS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +92,7 @@ class Inspector:
         try:
             await self._bounded(self._admin.start(), "connect")
             await self._bounded(self._consumer.start(), "connect")
-        except BrokerError:
+        except BaseException:
             await self.close()
             raise
         return self
@@ -115,10 +117,12 @@ class Inspector:
             raise BrokerError(
                 f"Kafka at {self.bootstrap} did not answer within {self.timeout_s:g} s ({what})"
             ) from error
-        except KafkaError as error:
+        except KafkaConnectionError as error:
             raise BrokerError(
                 f"cannot reach Kafka at {self.bootstrap} ({what}): {error}"
             ) from error
+        except KafkaError as error:
+            raise BrokerError(f"{what} on Kafka at {self.bootstrap} failed: {error}") from error
 
     # --- topics -----------------------------------------------------------------------------
 
@@ -226,27 +230,35 @@ class Inspector:
     async def _fetch_until_known(
         self, starts: Mapping[TopicPartition, int]
     ) -> dict[TopicPartition, PartitionRead]:
+        """Poll until each partition's end is known and, if it lies beyond the start, the
+        first record there was seen, or ``_RECORD_POLLS`` more polls brought none: between
+        a committed offset and the end there may be only transaction markers, which a
+        consumer never sees."""
         firsts: dict[TopicPartition, tuple[int, int]] = {}
+        polls: dict[TopicPartition, int] = {}
         results: dict[TopicPartition, PartitionRead] = {}
         while len(results) < len(starts):
-            batches = await self._consumer.getmany(
-                *(tp for tp in starts if tp not in results), timeout_ms=_POLL_MS
-            )
+            pending = [tp for tp in starts if tp not in results]
+            batches = await self._consumer.getmany(*pending, timeout_ms=_POLL_MS)
             for tp, records in batches.items():
                 first = next((r for r in records if r.offset >= starts[tp]), None)
                 if first is not None and tp not in firsts:
                     firsts[tp] = (first.offset, first.timestamp)
-            for tp, offset in starts.items():
+            for tp in pending:
                 end = self._consumer.highwater(tp)
-                if tp in results or end is None or (end > offset and tp not in firsts):
+                if end is None:
                     continue
-                found = firsts.get(tp)
-                results[tp] = PartitionRead(
-                    end=end,
-                    first_offset=found[0] if found else None,
-                    first_timestamp_ms=found[1] if found and found[1] >= 0 else None,
-                )
+                polls[tp] = polls.get(tp, 0) + 1
+                if tp in firsts or end <= starts[tp] or polls[tp] > _RECORD_POLLS:
+                    results[tp] = _partition_read(end, firsts.get(tp))
         return results
+
+
+def _partition_read(end: int, first: tuple[int, int] | None) -> PartitionRead:
+    if first is None:
+        return PartitionRead(end=end, first_offset=None, first_timestamp_ms=None)
+    offset, timestamp = first
+    return PartitionRead(end, offset, timestamp if timestamp >= 0 else None)
 
 
 def _layout(topic: Mapping[str, Any]) -> TopicLayout:

@@ -38,7 +38,7 @@ __all__ = [
     "LagReport",
     "PartitionLag",
     "pipeline_groups",
-    "watch_lag",
+    "sample_lag",
 ]
 
 Clock = Callable[[], float]
@@ -87,16 +87,19 @@ class GroupLag:
     partitions: tuple[PartitionLag, ...] = ()
 
     @property
-    def lag(self) -> int:
+    def lag(self) -> int | None:
+        """Records behind over all partitions; None for a group with no partitions read."""
+        if not self.partitions:
+            return None
         return sum(p.sample.lag for p in self.partitions)
 
     @property
     def lag_seconds(self) -> float | None:
         """The oldest unconsumed record's age over all partitions (None if unknown)."""
         ages = [p.sample.lag_seconds for p in self.partitions]
-        if any(age is None for age in ages):
+        if not ages or any(age is None for age in ages):
             return None
-        return max((age for age in ages if age is not None), default=0.0)
+        return max(age for age in ages if age is not None)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -116,7 +119,7 @@ class LagReport:
 
     at: float
     bootstrap: str
-    window: int  # samples the verdicts are based on (fewer than asked at the start)
+    window: int  # samples the verdicts are judged over (fewer than asked at the start)
     groups: tuple[GroupLag, ...]
     missing_topics: tuple[str, ...] = ()
 
@@ -179,6 +182,7 @@ class LagMonitor:
         self._stop_after_s = stop_after_s
         self._clock = clock
         self._histories: dict[tuple[str, TopicPartition], PartitionHistory] = {}
+        self._taken = 0
 
     async def sample(self) -> LagReport:
         """Read every group once, add the readings to the windows, judge them."""
@@ -196,7 +200,8 @@ class LagMonitor:
         groups = tuple(
             self._judge(group, reading, starts, reads, now) for group, reading in readings.items()
         )
-        window = max((len(h.samples) for h in self._histories.values()), default=0)
+        self._taken += 1
+        window = min(self._taken, self._window)
         return LagReport(now, self._inspector.bootstrap, window, groups, missing)
 
     async def _read_group(self, group: str, everything: list[TopicPartition]) -> _GroupReading:
@@ -267,14 +272,15 @@ class LagMonitor:
                 await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))
 
 
-async def watch_lag(
+async def sample_lag(
     settings: Settings,
     bootstrap: str,
     options: LagOptions,
     on_report: Callable[[LagReport], None],
     timeout_s: float = 10.0,
 ) -> None:
-    """Sample the groups of ``options`` (default: the pipeline's) and hand each report over."""
+    """Sample the groups of ``options`` (default: the pipeline's) as often as it says, and
+    hand each report to ``on_report`` as it comes (a watch shows each; a run keeps the last)."""
     known = pipeline_groups(settings)
     groups = {g: known.get(g, ()) for g in options.groups} if options.groups else known
     names = TopicNames.with_prefix(settings.topic_prefix)

@@ -20,6 +20,7 @@ _STYLES = {
     Status.STOPPED: "bold red",
     Status.UNKNOWN: "red",
 }
+_NUMERIC = frozenset({"partition", "committed", "end", "lag", "lag time"})
 _COLUMNS = ("group", "topic", "partition", "committed", "end", "lag", "lag time", "status", "why")
 
 
@@ -30,10 +31,7 @@ def lag_table(report: LagReport) -> Table:
         title=f"consumer lag on {report.bootstrap} at {at} (window: {report.window} sample(s))"
     )
     for column in _COLUMNS:
-        justify = (
-            "right" if column in {"partition", "committed", "end", "lag", "lag time"} else "left"
-        )
-        table.add_column(column, justify=justify)
+        table.add_column(column, justify="right" if column in _NUMERIC else "left")
     for group in report.groups:
         _add_group(table, group)
     if report.missing_topics:
@@ -52,8 +50,8 @@ def _add_group(table: Table, group: GroupLag) -> None:
         "",
         "",
         "",
-        str(group.lag),
-        format_age(group.lag_seconds),
+        "-" if group.lag is None else str(group.lag),
+        "-" if group.lag is None else format_age(group.lag_seconds),
         _status(group.verdict.status),
         group.verdict.reason,
         end_section=not group.partitions,
