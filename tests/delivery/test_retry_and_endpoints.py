@@ -179,3 +179,24 @@ async def test_endpoint_concurrency_is_bounded() -> None:
     await asyncio.gather(*(request() for _ in range(10)))
 
     assert most == 2
+
+
+async def test_rate_limit_spaces_requests_after_a_one_second_burst() -> None:
+    clock = Clock()
+    endpoints = Endpoints(Settings(delivery_endpoint_rate_per_s=5.0), clock=clock)
+    endpoint = endpoints.get("app-1", "https://a.example/hook")
+    for _ in range(5):  # the burst: one second's worth at once
+        await asyncio.wait_for(endpoints.pace(endpoint), 1)
+
+    waiting = asyncio.create_task(endpoints.pace(endpoint))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # the sixth waits for a token
+    clock.now += 0.2  # one token's worth of time at 5/s
+    await asyncio.wait_for(waiting, 1)
+
+
+async def test_no_rate_limit_by_default() -> None:
+    endpoints = Endpoints(Settings())
+    endpoint = endpoints.get("app-1", "https://a.example/hook")
+    for _ in range(1000):
+        await asyncio.wait_for(endpoints.pace(endpoint), 1)

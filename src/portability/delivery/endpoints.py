@@ -1,4 +1,4 @@
-"""Per-endpoint protection: a concurrency limit, a circuit breaker, and disabling.
+"""Per-endpoint protection: concurrency and rate limits, a circuit breaker, and disabling.
 
 Each app's webhook endpoint gets its own state, so one that fails or stalls holds back only
 its own consents. After ``delivery_circuit_failures`` consecutive failures the circuit opens:
@@ -49,6 +49,8 @@ class Endpoint:
     disabled_reason: str | None = None
     last_error: str | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    tokens: float = 0.0  # rate limit: requests that may start now
+    refilled_at: float = 0.0
 
     @property
     def disabled(self) -> bool:
@@ -78,6 +80,21 @@ class Endpoints:
 
     def all(self) -> list[Endpoint]:
         return list(self._by_app.values())
+
+    async def pace(self, endpoint: Endpoint) -> None:
+        """Wait for the endpoint's rate limit (a token bucket holding one second's worth)."""
+        rate = self._settings.delivery_endpoint_rate_per_s
+        if rate <= 0:
+            return
+        while True:
+            now = self._clock()
+            elapsed = now - endpoint.refilled_at if endpoint.refilled_at else rate
+            endpoint.tokens = min(rate, endpoint.tokens + elapsed * rate)
+            endpoint.refilled_at = now
+            if endpoint.tokens >= 1:
+                endpoint.tokens -= 1
+                return
+            await asyncio.sleep((1 - endpoint.tokens) / rate)
 
     def wait_s(self, endpoint: Endpoint) -> float:
         """Seconds before a request may go to ``endpoint`` (0: now); inf when disabled."""

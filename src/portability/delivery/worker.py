@@ -384,9 +384,11 @@ class DeliveryWorker:
             return Outcome(False, None, f"app {items[0].app_id} unknown or disabled", True)
         endpoint = self.endpoints.get(app["app_id"], app["webhook_url"])
         # The endpoint's slot first: lanes queueing for a slow endpoint hold no global slot.
-        async with endpoint.slots, self._slots:
-            self.stats.requests += 1
-            outcome = await self._post(app, items)
+        async with endpoint.slots:
+            await self.endpoints.pace(endpoint)
+            async with self._slots:
+                self.stats.requests += 1
+                outcome = await self._post(app, items)
         self.endpoints.record(endpoint, outcome)
         return outcome
 
