@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -33,6 +35,7 @@ from portability.receiver import ReceivingApp
 from portability.runtime import Runtime
 from portability.settings import Settings
 from portability.simulation import ChangeFactory
+from portability.wire.dead_letters import DeadLetter
 from portability.wire.records import DeliveryRecord
 from portability.wire.schemas import SchemaName
 from portability.wire.topics import partition_for_consent
@@ -47,6 +50,7 @@ class Endpoint:
 
     receiver: ReceivingApp = field(default_factory=ReceivingApp)
     down: bool = False
+    answer: int | None = None  # answer every request with this status instead
     delay_s: float = 0.0
     url: str = ""
 
@@ -54,6 +58,8 @@ class Endpoint:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self.down:
             return web.Response(status=503, text="down for maintenance")
+        if self.answer is not None:
+            return web.Response(status=self.answer, text="this webhook was deleted")
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         return await handler(request)
@@ -345,3 +351,62 @@ async def test_down_and_slow_endpoints_do_not_delay_another_app(world: World) ->
             assert stats.latency_p99_ms < slow_s * 1000 / 2, stats
             assert worker.stats.failures > 0  # the down endpoint really was tried
     assert slow.receiver.stats().deltas_received > 0
+
+
+async def read_dead_letters(world: World, expected: int) -> list[dict[str, str]]:
+    """The ``dlq.*`` headers of the first ``expected`` dead letters (bounded wait)."""
+    reader = world.runtime.kafka.reader("test-dlq-reader")
+    await reader.start()
+    try:
+        tp = TopicPartition(world.runtime.topics.dead_letters, 0)
+        reader.assign([tp])
+        await reader.seek_to_beginning(tp)
+        letters: list[dict[str, str]] = []
+        for _ in range(40):
+            for records in (await reader.getmany(timeout_ms=250)).values():
+                letters += [DeadLetter.parse_headers(r.headers or ()) for r in records]
+            if len(letters) >= expected:
+                break
+        return letters
+    finally:
+        await reader.stop()
+
+
+async def test_exhausted_retries_dead_letter_with_their_history(world: World) -> None:
+    endpoint = Endpoint(down=True)
+    async with serving(endpoint):
+        await world.register("app-x", endpoint.url, endpoint.receiver)
+        [record] = await world.produce("app-x", "cns_x", 1)
+        short = world.runtime.settings.model_copy(
+            update={"delivery_retry_schedule_s": [0, 0.05, 0.4], "delivery_park_after_s": 0.3}
+        )
+        async with running(DeliveryWorker(dataclasses.replace(world.runtime, settings=short))):
+            [letter] = await read_dead_letters(world, 1)
+
+    assert letter["stage"] == "delivery"
+    assert letter["source.topic"] == world.runtime.topics.deliveries
+    assert (letter["consent_id"], letter["app_id"], letter["attempts"]) == ("cns_x", "app-x", "3")
+    history = json.loads(letter["history"])
+    assert [attempt["status"] for attempt in history] == [503, 503, 503]
+    assert letter["reason"].startswith("HTTP 503 after 3 attempt(s)")
+    assert "down for maintenance" in letter["reason"]  # the response body, for the operator
+    # Parked before the last attempt: the letter says where the record was stored then.
+    assert letter["stored_at"].startswith(world.runtime.topics.deliveries_retry)
+    assert record["delta_id"] not in endpoint.receiver.received_ids()
+
+
+async def test_gone_endpoint_is_disabled_and_the_app_can_read_why(world: World) -> None:
+    endpoint = Endpoint(answer=410)
+    async with serving(endpoint):
+        await world.register("app-g", endpoint.url, endpoint.receiver)
+        await world.produce("app-g", "cns_g", 3)
+        async with running(DeliveryWorker(world.runtime)) as worker:
+            await wait_until(lambda: worker.stats.endpoints_disabled == 1, "endpoint disabled")
+            await wait_until(lambda: worker.stats.parked >= 3, "its records parked")
+            status = worker.status.get("cns_g")
+            assert status is not None
+            assert status["endpoint_disabled"] is True
+            assert "410" in (status["last_error"] or "")
+            assert status["last_response"] == "this webhook was deleted"
+            assert worker.stats.dead_lettered == 0  # parked, not given up
+            assert worker.stats.requests == 1  # and not hammered

@@ -47,7 +47,7 @@ from portability.delivery.sender import Outcome, WebhookSender
 from portability.delivery.stats import DeliveryStats
 from portability.delivery.status import StatusBoard
 from portability.runtime import Runtime
-from portability.wire.dead_letters import DeadLetter
+from portability.wire.dead_letters import HEADER_PREFIX, DeadLetter
 from portability.wire.errors import WireFormatError
 from portability.wire.notifications import AUTHORIZATION_REMOVED
 from portability.wire.records import AppRecord, DeliveryRecord, NotificationRecord
@@ -60,7 +60,10 @@ log = logging.getLogger(__name__)
 
 _MAX_PENDING = 20_000
 _COMMIT_INTERVAL_S = 0.1
-_IDLE_RECHECK_S = 5.0  # a waiting lane re-checks its endpoint at least this often
+_IDLE_RECHECK_S = 5.0
+_REPLAYED_FROM = (
+    f"{HEADER_PREFIX}replayed_from"  # a waiting lane re-checks its endpoint at least this often
+)
 
 
 @dataclass(slots=True)
@@ -79,6 +82,7 @@ class _Item:
     ticket: ParkingTicket = field(default_factory=lambda: ParkingTicket("delivery"))
     stored: ParkingTicket | None = None  # None: not on the retry topic with this ticket
     parking: bool = False  # a copy is on its way to the retry topic
+    replayed_from: bytes | None = None  # dead-letter offset, when an operator replayed it
 
     @property
     def kind(self) -> RecordKind:
@@ -264,6 +268,8 @@ class DeliveryWorker:
             await self._dead_letter_record(tp, record, str(error))
             return None
         item = _Item(tp, record.offset, record.value, ticket=ticket)
+        # A replayed record that fails again must stay tied to the letter it came from.
+        item.replayed_from = dict(record.headers or ()).get(_REPLAYED_FROM)
         if ticket.kind == "delivery":
             item.delivery = decoded  # type: ignore[assignment]
         else:
@@ -363,6 +369,12 @@ class DeliveryWorker:
             return
         failures = items[0].ticket.failures + 1
         self._log_failure(lane, items, outcome, failures)
+        if self._endpoint_is_disabled(items[0].app_id):
+            # Held (parked) for the app's new URL rather than given up: the data is still owed.
+            history = (*items[0].ticket.history, Attempt(now_utc(), outcome.status, outcome.reason))
+            for item in items:
+                item.ticket = ParkingTicket(item.kind, failures, 0.0, history)
+            return
         wait = (
             self._schedule.next_wait(failures, outcome.retry_after_s) if outcome.retriable else None
         )
@@ -425,7 +437,7 @@ class DeliveryWorker:
                 value=item.raw,
                 reason=reason,
                 stage="delivery",
-                extra=extra | {"stored_at": f"{item.tp.topic}[{item.tp.partition}]@{item.offset}"},
+                extra=extra | _where(item),
             )
             await self._send_dead_letter(letter)
         self._finish(lane, items, dead_lettered=True)
@@ -479,7 +491,7 @@ class DeliveryWorker:
                     item.raw,
                     key=lane.consent_id.encode(),
                     partition=partition,
-                    headers=item.ticket.headers(),
+                    headers=_copy_headers(item),
                 )
                 for item in stale
             ]
@@ -514,6 +526,10 @@ class DeliveryWorker:
             outcome.reason,
             extra={"consent_id": lane.consent_id, "app_id": app_id, "attempt": attempt},
         )
+
+    def _endpoint_is_disabled(self, app_id: str) -> bool:
+        app = self.directory.app(app_id)
+        return app is not None and self.endpoints.get(app_id, app["webhook_url"]).disabled
 
     def _endpoint_disabled(self, endpoint: Endpoint) -> None:
         self.stats.endpoints_disabled += 1
@@ -650,6 +666,20 @@ class DeliveryWorker:
             self._trackers.pop(tp, None)
         self._loading -= numbers
         self._wake_reader()
+
+
+def _where(item: _Item) -> dict[str, str]:
+    where = {"stored_at": f"{item.tp.topic}[{item.tp.partition}]@{item.offset}"}
+    if item.replayed_from is not None:
+        where["replayed_from"] = item.replayed_from.decode(errors="replace")
+    return where
+
+
+def _copy_headers(item: _Item) -> list[tuple[str, bytes]]:
+    headers = item.ticket.headers()
+    if item.replayed_from is not None:
+        headers.append((_REPLAYED_FROM, item.replayed_from))
+    return headers
 
 
 def _consent_of(item: _Item) -> str:
