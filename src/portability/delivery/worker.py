@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 _MAX_PENDING = 20_000
 _COMMIT_INTERVAL_S = 0.1
+_STATUS_EVERY = 10  # status is informational: flushed every tenth commit round (1 s)
 _IDLE_RECHECK_S = 5.0
 _REPLAYED_FROM = (
     f"{HEADER_PREFIX}replayed_from"  # a waiting lane re-checks its endpoint at least this often
@@ -594,10 +595,13 @@ class DeliveryWorker:
             self._capacity.set()
 
     async def _commit_loop(self) -> None:
+        rounds = 0
         while True:
             await asyncio.sleep(_COMMIT_INTERVAL_S)
             await self._commit()
-            await self.status.flush(self._producer)
+            rounds += 1
+            if rounds % _STATUS_EVERY == 0:
+                await self.status.flush(self._producer)
 
     async def _commit(self, only: Iterable[TopicPartition] | None = None) -> None:
         wanted = None if only is None else set(only)
