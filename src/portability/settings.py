@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     delivery_endpoint_concurrency: PositiveInt = Field(
         default=16, description="Requests in flight at once to one app's endpoint."
     )
+    delivery_endpoint_rate_per_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Requests a second started to one app's endpoint, at most (0: no limit).",
+    )
     delivery_circuit_failures: PositiveInt = Field(
         default=10, description="Consecutive failures of an endpoint that open its circuit."
     )
@@ -111,7 +116,7 @@ class Settings(BaseSettings):
         default=True,
         description=(
             "Development conveniences: webhook URLs may be plain http and loopback receivers "
-            "are allowed. Set false in any shared deployment (docker-compose does)."
+            "are allowed. Set false in any shared deployment."
         ),
     )
     webhook_allow_loopback: bool = Field(

@@ -21,7 +21,8 @@ from portability.api import DeliveryStatusBoard, create_app
 from portability.consent import create_store_engine, init_schema
 from portability.settings import Settings
 
-STORE_TABLES = ("consent_outbox", "consents", "apps", "alembic_version")
+# Referencing tables first: PostgreSQL refuses to drop a table another one references.
+STORE_TABLES = ("consent_replays", "consent_outbox", "consents", "apps", "alembic_version")
 
 
 def drop_store(engine: Engine) -> None:

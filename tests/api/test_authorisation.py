@@ -26,6 +26,14 @@ MATRIX: dict[str, dict[str, int]] = {
         NONE: 401,
         BAD: 401,
     },
+    "set_webhook": {
+        "platform": 403,
+        "operator": 200,
+        OWN: 200,
+        OTHER: 404,
+        NONE: 401,
+        BAD: 401,
+    },
     "grant": {"platform": 201, "operator": 403, OWN: 403, OTHER: 403, NONE: 401, BAD: 401},
     "get_consent": {"platform": 200, "operator": 200, OWN: 200, OTHER: 404, NONE: 401, BAD: 401},
     "list_consents": {
@@ -46,21 +54,33 @@ MATRIX: dict[str, dict[str, int]] = {
         NONE: 401,
         BAD: 401,
     },
+    # Without Kafka (this client has none) a permitted replay request is 503.
+    "replay": {"platform": 403, "operator": 503, OWN: 503, OTHER: 404, NONE: 401, BAD: 401},
+    "get_replay": {"platform": 200, "operator": 200, OWN: 200, OTHER: 404, NONE: 401, BAD: 401},
 }
 
 
-def request_for(route: str, app_id: str, consent_id: str) -> tuple[str, str, Any]:
+def request_for(
+    route: str, app_id: str, consent_id: str, replay_id: str = "rpl_0000000000000000"
+) -> tuple[str, str, Any]:
     return {
         "register_app": ("POST", "/v1/apps", registration()),
         "get_app": ("GET", f"/v1/apps/{app_id}", None),
         "review_app": ("POST", f"/v1/apps/{app_id}/review", {"decision": "approve"}),
         "rotate_secret": ("POST", f"/v1/apps/{app_id}/secret/rotate", None),
+        "set_webhook": (
+            "PUT",
+            f"/v1/apps/{app_id}/webhook",
+            {"webhook_url": "https://new.example/hook"},
+        ),
         "grant": ("POST", "/v1/consents", grant_body(app_id)),
         "get_consent": ("GET", f"/v1/consents/{consent_id}", None),
         "list_consents": ("GET", f"/v1/consents?app_id={app_id}", None),
         "revoke": ("POST", f"/v1/consents/{consent_id}/revoke", None),
         "status": ("GET", f"/v1/consents/{consent_id}/status", None),
         "account_deleted": ("POST", "/v1/users/u00000042/account-deleted", None),
+        "replay": ("POST", f"/v1/consents/{consent_id}/replay", {"from_sequence": 1}),
+        "get_replay": ("GET", f"/v1/consents/{consent_id}/replays/{replay_id}", None),
     }[route]
 
 
@@ -83,7 +103,9 @@ def test_authorisation_matrix(
         NONE: {},
         BAD: {"Authorization": "Bearer pk_not-a-real-key"},
     }[caller]
-    method, path, body = request_for(route, owner.app_id, consent_id)
+    replays = client.app.state.context.replayer.store  # type: ignore[attr-defined]
+    replay_id = replays.create(consent_id, "app", from_sequence=1).replay_id
+    method, path, body = request_for(route, owner.app_id, consent_id, replay_id)
 
     response = client.request(method, path, json=body, headers=headers)
 

@@ -270,6 +270,24 @@ def test_status_reports_the_latest_delivery_state(
     assert datetime.fromisoformat(body["last_delivered_at"]) == delivered
 
 
+def test_app_sets_a_new_webhook_url_and_a_bad_one_is_explained(
+    client: TestClient, register: Register
+) -> None:
+    app = register()
+    url = f"/v1/apps/{app.app_id}/webhook"
+
+    moved = client.put(url, headers=app.headers, json={"webhook_url": "https://new.example/h"})
+    bad = client.put(url, headers=app.headers, json={"webhook_url": "ftp://new.example/h"})
+
+    assert moved.status_code == 200
+    assert moved.json()["webhook_url"] == "https://new.example/h"
+    assert client.get(f"/v1/apps/{app.app_id}", headers=app.headers).json()["webhook_url"] == (
+        "https://new.example/h"
+    )
+    assert bad.status_code == 422
+    assert "http(s) URL" in bad.json()["message"]
+
+
 def test_secret_rotation_publishes_both_secrets_during_the_overlap(
     client: TestClient, register: Register, engine: Engine
 ) -> None:

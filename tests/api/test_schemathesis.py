@@ -38,12 +38,15 @@ OPERATIONS = [
     ("GET", "/v1/apps/{app_id}"),
     ("POST", "/v1/apps/{app_id}/review"),
     ("POST", "/v1/apps/{app_id}/secret/rotate"),
+    ("PUT", "/v1/apps/{app_id}/webhook"),
     ("POST", "/v1/consents"),
     ("GET", "/v1/consents"),
     ("GET", "/v1/consents/{consent_id}"),
     ("POST", "/v1/consents/{consent_id}/revoke"),
     ("GET", "/v1/consents/{consent_id}/status"),
     ("POST", "/v1/users/{user_id}/account-deleted"),
+    ("POST", "/v1/consents/{consent_id}/replay"),
+    ("GET", "/v1/consents/{consent_id}/replays/{replay_id}"),
 ]
 
 

@@ -410,3 +410,16 @@ async def test_gone_endpoint_is_disabled_and_the_app_can_read_why(world: World) 
             assert status["last_response"] == "this webhook was deleted"
             assert worker.stats.dead_lettered == 0  # parked, not given up
             assert worker.stats.requests == 1  # and not hammered
+
+            # The app fixes its endpoint and tells us: the parked deltas go there, in order.
+            endpoint.answer = None
+            await asyncio.to_thread(
+                world.service.set_webhook_url, "app-g", f"{endpoint.url}/webhooks/app-g?v=2"
+            )
+            async with OutboxRelay(world.engine, world.runtime) as relay:
+                await relay.publish_pending()
+            await wait_until(
+                lambda: endpoint.receiver.stats().deltas_received == 3, "delivered to the new URL"
+            )
+            await wait_until(lambda: worker.pending == 0, "worker idle")
+    assert_in_sequence(endpoint.receiver, world)

@@ -463,3 +463,35 @@ async def test_a_replaced_secret_takes_effect(receiver: ReceivingApp, sender: Se
 
     assert (await sender.send([delivery(1)], secrets=[old]))[0] == 401
     assert (await sender.send([delivery(1)], secrets=[new]))[0] == 204
+
+
+async def test_a_single_app_is_also_served_without_its_id_in_the_path(
+    receiver: ReceivingApp, sender: Sender, secret: str
+) -> None:
+    msg_id, body = delta_event([delivery(1)])
+    headers = webhook_headers([secret], msg_id, body)
+    async with sender.session.post(f"{sender.base_url}/webhooks", data=body, headers=headers) as r:
+        assert r.status == 204
+    assert receiver.stats().deltas_received == 1
+
+    receiver.add_app("app-2", generate_secret())
+    async with sender.session.post(f"{sender.base_url}/webhooks", data=body, headers=headers) as r:
+        assert r.status == 404
+        assert "not serve exactly one app" in (await r.json())["detail"]
+
+
+async def test_without_retaining_deltas_duplicates_are_known_by_sequence(secret: str) -> None:
+    receiver = ReceivingApp(retain_deltas=False)
+    receiver.add_app(APP_ID, secret)
+    async with run_receiver(receiver) as url, aiohttp.ClientSession() as session:
+        sender = Sender(session, url, secret)
+        await sender.send([delivery(1), delivery(2)])
+        await sender.send([delivery(2), delivery(4)])
+        await sender.send([delivery(3)])
+
+    stats = receiver.stats()
+    assert (stats.deltas_received, stats.duplicates, stats.gaps_detected) == (4, 1, 1)
+    assert (stats.missing_sequences, receiver.missing_ranges(CONSENT_ID)) == (0, [])
+    assert receiver.deltas(CONSENT_ID) == []
+    assert receiver.received_ids() == set()
+    assert stats.latency_p50_ms is not None

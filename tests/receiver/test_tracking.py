@@ -63,3 +63,31 @@ def test_nearest_rank_percentiles(percent: float, expected: float) -> None:
 
 def test_no_percentile_without_data() -> None:
     assert LatencyRecorder().percentile(50) is None
+
+
+def test_sequences_below_the_first_gap_are_kept_as_one_number() -> None:
+    log = ConsentLog(retain=False)
+
+    for sequence in (1, 2, 3, 6, 4, 8):
+        log.add(delta(sequence))
+
+    assert (log.contiguous, log.sequences) == (4, {6, 8})
+    assert log.missing_ranges() == [(5, 5), (7, 7)]
+    assert log.deltas == []
+    assert all(log.has(sequence) for sequence in (1, 4, 6, 8))
+    assert not any(log.has(sequence) for sequence in (5, 7, 9))
+    log.add(delta(5))
+    log.add(delta(7))
+    assert (log.contiguous, log.sequences, log.missing_ranges()) == (8, set(), [])
+
+
+def test_a_latency_window_keeps_the_latest_only() -> None:
+    recorder = LatencyRecorder(window=3)
+
+    for latency in (100.0, 1.0, 2.0, 3.0):
+        recorder.add(latency)
+
+    assert len(recorder) == 3
+    assert recorder.percentile(100) == 3.0  # 100 ms was the oldest, and left the window
+    with pytest.raises(ValueError, match="window"):
+        LatencyRecorder(window=0)

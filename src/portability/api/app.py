@@ -11,6 +11,8 @@ from portability.api.errors import install_error_handlers
 from portability.api.ratelimit import RateLimiter
 from portability.api.routes import ApiContext, router
 from portability.consent import ConsentService
+from portability.delivery.egress import EgressPolicy
+from portability.delivery.replay import Replayer
 from portability.settings import Settings
 
 __all__ = ["create_app"]
@@ -32,20 +34,24 @@ def create_app(
     *,
     status_board: DeliveryStatusBoard | None = None,
     rate_limiter: RateLimiter | None = None,
+    replayer: Replayer | None = None,
 ) -> FastAPI:
     """The API on the consent store behind ``engine`` (its schema must be initialised).
 
     Args:
-        settings: Tokens, rate limit and secret overlap are read from here.
+        settings: Tokens, rate limit, secret overlap and the webhook URL rules
+            (development mode, loopback and private addresses) are read from here.
         engine: The consent store.
         status_board: Delivery state per consent, kept by a reader of the delivery.status
             topic; default an empty board that reports unknown (null) delivery fields.
         rate_limiter: Default ``settings.api_rate_limit_per_minute`` per app.
+        replayer: Runs replay requests (its owner starts and stops it); default one without
+            Kafka, which answers replay requests 503 but still reads recorded replays.
 
     Returns:
         The application; OpenAPI at ``/openapi.json``, docs at ``/docs``.
     """
-    service = ConsentService(engine)
+    service = ConsentService(engine, webhook_policy=EgressPolicy.from_settings(settings))
     limiter = rate_limiter or RateLimiter(settings.api_rate_limit_per_minute)
     api = FastAPI(
         title="portability consent API",
@@ -57,6 +63,7 @@ def create_app(
         service=service,
         authenticator=Authenticator(settings, service, limiter),
         status_board=status_board or DeliveryStatusBoard(),
+        replayer=replayer or Replayer(settings, engine, None),
     )
     install_error_handlers(api)
     api.include_router(router)

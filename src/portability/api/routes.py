@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from portability.api.auth import Authenticator, Principal
 from portability.api.delivery_status import DeliveryStatusBoard
@@ -20,11 +21,16 @@ from portability.api.schemas import (
     ConsentResponse,
     ConsentStatusResponse,
     GrantRequest,
+    ReplayRequest,
+    ReplayResponse,
     ReviewRequest,
     SecretRotationResponse,
+    WebhookUpdate,
 )
 from portability.consent import AppView, ConsentService, ConsentView
+from portability.consent.errors import ConflictError
 from portability.consent.models import ConsentStatus
+from portability.delivery.replay import Replayer, ReplayUnavailableError
 from portability.settings import Settings
 from portability.wire.records import RemovalReason
 
@@ -39,6 +45,7 @@ class ApiContext:
     service: ConsentService
     authenticator: Authenticator
     status_board: DeliveryStatusBoard
+    replayer: Replayer
 
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
@@ -118,6 +125,20 @@ def review_app(app_id: AppId, body: ReviewRequest, context: Context, caller: Cal
         app_id, body.decision, approved_scopes=scopes, reason=body.reason
     )
     return AppResponse.of(view)
+
+
+@router.put("/apps/{app_id}/webhook", tags=["apps"])
+def set_webhook(
+    app_id: AppId, body: WebhookUpdate, context: Context, caller: Caller
+) -> AppResponse:
+    """Point the app's deliveries at a new URL (the app itself, or an operator).
+
+    This is how an app whose endpoint was disabled (410 Gone, or failing too long) gets its
+    deliveries again: the parked ones are sent to the new URL, in order.
+    """
+    _visible_app(context, caller, app_id)
+    caller.require("app", "operator")
+    return AppResponse.of(context.service.set_webhook_url(app_id, body.webhook_url))
 
 
 @router.post("/apps/{app_id}/secret/rotate", tags=["apps"])
@@ -239,16 +260,73 @@ def _delivery_fields(board: DeliveryStatusBoard, consent_id: str) -> dict[str, A
         "failing": None,
         "failure_reason": None,
         "last_http_status": None,
+        "last_response": None,
+        "endpoint_disabled": None,
     }
     if not board.available:
         return fields
     delivery = board.get(consent_id)
     if delivery is None:
-        return fields | {"last_sequence": 0, "failing": False}
+        return fields | {"last_sequence": 0, "failing": False, "endpoint_disabled": False}
     return fields | {
         "last_delivered_at": delivery["last_delivered_at"],
         "last_sequence": delivery["last_sequence"],
         "failing": delivery["failing"],
         "failure_reason": delivery["last_error"],
         "last_http_status": delivery["last_status"],
+        "last_response": delivery.get("last_response"),
+        "endpoint_disabled": delivery.get("endpoint_disabled", False),
     }
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+ReplayId = Annotated[str, Path(pattern=ID_PATTERN, examples=["rpl_0a1b2c3d4e5f6071"])]
+
+
+@router.post("/consents/{consent_id}/replay", status_code=202, tags=["replay"])
+async def replay_consent(
+    consent_id: ConsentId,
+    body: ReplayRequest,
+    context: Context,
+    caller: Caller,
+    response: Response,
+) -> ReplayResponse:
+    """Deliver a consent's deltas again, from a sequence number or a time (the app, operators).
+
+    The deltas come from the deliveries topic, so only those within its retention (7 days)
+    can be replayed; they carry the same delta ids as before, so the app deduplicates what
+    it already has. The replay runs in the background: follow it at the URL in ``Location``.
+    Only an active consent is replayed (409 ``consent_not_active`` otherwise), one replay
+    per consent at a time (409 ``replay_in_progress``); 503 when this server has no Kafka.
+    """
+    await run_in_threadpool(_visible_consent, context, caller, consent_id)
+    caller.require("app", "operator")
+    try:
+        view = await context.replayer.submit(
+            consent_id, caller.role, from_sequence=body.from_sequence, since=body.since
+        )
+    except ReplayUnavailableError as error:
+        raise ApiError(503, "replay_unavailable", str(error)) from error
+    except ConflictError as error:
+        raise ApiError(409, _conflict_code(error), str(error)) from error
+    response.headers["Location"] = f"/v1/consents/{consent_id}/replays/{view.replay_id}"
+    return ReplayResponse.of(view)
+
+
+def _conflict_code(error: ConflictError) -> str:
+    """The stable code of a refused replay (``replay_in_progress``...): what callers branch on."""
+    code: str = getattr(error, "code", "conflict")
+    return code
+
+
+@router.get("/consents/{consent_id}/replays/{replay_id}", tags=["replay"])
+def get_replay(
+    consent_id: ConsentId, replay_id: ReplayId, context: Context, caller: Caller
+) -> ReplayResponse:
+    """A replay's state and counters: an app sees its own consents' replays, others any."""
+    _visible_consent(context, caller, consent_id)
+    view = context.replayer.store.get(replay_id)
+    if view.consent_id != consent_id:
+        raise _not_found("replay", replay_id)
+    return ReplayResponse.of(view)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from portability.consent import AppView, ConsentView
-from portability.consent.models import ConsentMode, ConsentStatus, ReviewStatus
+from portability.consent.models import ConsentMode, ConsentStatus, ReplayState, ReviewStatus
+from portability.consent.replays import ReplayView
 from portability.wire.records import Category, RemovalReason
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "ConsentResponse",
     "ConsentStatusResponse",
     "GrantRequest",
+    "ReplayRequest",
+    "ReplayResponse",
     "ReviewRequest",
     "SecretRotationResponse",
 ]
@@ -63,6 +66,19 @@ class AppRegistrationRequest(_Body):
         min_length=1, max_length=2048, pattern=_TEXT, description="An http(s) URL with a host."
     )
     requested_scopes: list[Scope] = Field(min_length=1, max_length=6)
+
+
+class WebhookUpdate(_Body):
+    """A new webhook URL for an app; a disabled endpoint starts afresh with it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"webhook_url": "https://archivepal.example/hooks/v2"}]},
+    )
+
+    webhook_url: str = Field(
+        min_length=1, max_length=2048, pattern=_TEXT, description="An http(s) URL with a host."
+    )
 
 
 class AppResponse(BaseModel):
@@ -233,3 +249,101 @@ class ConsentStatusResponse(BaseModel):
     failing: bool | None = Field(description="Whether the latest delivery attempt failed.")
     failure_reason: str | None
     last_http_status: int | None
+    last_response: str | None = Field(
+        default=None, description="First 4 KB of the latest failed response's body."
+    )
+    endpoint_disabled: bool | None = Field(
+        default=None,
+        description="The app's endpoint was disabled (410 Gone, or failing too long); "
+        "deliveries resume when the app sets a new webhook URL.",
+    )
+
+
+class ReplayRequest(_Body):
+    """Which of a consent's deltas to deliver again: exactly one of the two fields."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "minProperties": 1,
+            "maxProperties": 1,
+            "examples": [{"from_sequence": 17}, {"since": "2026-11-23T09:00:00Z"}],
+        },
+    )
+
+    from_sequence: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**62,
+        description="Replay deltas with this sequence and above (e.g. the first one missing).",
+    )
+    since: AwareDatetime | None = Field(
+        default=None,
+        description="Replay deltas the pipeline produced at or after this time "
+        "(ISO 8601 with a time zone).",
+    )
+
+    @field_validator("since")
+    @classmethod
+    def _utc(cls, since: datetime | None) -> datetime | None:
+        if since is None:
+            return None
+        try:
+            return since.astimezone(UTC)
+        except OverflowError as error:
+            raise ValueError("since is out of range: give a time within the last 7 days") from error
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ReplayRequest:
+        if (self.from_sequence is None) == (self.since is None):
+            raise ValueError(
+                'give exactly one of from_sequence (e.g. {"from_sequence": 17}) or since '
+                '(e.g. {"since": "2026-11-23T09:00:00Z"})'
+            )
+        return self
+
+
+class ReplayResponse(BaseModel):
+    """A replay request and how far it got."""
+
+    replay_id: str
+    consent_id: str
+    app_id: str
+    state: ReplayState = Field(description="pending, running, done or failed.")
+    from_sequence: int | None
+    since: datetime | None
+    deltas_found: int = Field(description="Deltas of the consent in range found on the topic.")
+    deltas_sent: int = Field(description="Of those, delivered (answered 2xx) so far.")
+    requests: int = Field(description="Webhook requests made, retries included.")
+    first_sequence: int | None = Field(
+        description="Lowest sequence found: above from_sequence when older deltas are beyond "
+        "the topic's retention (7 days)."
+    )
+    last_sequence: int | None = Field(description="Highest sequence found.")
+    last_error: str | None = Field(
+        description="Why the replay failed, or the last failure it retried past."
+    )
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, view: ReplayView) -> ReplayResponse:
+        """From a store view."""
+        return cls(
+            replay_id=view.replay_id,
+            consent_id=view.consent_id,
+            app_id=view.app_id,
+            state=view.state,
+            from_sequence=view.from_sequence,
+            since=view.since,
+            deltas_found=view.deltas_found,
+            deltas_sent=view.deltas_sent,
+            requests=view.requests,
+            first_sequence=view.first_sequence,
+            last_sequence=view.last_sequence,
+            last_error=view.last_error,
+            created_at=view.created_at,
+            started_at=view.started_at,
+            finished_at=view.finished_at,
+        )

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from portability.api.app import create_app
 from portability.api.delivery_status import DeliveryStatusBoard, follow_delivery_status
 from portability.consent import ConsentService, OutboxRelay, create_store_engine, init_schema
+from portability.delivery.replay import Replayer
 from portability.runtime import Runtime
 from portability.settings import Settings
 
@@ -36,6 +37,7 @@ async def serve_api(settings: Settings) -> None:
     background: list[Coroutine[Any, Any, None]] = [sweep(ConsentService(engine), settings, stop)]
     runtime: Runtime | None = None
     relay: OutboxRelay | None = None
+    replayer: Replayer | None = None
     try:
         if settings.kafka_bootstrap:
             runtime = await Runtime.open(settings, settings.kafka_bootstrap)
@@ -43,10 +45,13 @@ async def serve_api(settings: Settings) -> None:
             await relay.start()
             background += [relay.run(stop), follow_delivery_status(runtime, board, stop)]
         else:
-            _log.info("no PORTABILITY_KAFKA_BOOTSTRAP: no relay, delivery status unknown")
+            _log.info("no PORTABILITY_KAFKA_BOOTSTRAP: no relay or replay, status unknown")
+        # Started with or without Kafka: it also fails replays a previous process left running.
+        replayer = Replayer(settings, engine, runtime)
+        await replayer.start()
         tasks = [asyncio.create_task(coroutine) for coroutine in background]
         config = uvicorn.Config(
-            create_app(settings, engine, status_board=board),
+            create_app(settings, engine, status_board=board, replayer=replayer),
             host=settings.api_host,
             port=settings.api_port,
             log_config=None,
@@ -57,6 +62,8 @@ async def serve_api(settings: Settings) -> None:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
     finally:
+        if replayer is not None:
+            await replayer.stop()
         if relay is not None:
             await relay.stop()
         if runtime is not None:

@@ -21,9 +21,11 @@ __all__ = [
     "App",
     "Consent",
     "ConsentMode",
+    "ConsentReplay",
     "ConsentStatus",
     "OutboxEvent",
     "OutboxKind",
+    "ReplayState",
     "ReviewStatus",
     "UTCDateTime",
 ]
@@ -35,6 +37,7 @@ ConsentMode = Literal["one_time", "ongoing"]
 ConsentStatus = Literal["active", "revoked", "expired"]
 OutboxKind = Literal["consent", "app", "notification"]
 ReviewStatus = Literal["pending", "approved", "rejected"]
+ReplayState = Literal["pending", "running", "done", "failed"]
 
 ALL_CATEGORIES_CSV = "profile,post,follow,activity,direct_message"
 """Every category in stored (comma-separated, ``CATEGORIES``) form."""
@@ -42,7 +45,8 @@ ALL_CATEGORIES_CSV = "profile,post,follow,activity,direct_message"
 APPS_TABLE = "apps"
 CONSENTS_TABLE = "consents"
 OUTBOX_TABLE = "consent_outbox"
-TABLE_NAMES: tuple[str, ...] = (APPS_TABLE, CONSENTS_TABLE, OUTBOX_TABLE)
+REPLAYS_TABLE = "consent_replays"
+TABLE_NAMES: tuple[str, ...] = (APPS_TABLE, CONSENTS_TABLE, OUTBOX_TABLE, REPLAYS_TABLE)
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -158,3 +162,30 @@ class OutboxEvent(SQLModel, table=True):
     payload: str = Field(sa_type=sa.Text)
     created_at: datetime = _utc_column()
     published_at: datetime | None = _utc_column(nullable=True)
+
+
+class ConsentReplay(SQLModel, table=True):
+    """An app's request to have a consent's deltas delivered again, and how it went.
+
+    Kept in the store so that its state can be read on any later request and a restart of
+    the API can tell the app that an unfinished replay was interrupted.
+    """
+
+    __tablename__ = REPLAYS_TABLE
+
+    replay_id: str = Field(primary_key=True, max_length=64)
+    consent_id: str = Field(foreign_key=f"{CONSENTS_TABLE}.consent_id", index=True, max_length=64)
+    app_id: str = Field(index=True, max_length=64)
+    requested_by: str = Field(max_length=16, description="Role of the caller: app or operator.")
+    from_sequence: int | None = Field(default=None, sa_type=_BIG_INT)
+    since: datetime | None = _utc_column(nullable=True)
+    state: str = Field(default="pending", index=True, max_length=16)
+    deltas_found: int = Field(default=0, sa_type=_BIG_INT)
+    deltas_sent: int = Field(default=0, sa_type=_BIG_INT)
+    requests: int = Field(default=0, sa_type=_BIG_INT)
+    first_sequence: int | None = Field(default=None, sa_type=_BIG_INT)
+    last_sequence: int | None = Field(default=None, sa_type=_BIG_INT)
+    last_error: str | None = Field(default=None, max_length=2000)
+    created_at: datetime = _utc_column()
+    started_at: datetime | None = _utc_column(nullable=True)
+    finished_at: datetime | None = _utc_column(nullable=True)

@@ -27,6 +27,7 @@ from portability.consent.errors import ConflictError, InvalidRequestError, NotFo
 from portability.consent.models import App, Consent, OutboxEvent, OutboxKind
 from portability.consent.regions import check_region
 from portability.consent.views import AppView, ConsentView
+from portability.delivery.egress import EgressPolicy, EgressRefusedError
 from portability.delivery.signing import generate_secret
 from portability.wire.notifications import authorization_removed
 from portability.wire.records import CATEGORIES, RemovalReason
@@ -88,9 +89,16 @@ class ConsentService:
     one transaction and returns frozen views, never ORM objects.
     """
 
-    def __init__(self, engine: Engine) -> None:
-        """Use ``engine``, whose schema :func:`~portability.consent.init_schema` created."""
+    def __init__(self, engine: Engine, *, webhook_policy: EgressPolicy | None = None) -> None:
+        """Use ``engine``, whose schema :func:`~portability.consent.init_schema` created.
+
+        Args:
+            engine: The consent store.
+            webhook_policy: The rules webhook URLs must meet (``EgressPolicy.from_settings``);
+                default development mode's: http allowed, loopback allowed.
+        """
         self._engine = engine
+        self._webhook_policy = webhook_policy or EgressPolicy()
 
     def register_app(
         self,
@@ -108,7 +116,8 @@ class ConsentService:
 
         Args:
             name: Display name, 1 to 200 characters.
-            webhook_url: An ``http(s)://`` URL with a host.
+            webhook_url: An ``http(s)://`` URL with a host (``https`` outside development
+                mode); its host must pass the service's webhook policy.
             app_id: A chosen id (letters, digits, ``_.:-``, at most 64); default
                 ``app_<12 hex>``.
             use_case: What the app does with the data.
@@ -164,7 +173,7 @@ class ConsentService:
         approved: bool,
         api_key_hash: str | None,
     ) -> AppView:
-        _check_app_fields(name, webhook_url, app_id)
+        _check_app_fields(name, webhook_url, app_id, self._webhook_policy)
         _check_text("use_case", use_case, _MAX_USE_CASE)
         now = utc_now()
         app = App(
@@ -285,6 +294,27 @@ class ConsentService:
             app.previous_signing_secret = app.signing_secret if keep else None
             app.previous_secret_expires_at = at + timedelta(seconds=overlap_s) if keep else None
             app.signing_secret = new_signing_secret()
+            return _publish_app(session, app, at)
+
+    def set_webhook_url(
+        self, app_id: str, webhook_url: str, now: datetime | None = None
+    ) -> AppView:
+        """Point the app's deliveries at a new URL (and publish it).
+
+        A delivery worker that disabled the old endpoint (410 Gone, or failing too long)
+        starts afresh with the new one: parked deliveries go there, in order.
+
+        Raises:
+            InvalidRequestError: The URL is not allowed (scheme, host, address rules).
+            NotFoundError: No such app.
+        """
+        _check_webhook_url(webhook_url, self._webhook_policy)
+        at = utc_now() if now is None else normalize(now, "now")
+        with Session(self._engine) as session, session.begin():
+            app = _require_app(session, app_id, for_update=True)
+            if app.webhook_url == webhook_url:
+                return AppView.of(app)
+            app.webhook_url = webhook_url
             return _publish_app(session, app, at)
 
     def end_secret_overlaps(self, now: datetime | None = None) -> list[AppView]:
@@ -660,16 +690,35 @@ def _check_expiry(expires_at: datetime | None, now: datetime) -> datetime | None
     return expires
 
 
-def _check_app_fields(name: str, webhook_url: str, app_id: str | None) -> None:
+def _check_app_fields(
+    name: str, webhook_url: str, app_id: str | None, policy: EgressPolicy
+) -> None:
     if not name.strip() or len(name) > _MAX_NAME:
         raise InvalidRequestError(f"name must be 1 to {_MAX_NAME} characters, not blank")
-    parts = urlsplit(webhook_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(webhook_url) > _MAX_URL:
-        raise InvalidRequestError(
-            f"webhook_url {webhook_url!r} must be an http(s) URL with a host, "
-            f"at most {_MAX_URL} characters"
-        )
+    _check_webhook_url(webhook_url, policy)
     if app_id is not None and not _APP_ID.fullmatch(app_id):
         raise InvalidRequestError(
             f"app_id {app_id!r} must be 1 to 64 letters, digits or _ . : -, or omitted"
         )
+
+
+def _check_webhook_url(webhook_url: str, policy: EgressPolicy) -> None:
+    """Refuse at registration what the worker would refuse anyway, with what to fix.
+
+    Only what needs no DNS is checked here (scheme, metadata names, literal IP addresses): a
+    name's addresses can change, so the worker checks them again on every connection.
+    """
+    try:
+        parts = urlsplit(webhook_url)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed "[" in the host
+        usable = False
+    if not usable or len(webhook_url) > _MAX_URL:
+        raise InvalidRequestError(
+            f"webhook_url {webhook_url!r} must be an http(s) URL with a host, "
+            f"at most {_MAX_URL} characters"
+        )
+    try:
+        policy.check_url(webhook_url)
+    except EgressRefusedError as error:
+        raise InvalidRequestError(f"{error}; register a public https endpoint") from error

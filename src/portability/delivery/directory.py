@@ -35,6 +35,7 @@ class Directory:
         self._apps: dict[str, AppRecord] = {}
         self._consents: dict[str, ConsentRecord] = {}
         self._listeners: list[RevocationListener] = []
+        self._app_listeners: list[Callable[[AppRecord], None]] = []
         self._ended: set[str] = set()
         self._caught_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -59,6 +60,10 @@ class Directory:
 
     def on_revocation(self, listener: RevocationListener) -> None:
         self._listeners.append(listener)
+
+    def on_app(self, listener: Callable[[AppRecord], None]) -> None:
+        """Call ``listener`` with every app state read (e.g. a new webhook URL)."""
+        self._app_listeners.append(listener)
 
     async def start(self, timeout_s: float = 30.0) -> None:
         """Read both topics to their end, then keep following them in the background."""
@@ -115,7 +120,10 @@ class Directory:
             )
             return
         if is_app:
-            self._apps[decoded["app_id"]] = decoded  # type: ignore[assignment]
+            app: AppRecord = decoded  # type: ignore[assignment]
+            self._apps[app["app_id"]] = app
+            for app_listener in self._app_listeners:
+                app_listener(app)
         else:
             self._apply_consent(decoded)  # type: ignore[arg-type]
 

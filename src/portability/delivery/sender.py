@@ -1,12 +1,33 @@
-"""One HTTP attempt of a signed webhook delivery, and what its answer means."""
+"""One HTTP attempt of a signed webhook delivery, and what its answer means.
+
+How an answer is classified (the worker retries the retriable ones, dead-letters the rest):
+
+- 2xx: delivered.
+- 3xx: final; redirects are not followed (the app must register the final URL).
+- 408, 429, 5xx: retriable. 429 and 503 honour ``Retry-After`` (delay-seconds or an
+  HTTP-date), clamped to ``delivery_retry_after_min_s``..``delivery_retry_after_max_s``.
+- 410: final, and ``endpoint_gone``: the endpoint should be disabled.
+- Other 4xx: final.
+- No answer (connect timeout, timeout, connection refused or reset, DNS failure): retriable.
+- An address or URL the egress rules refuse, an unusable URL, no secret to sign with: final.
+
+Once the status line and headers have arrived, the status decides: the body only feeds the
+excerpt (its first 4 KB), read within the request's total timeout and never beyond 4 KB.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
+from portability.delivery.egress import CheckedResolver, EgressPolicy, EgressRefusedError
 from portability.delivery.payload import delta_event
 from portability.delivery.signing import SigningError, webhook_headers
 from portability.settings import Settings
@@ -14,13 +35,27 @@ from portability.wire.records import AppRecord, DeliveryRecord
 
 __all__ = ["Outcome", "WebhookSender"]
 
+log = logging.getLogger(__name__)
+
 _BODY_EXCERPT = 4096
 _RETRIABLE_4XX = frozenset({408, 429})
+_HONOURS_RETRY_AFTER = frozenset({429, 503})
+_DELAY_SECONDS = re.compile(r"-?\d+(\.\d+)?")
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """The result of one attempt."""
+    """The result of one attempt.
+
+    Attributes:
+        ok: The app accepted the delivery (2xx).
+        status: The HTTP status, or None when no answer arrived.
+        reason: Why it failed, for logs, dead letters and the status route.
+        retriable: Trying again later can succeed.
+        retry_after_s: The wait the app asked for (429/503 ``Retry-After``), within bounds.
+        body_excerpt: The first 4 KB of the answer's body, decoded leniently.
+        endpoint_gone: The endpoint answered 410 Gone: stop sending to it.
+    """
 
     ok: bool
     status: int | None
@@ -28,28 +63,57 @@ class Outcome:
     retriable: bool
     retry_after_s: float | None = None
     body_excerpt: str = ""
+    endpoint_gone: bool = False
 
 
 class WebhookSender:
-    """Signs and posts batches of deltas with one shared aiohttp session."""
+    """Signs and posts batches of deltas with one shared aiohttp session.
 
-    def __init__(self, settings: Settings) -> None:
-        self._timeout = aiohttp.ClientTimeout(
-            total=settings.delivery_timeout_s, connect=settings.delivery_connect_timeout_s
+    Every request goes through the egress rules (:mod:`portability.delivery.egress`): the URL
+    is checked before the request, and the connector's resolver checks the addresses it
+    connects to. Redirects are never followed.
+    """
+
+    def __init__(self, settings: Settings, *, resolver: AbstractResolver | None = None) -> None:
+        """Read timeouts, ``Retry-After`` bounds and egress rules from ``settings``.
+
+        Args:
+            settings: The process settings.
+            resolver: The resolver whose answers are checked; default aiohttp's own. Tests
+                inject one to craft DNS answers.
+        """
+        self._policy = EgressPolicy.from_settings(settings)
+        self._base_resolver = resolver
+        self._connect_timeout_s = settings.delivery_connect_timeout_s
+        self._total_timeout_s = settings.delivery_timeout_s
+        self._retry_after_bounds = (
+            settings.delivery_retry_after_min_s,
+            settings.delivery_retry_after_max_s,
         )
+        self._resolver: CheckedResolver | None = None
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        # The worker bounds concurrency itself; the connector must not queue behind it.
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60)
+        self._resolver = CheckedResolver(self._policy, self._base_resolver)
+        # The worker bounds concurrency itself; the connector must not queue behind it. The
+        # DNS cache holds checked answers only, so reusing them keeps the rules.
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, resolver=self._resolver)
+        timeout = aiohttp.ClientTimeout(
+            total=self._total_timeout_s, connect=self._connect_timeout_s
+        )
+        # trust_env stays off: a proxy from the environment would connect to addresses this
+        # process never checked.
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, raise_for_status=False
+            connector=connector, timeout=timeout, raise_for_status=False, trust_env=False
         )
 
     async def stop(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._resolver is not None:
+            await self._resolver.close()
+            self._resolver = None
 
     async def post(self, app: AppRecord, records: Sequence[DeliveryRecord]) -> Outcome:
         """Post ``records`` (one consent, ascending sequence) to the app's webhook."""
@@ -65,33 +129,149 @@ class WebhookSender:
         except SigningError as error:
             # Retrying cannot help: the app's secret must be fixed (or rotated) first.
             return Outcome(False, None, f"cannot sign for app {app['app_id']}: {error}", False)
+        url = app["webhook_url"]
         try:
+            # aiohttp skips the resolver for literal IP hosts: they are checked here.
+            self._policy.check_url(url)
             async with self._session.post(
-                app["webhook_url"], data=body, headers=headers, allow_redirects=False
+                url, data=body, headers=headers, allow_redirects=False
             ) as response:
-                excerpt = (await response.content.read(_BODY_EXCERPT)).decode(errors="replace")
-                return _classify(response.status, response.headers.get("Retry-After"), excerpt)
+                excerpt = await _read_excerpt(response)
+                return _classify(
+                    response.status,
+                    response.headers.get("Retry-After"),
+                    excerpt,
+                    self._retry_after_bounds,
+                )
+        except EgressRefusedError as error:
+            log.warning(
+                "webhook refused by the egress rules: app %s endpoint %s: %s",
+                app["app_id"],
+                url,
+                error,
+                extra={"app_id": app["app_id"], "endpoint": url},
+            )
+            return Outcome(False, None, str(error), retriable=False)
+        except aiohttp.ConnectionTimeoutError:
+            reason = f"connect timeout: no connection within {self._connect_timeout_s:g} s"
+            return Outcome(False, None, reason, retriable=True)
         except TimeoutError:
-            return Outcome(False, None, "timeout", retriable=True)
+            reason = f"timeout: no complete answer within {self._total_timeout_s:g} s"
+            return Outcome(False, None, reason, retriable=True)
         except aiohttp.ClientError as error:
-            return Outcome(False, None, f"{type(error).__name__}: {error}", retriable=True)
+            return _transport_failure(error)
 
 
-def _classify(status: int, retry_after: str | None, excerpt: str) -> Outcome:
+async def _read_excerpt(response: aiohttp.ClientResponse) -> str:
+    """The first 4 KB of the body; what arrived when the body breaks off or times out.
+
+    ``read(n)`` returns what is buffered, so it loops up to 4 KB and stops there: a huge or
+    endless body costs 4 KB. A body that stalls is cut by the request's total timeout.
+    """
+    received = bytearray()
+    try:
+        while len(received) < _BODY_EXCERPT:
+            chunk = await response.content.read(_BODY_EXCERPT - len(received))
+            if not chunk:
+                break
+            received += chunk
+    except (aiohttp.ClientError, OSError):  # OSError includes TimeoutError
+        # The status line and headers already arrived: they decide, the excerpt is a bonus.
+        pass
+    return received.decode(errors="replace")
+
+
+def _classify(
+    status: int, retry_after: str | None, excerpt: str, bounds: tuple[float, float]
+) -> Outcome:
     if 200 <= status < 300:
-        return Outcome(True, status, "delivered", retriable=False)
+        return Outcome(True, status, "delivered", retriable=False, body_excerpt=excerpt)
     if 300 <= status < 400:
-        return Outcome(False, status, "redirects are not followed", False, body_excerpt=excerpt)
-    retriable = status >= 500 or status in _RETRIABLE_4XX
-    reason = "endpoint gone" if status == 410 else f"HTTP {status}"
-    return Outcome(False, status, reason, retriable, _retry_after(retry_after), excerpt)
+        reason = f"HTTP {status}: redirects are not followed (register the final URL)"
+        return Outcome(False, status, reason, False, body_excerpt=excerpt)
+    if status == 410:
+        reason = "HTTP 410: endpoint gone"
+        return Outcome(False, status, reason, False, body_excerpt=excerpt, endpoint_gone=True)
+    retriable = status >= 500 or status < 200 or status in _RETRIABLE_4XX
+    wait = _retry_after(retry_after, bounds) if status in _HONOURS_RETRY_AFTER else None
+    return Outcome(False, status, f"HTTP {status}", retriable, wait, excerpt)
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds of a ``Retry-After`` header; HTTP dates are ignored (treated as absent)."""
+def _retry_after(value: str | None, bounds: tuple[float, float]) -> float | None:
+    """Seconds a ``Retry-After`` header asks for, clamped to ``bounds``; None if malformed.
+
+    Both forms count: delay-seconds (``120``) and an HTTP-date (a past date means now).
+    Numbers out of bounds (negative, huge) are clamped; anything else is ignored.
+    """
     if value is None:
         return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
+    text = value.strip()
+    seconds = float(text) if _DELAY_SECONDS.fullmatch(text) else _seconds_until(text)
+    if seconds is None:
         return None
+    low, high = bounds
+    return min(max(seconds, low), high)
+
+
+def _seconds_until(http_date: str) -> float | None:
+    try:
+        moment = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:  # "-0000": UTC by RFC 5322
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - datetime.now(UTC)).total_seconds()
+
+
+def _transport_failure(error: aiohttp.ClientError) -> Outcome:
+    """No usable answer: say what broke, in words an app developer can act on."""
+    cause = error.os_error if isinstance(error, aiohttp.ClientConnectorError) else error.__cause__
+    for kind, retriable, describe in _TRANSPORT_FAILURES:
+        if isinstance(error, kind) or isinstance(cause, kind):
+            return Outcome(False, None, describe(error), retriable)
+    return Outcome(False, None, f"{type(error).__name__}: {error}", retriable=True)
+
+
+def _os_reason(error: aiohttp.ClientError) -> str:
+    os_error = error.os_error if isinstance(error, aiohttp.ClientConnectorError) else error
+    return getattr(os_error, "strerror", None) or str(os_error) or type(os_error).__name__
+
+
+def _where(error: aiohttp.ClientError) -> str:
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return f"{error.host}:{error.port}"
+    return "the endpoint"
+
+
+# First match wins: subclasses before their bases.
+_TRANSPORT_FAILURES: tuple[
+    tuple[type[BaseException], bool, Callable[[aiohttp.ClientError], str]], ...
+] = (
+    (aiohttp.InvalidURL, False, lambda e: f"webhook URL is not usable: {e}"),
+    (aiohttp.NonHttpUrlClientError, False, lambda e: f"webhook URL is not http(s): {e}"),
+    (
+        aiohttp.ClientConnectorDNSError,
+        True,
+        lambda e: f"DNS lookup of {_where(e)} failed: {_os_reason(e)}",
+    ),
+    (
+        aiohttp.ClientConnectorCertificateError,
+        True,
+        lambda e: f"TLS certificate of {_where(e)} not accepted: {e}",
+    ),
+    (aiohttp.ClientSSLError, True, lambda e: f"TLS handshake with {_where(e)} failed: {e}"),
+    (ConnectionRefusedError, True, lambda e: f"connection refused by {_where(e)}"),
+    (ConnectionResetError, True, lambda e: f"connection reset by {_where(e)}"),
+    (
+        aiohttp.ClientConnectorError,
+        True,
+        lambda e: f"cannot connect to {_where(e)}: {_os_reason(e)}",
+    ),
+    (
+        aiohttp.ServerDisconnectedError,
+        True,
+        lambda e: "the endpoint closed the connection before answering",
+    ),
+    (aiohttp.ClientPayloadError, True, lambda e: f"the answer broke off: {e}"),
+    (aiohttp.ClientOSError, True, lambda e: f"connection error: {_os_reason(e)}"),
+)

@@ -2,10 +2,51 @@
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-__all__ = ["DeliveryStats"]
+__all__ = ["LATENCY_BUCKETS_S", "DeliveryStats", "LatencyHistogram"]
+
+# Upper bounds of the end-to-end latency buckets: sub-second when all is well, up to the
+# retry schedule's hours when an endpoint was down (Prometheus adds +Inf).
+LATENCY_BUCKETS_S = (
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0, 36000.0,
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class LatencyHistogram:
+    """Seconds from a change's ``occurred_at`` to its delta's delivery (the app's 2xx).
+
+    Kept as bucket counts (not samples) so that a long-running worker holds a fixed amount of
+    memory; the metrics endpoint exports it as a Prometheus histogram.
+    """
+
+    bounds: tuple[float, ...] = LATENCY_BUCKETS_S
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    total_s: float = 0.0
+    count: int = 0
+
+    def observe(self, seconds: float) -> None:
+        seconds = max(seconds, 0.0)  # clocks of platform and worker may disagree slightly
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self.total_s += seconds
+        self.count += 1
+
+    def observe_since(self, moments: Iterable[datetime], now: float) -> None:
+        for moment in moments:
+            self.observe(now - moment.timestamp())
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``(upper bound, observations at or below it)``, ending with ``(inf, count)``."""
+        running, buckets = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            buckets.append((bound, running))
+        return buckets
 
 
 @dataclass(slots=True)
@@ -21,6 +62,18 @@ class DeliveryStats:
     parked_loaded: int = 0  # parked records read back after a restart or rebalance
     endpoints_disabled: int = 0
     last_sequence: dict[str, int] = field(default_factory=dict)
+    # (app_id, "delta" | "notification", "delivered" | "dead_lettered") -> records
+    finished_by_app: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    # (app_id, True for a 2xx) -> webhook requests
+    requests_by_app: dict[tuple[str, bool], int] = field(default_factory=dict)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    def finished(self, app_id: str, kind: str, outcome: str, count: int) -> None:
+        key = (app_id, kind, outcome)
+        self.finished_by_app[key] = self.finished_by_app.get(key, 0) + count
+
+    def requested(self, app_id: str, ok: bool) -> None:
+        self.requests_by_app[(app_id, ok)] = self.requests_by_app.get((app_id, ok), 0) + 1
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -33,49 +34,53 @@ class StatusBoard:
 
     def delivered(self, consent_id: str, app_id: str, sequence: int) -> None:
         now = datetime.now(UTC)
-        self._latest[consent_id] = {
-            "consent_id": consent_id,
-            "app_id": app_id,
-            "last_sequence": sequence,
-            "last_delivered_at": now,
-            "failing": False,
-            "last_error": None,
-            "last_status": None,
-            "updated_at": now,
-        }
-        self._dirty.add(consent_id)
+        self._update(
+            consent_id,
+            app_id,
+            last_sequence=sequence,
+            last_delivered_at=now,
+            failing=False,
+            last_error=None,
+            last_status=None,
+            last_response=None,
+            endpoint_disabled=False,
+        )
 
     def failed(self, consent_id: str, app_id: str, outcome: Outcome) -> None:
-        previous = self._latest.get(consent_id)
-        self._latest[consent_id] = {
-            "consent_id": consent_id,
-            "app_id": app_id,
-            "last_sequence": previous["last_sequence"] if previous else 0,
-            "last_delivered_at": previous["last_delivered_at"] if previous else None,
-            "failing": True,
-            "last_error": outcome.reason,
-            "last_status": outcome.status,
-            "updated_at": datetime.now(UTC),
-            "last_response": outcome.body_excerpt or None,
-            "endpoint_disabled": bool(previous and previous.get("endpoint_disabled")),
-        }
-        self._dirty.add(consent_id)
+        self._update(
+            consent_id,
+            app_id,
+            failing=True,
+            last_error=outcome.reason,
+            last_status=outcome.status,
+            last_response=outcome.body_excerpt or None,
+        )
 
     def endpoint_disabled(self, consent_id: str, app_id: str, reason: str) -> None:
         """The consent's endpoint was disabled: the app reads why in its consent status."""
-        previous = self._latest.get(consent_id)
-        self._latest[consent_id] = {
+        self._update(
+            consent_id,
+            app_id,
+            failing=True,
+            last_error=f"endpoint disabled: {reason}",
+            endpoint_disabled=True,
+        )
+
+    def _update(self, consent_id: str, app_id: str, **changes: Any) -> None:
+        """The consent's status with ``changes``; what is not changed stays as it was."""
+        record: DeliveryStatusRecord = self._latest.get(consent_id) or {
             "consent_id": consent_id,
             "app_id": app_id,
-            "last_sequence": previous["last_sequence"] if previous else 0,
-            "last_delivered_at": previous["last_delivered_at"] if previous else None,
-            "failing": True,
-            "last_error": f"endpoint disabled: {reason}",
-            "last_status": previous["last_status"] if previous else None,
+            "last_sequence": 0,
+            "last_delivered_at": None,
+            "failing": False,
+            "last_error": None,
+            "last_status": None,
             "updated_at": datetime.now(UTC),
-            "last_response": previous.get("last_response") if previous else None,
-            "endpoint_disabled": True,
+            "last_response": None,
+            "endpoint_disabled": False,
         }
+        self._latest[consent_id] = {**record, **changes, "updated_at": datetime.now(UTC)}  # type: ignore[typeddict-item]
         self._dirty.add(consent_id)
 
     async def flush(self, producer: AIOKafkaProducer) -> int:

@@ -160,6 +160,8 @@ class DeliveryWorker:
         await self._sender.start()
         await self.directory.start()
         self.directory.on_revocation(self._drop_lane)
+        # A new URL replaces a disabled endpoint and wakes the lanes parked on it.
+        self.directory.on_app(self._app_changed)
         self.endpoints.on_disabled.append(self._endpoint_disabled)
         await self._consumer.start()
         self._consumer.subscribe(
@@ -192,6 +194,12 @@ class DeliveryWorker:
     def parked(self) -> int:
         """Records waiting in parked lanes."""
         return sum(len(lane.queue) for lane in self._lanes.values() if lane.parked)
+
+    @property
+    def retrying(self) -> int:
+        """Consents whose next request is a retry (waiting in memory or parked)."""
+        lanes = self._lanes.values()
+        return sum(1 for lane in lanes if lane.queue and lane.queue[0].ticket.failures > 0)
 
     async def run(self) -> None:
         """Consume and dispatch until :meth:`stop`."""
@@ -333,6 +341,10 @@ class DeliveryWorker:
             asyncio.ensure_future(lane.changed.wait()),
             asyncio.ensure_future(self._stopping.wait()),
         ]
+        app = self.directory.app(lane.queue[0].app_id) if lane.queue else None
+        if app is not None:
+            endpoint = self.endpoints.get(app["app_id"], app["webhook_url"])
+            waits.append(asyncio.ensure_future(endpoint.changed.wait()))
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -403,6 +415,7 @@ class DeliveryWorker:
                 self.stats.requests += 1
                 outcome = await self._post(app, items)
         self.endpoints.record(endpoint, outcome)
+        self.stats.requested(app["app_id"], outcome.ok)
         return outcome
 
     async def _post(self, app: AppRecord, items: list[_Item]) -> Outcome:
@@ -459,11 +472,16 @@ class DeliveryWorker:
         if dropped:
             self.stats.dropped_stopped_consent += len(items)
         elif dead_lettered:
-            pass
+            self.stats.finished(items[0].app_id, items[0].kind, "dead_lettered", len(items))
         elif last is None:
             self.stats.notifications_delivered += len(items)
+            self.stats.finished(items[0].app_id, "notification", "delivered", len(items))
         else:
             self.stats.deltas_delivered += len(items)
+            self.stats.finished(last["app_id"], "delta", "delivered", len(items))
+            self.stats.latency.observe_since(
+                (i.delivery["change"]["occurred_at"] for i in items if i.delivery), time.time()
+            )
             self.stats.last_sequence[lane.consent_id] = last["sequence"]
             self.status.delivered(lane.consent_id, last["app_id"], last["sequence"])
         self._wake_reader()
@@ -527,6 +545,9 @@ class DeliveryWorker:
             outcome.reason,
             extra={"consent_id": lane.consent_id, "app_id": app_id, "attempt": attempt},
         )
+
+    def _app_changed(self, app: AppRecord) -> None:
+        self.endpoints.get(app["app_id"], app["webhook_url"])
 
     def _endpoint_is_disabled(self, app_id: str) -> bool:
         app = self.directory.app(app_id)

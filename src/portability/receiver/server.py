@@ -40,3 +40,4 @@ async def run_receiver(
         yield f"http://{url_host}:{bound_port}"
     finally:
         await runner.cleanup()
+        await app.aclose()
