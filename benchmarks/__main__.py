@@ -13,6 +13,7 @@ import time
 import traceback
 from collections.abc import Callable
 
+import benchmarks.archive
 import benchmarks.delivery
 import benchmarks.matcher
 import benchmarks.revocation
@@ -24,6 +25,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "matcher": benchmarks.matcher.main,
     "delivery": benchmarks.delivery.main,
     "revocation": benchmarks.revocation.main,
+    "archive": benchmarks.archive.main,
 }
 
 

@@ -52,6 +52,7 @@ def pipeline_settings(data_dir: Path) -> Settings:
         partitions=3,
         matcher_group=f"matcher-{unique}",
         delivery_group=f"delivery-{unique}",
+        state_group=f"state-{unique}",
         delivery_retry_schedule_s=[0, 0.05, 0.1, 0.2, 0.4, 0.5, 0.5, 0.5],
         web_port=0,
     )

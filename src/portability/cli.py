@@ -524,9 +524,20 @@ def relay() -> None:
 
 
 @app.command()
+def transfers() -> None:
+    """Run the current-state view and build one-time transfer archives for its users.
+
+    Scale out by starting more (up to the partition count): each instance holds some
+    partitions of the view and builds the archives of those partitions' users. Archives go
+    to DATA_DIR/archives, which the API process must also see (a shared volume).
+    """
+    _worker("transfers")
+
+
+@app.command()
 def pipeline() -> None:
-    """Run relay, matcher and delivery worker in one process."""
-    _worker("relay", "matcher", "delivery")
+    """Run relay, matcher, delivery worker and transfers in one process."""
+    _worker("relay", "matcher", "delivery", "transfers")
 
 
 @app.command()

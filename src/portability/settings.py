@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     replication_factor: PositiveInt = 1
     matcher_group: str = "portability-matcher"
     delivery_group: str = "portability-delivery"
+    state_group: str = Field(
+        default="portability-state",
+        description="Consumer group of the current-state view (its files: data_dir/state/).",
+    )
     matcher_batch_max_records: PositiveInt = 5000
     delivery_concurrency: PositiveInt = Field(
         default=64, description="Webhook requests in flight at once, over all consents."
@@ -168,6 +172,37 @@ class Settings(BaseSettings):
         ge=0,
         description="After a secret rotation, how long the previous secret keeps signing.",
     )
+    transfer_expiry_s: float = Field(
+        default=4 * 86_400.0,
+        gt=0,
+        description="How long a one-time transfer's archive can be downloaded.",
+    )
+    api_public_url: str | None = Field(
+        default=None,
+        description="Base URL apps reach the API at (download links). Unset: api_host:api_port.",
+    )
+    lag_sample_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the API process samples consumer lag (status page, metrics).",
+    )
+    lag_history_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="How far back the status page's lag chart reaches (kept in memory).",
+    )
+    privacy_policy_path: Path | None = Field(
+        default=None,
+        description=(
+            "The privacy policy file (YAML). Unset: the policy shipped with the package "
+            "(policies/privacy-policy.yaml)."
+        ),
+    )
+    privacy_policy_reload_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often a running matcher checks the policy file for a new version.",
+    )
     log_level: str = "INFO"
     log_format: str = Field(default="text", pattern="^(text|json)$")
 
@@ -206,6 +241,16 @@ class Settings(BaseSettings):
                 f"unknown setting(s) {', '.join(unknown)}; see the README's configuration table"
             )
         return data
+
+    def public_api_url(self) -> str:
+        """The API's base URL as apps see it, without a trailing slash."""
+        if self.api_public_url:
+            return self.api_public_url.rstrip("/")
+        return f"http://{self.api_host}:{self.api_port}"
+
+    def archive_dir(self) -> Path:
+        """Where one-time transfer archives are written (shared by builders and the API)."""
+        return self.data_dir / "archives"
 
     def resolved_database_url(self) -> str:
         """The consent store URL, defaulting to SQLite inside ``data_dir``."""

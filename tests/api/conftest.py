@@ -22,7 +22,14 @@ from portability.consent import create_store_engine, init_schema
 from portability.settings import Settings
 
 # Referencing tables first: PostgreSQL refuses to drop a table another one references.
-STORE_TABLES = ("consent_replays", "consent_outbox", "consents", "apps", "alembic_version")
+STORE_TABLES = (
+    "transfers",
+    "consent_replays",
+    "consent_outbox",
+    "consents",
+    "apps",
+    "alembic_version",
+)
 
 
 def drop_store(engine: Engine) -> None:

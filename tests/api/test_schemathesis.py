@@ -45,6 +45,11 @@ OPERATIONS = [
     ("POST", "/v1/consents/{consent_id}/revoke"),
     ("GET", "/v1/consents/{consent_id}/status"),
     ("POST", "/v1/users/{user_id}/account-deleted"),
+    ("POST", "/v1/consents/{consent_id}/transfers"),
+    ("GET", "/v1/consents/{consent_id}/transfers"),
+    ("GET", "/v1/transfers/{transfer_id}"),
+    ("POST", "/v1/transfers/{transfer_id}/cancel"),
+    ("GET", "/v1/transfers/{transfer_id}/archive"),
     ("POST", "/v1/consents/{consent_id}/replay"),
     ("GET", "/v1/consents/{consent_id}/replays/{replay_id}"),
 ]

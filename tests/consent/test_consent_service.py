@@ -213,7 +213,7 @@ def test_outbox_row_rolls_back_with_a_failed_change(
     def fail(record: object) -> str:
         raise RuntimeError("crash after the outbox flush")
 
-    monkeypatch.setattr(service_module, "_payload_json", fail)
+    monkeypatch.setattr(service_module, "outbox_payload", fail)
     with pytest.raises(RuntimeError, match="crash after the outbox flush"):
         service.grant("user-1", app.app_id, ["post"])
 

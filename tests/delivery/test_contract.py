@@ -35,7 +35,7 @@ from portability.delivery.payload import (
 from portability.delivery.signing import generate_secret, webhook_headers
 from portability.matching.matcher import delta_id
 from portability.simulation.platform import ChangeFactory, user_ids
-from portability.wire import AvroCodec, InProcessSchemaRegistry, SchemaName
+from portability.wire import AvroCodec, InProcessSchemaRegistry, SchemaName, notifications
 from portability.wire.notifications import authorization_removed
 from portability.wire.records import (
     CATEGORIES,
@@ -303,6 +303,31 @@ def download_ready() -> Document:
 
 def test_download_ready_example_validates() -> None:
     assert_valid(download_ready())
+
+
+def test_download_ready_as_the_transfer_store_builds_it_validates() -> None:
+    ready_at = datetime(2026, 11, 23, 10, 2, 13, 500_000, tzinfo=UTC)
+    record = notifications.download_ready(
+        consent_id="cns_77b0c1d2e3f40516",
+        app_id="app_5c2a9e1d7b3f",
+        user_id="u00000042",
+        transfer_id="trf_3c9d1e2f4a5b6c7d",
+        download_url="http://127.0.0.1:8080/v1/transfers/trf_3c9d1e2f4a5b6c7d/archive",
+        expires_at=ready_at + timedelta(days=4),
+        size_bytes=48_213_377,
+        sha256="0eb3e36bfb24dcd9bb1d1bece1531216b59539a8fde17ee80224af0653c92aa3",
+        categories=["profile", "post"],
+        ready_at=ready_at,
+    )
+
+    msg_id, body = notification_event(record)
+
+    document = json.loads(body)
+    assert_valid(document)
+    assert document["data"]["size_bytes"] == 48_213_377
+    assert document["data"]["categories"] == ["profile", "post"]
+    assert document["data"]["expires_at"] == "2026-11-27T10:02:13.500Z"
+    assert msg_id == record["event_id"]
 
 
 # --- what the schema rejects ---------------------------------------------------------------------

@@ -27,6 +27,7 @@ def ops_settings(tmp_path: Path) -> Settings:
         partitions=PARTITIONS,
         matcher_group=f"matcher-{unique}",
         delivery_group=f"delivery-{unique}",
+        state_group=f"state-{unique}",
     )
 
 

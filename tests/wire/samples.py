@@ -69,6 +69,9 @@ def change(category: Category, *, delete: bool = False, user_id: str = "u-1") ->
         "record_id": f"r-{category}",
         "occurred_at": MOMENT,
         "record": None if delete else copy.deepcopy(RECORDS[category]),
+        # Fields added later with defaults: a decoded change always has them.
+        "context": None,
+        "audience": None,
     }
 
 

@@ -80,6 +80,7 @@ def test_topic_names_with_prefix() -> None:
         delivery_status="t1.delivery.status",
         notifications="t1.notifications",
         deliveries_retry="t1.deliveries.retry",
+        state_changelog="t1.state.changelog",
     )
     assert TopicNames.with_prefix().account_changes == "account.changes"
 
@@ -89,7 +90,7 @@ def test_pipeline_topics_layout() -> None:
     specs = {spec.name: spec for spec in pipeline_topics(names, partitions=6)}
     day_ms = 24 * 3600 * 1000
 
-    assert len(specs) == 9, "every topic once"
+    assert len(specs) == 10, "every topic once"
     assert specs == {
         "p.account.changes": TopicSpec("p.account.changes", 6, "delete", 7 * day_ms),
         "p.consents": TopicSpec("p.consents", 6, "compact"),
@@ -100,6 +101,7 @@ def test_pipeline_topics_layout() -> None:
         "p.delivery.status": TopicSpec("p.delivery.status", 6, "compact"),
         "p.notifications": TopicSpec("p.notifications", 6, "delete", 7 * day_ms),
         "p.deliveries.retry": TopicSpec("p.deliveries.retry", 6, "delete", 7 * day_ms),
+        "p.state.changelog": TopicSpec("p.state.changelog", 6, "compact"),
     }
 
 
@@ -115,6 +117,7 @@ def test_co_partitioned_topics_share_the_partition_count(partitions: int) -> Non
         names.deliveries,
         names.notifications,
         names.deliveries_retry,
+        names.state_changelog,
     ]
     assert {specs[name].partitions for name in co_partitioned} == {partitions}
     compacted = {name for name, spec in specs.items() if spec.cleanup_policy == "compact"}
@@ -123,6 +126,7 @@ def test_co_partitioned_topics_share_the_partition_count(partitions: int) -> Non
         names.apps,
         names.matcher_checkpoints,
         names.delivery_status,
+        names.state_changelog,
     }
 
 

@@ -8,11 +8,15 @@ from sqlalchemy.engine import Engine
 from portability.api.auth import Authenticator
 from portability.api.delivery_status import DeliveryStatusBoard
 from portability.api.errors import install_error_handlers
+from portability.api.operator_status import OperatorStatus
 from portability.api.ratelimit import RateLimiter
 from portability.api.routes import ApiContext, router
+from portability.api.status_page import status_router
 from portability.consent import ConsentService
+from portability.consent.transfers import TransferStore
 from portability.delivery.egress import EgressPolicy
 from portability.delivery.replay import Replayer
+from portability.ops.metrics import api_registry
 from portability.settings import Settings
 
 __all__ = ["create_app"]
@@ -35,6 +39,7 @@ def create_app(
     status_board: DeliveryStatusBoard | None = None,
     rate_limiter: RateLimiter | None = None,
     replayer: Replayer | None = None,
+    operator_status: OperatorStatus | None = None,
 ) -> FastAPI:
     """The API on the consent store behind ``engine`` (its schema must be initialised).
 
@@ -47,6 +52,9 @@ def create_app(
         rate_limiter: Default ``settings.api_rate_limit_per_minute`` per app.
         replayer: Runs replay requests (its owner starts and stops it); default one without
             Kafka, which answers replay requests 503 but still reads recorded replays.
+        operator_status: The sources of the operator status page (``/status``) and of the
+            lag and dead-letter metrics (``/metrics``); default the store and
+            ``status_board`` only, without Kafka.
 
     Returns:
         The application; OpenAPI at ``/openapi.json``, docs at ``/docs``.
@@ -58,13 +66,19 @@ def create_app(
         version="1.0.0",
         description=_DESCRIPTION,
     )
+    board = status_board or DeliveryStatusBoard()
     api.state.context = ApiContext(
         settings=settings,
         service=service,
         authenticator=Authenticator(settings, service, limiter),
-        status_board=status_board or DeliveryStatusBoard(),
+        status_board=board,
         replayer=replayer or Replayer(settings, engine, None),
+        transfers=TransferStore(engine, expiry_s=settings.transfer_expiry_s),
     )
+    status = operator_status or OperatorStatus(settings, engine, board)
+    api.state.operator_status = status
+    api.state.metrics_registry = api_registry(engine, status.lag, status.dead_letters)
     install_error_handlers(api)
     api.include_router(router)
+    api.include_router(status_router)
     return api

@@ -43,6 +43,11 @@ class DeliveryStatusBoard:
         with self._lock:
             return self._latest.get(consent_id)
 
+    def all(self) -> list[DeliveryStatusRecord]:
+        """Every consent's latest status (a copy), for the operator status page."""
+        with self._lock:
+            return list(self._latest.values())
+
     def apply(self, consent_id: str, record: DeliveryStatusRecord | None) -> None:
         """Keep ``record`` unless an update at least as new is known; None forgets."""
         with self._lock:

@@ -1,4 +1,5 @@
-"""The API's routes: apps (registration, review, secrets) and consents (grant, revoke, status)."""
+"""The API's routes: apps (registration, review, secrets), consents (grant, revoke, status),
+replays and one-time transfers."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from portability.api.auth import Authenticator, Principal
 from portability.api.delivery_status import DeliveryStatusBoard
-from portability.api.errors import ERROR_RESPONSES, ApiError
+from portability.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
 from portability.api.schemas import (
     ID_PATTERN,
     AppRegistrationRequest,
@@ -25,11 +27,14 @@ from portability.api.schemas import (
     ReplayResponse,
     ReviewRequest,
     SecretRotationResponse,
+    TransferListResponse,
+    TransferResponse,
     WebhookUpdate,
 )
 from portability.consent import AppView, ConsentService, ConsentView
 from portability.consent.errors import ConflictError
 from portability.consent.models import ConsentStatus
+from portability.consent.transfers import TransferStore, TransferView, delete_archive
 from portability.delivery.replay import Replayer, ReplayUnavailableError
 from portability.settings import Settings
 from portability.wire.records import RemovalReason
@@ -46,6 +51,7 @@ class ApiContext:
     authenticator: Authenticator
     status_board: DeliveryStatusBoard
     replayer: Replayer
+    transfers: TransferStore
 
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
@@ -330,3 +336,101 @@ def get_replay(
     if view.consent_id != consent_id:
         raise _not_found("replay", replay_id)
     return ReplayResponse.of(view)
+
+
+# --- one-time transfers -------------------------------------------------------------------
+
+TransferId = Annotated[str, Path(pattern=ID_PATTERN, examples=["trf_0123456789abcdef"])]
+_ARCHIVE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/zip": {}}, "description": "The archive."},
+    410: {"model": ErrorResponse, "description": "The archive expired or was cancelled."},
+}
+
+
+@router.post("/consents/{consent_id}/transfers", status_code=202, tags=["transfers"])
+def request_transfer(
+    consent_id: ConsentId, context: Context, caller: Caller, response: Response
+) -> TransferResponse:
+    """Ask for the archive of a one-time consent's data (the app itself, or an operator).
+
+    The transfer starts ``pending``; when the archive is built the app receives a
+    ``portability.download.ready`` event and downloads it from ``download_url`` with its API
+    key, until ``expires_at`` (4 days by default). One transfer per consent at a time (409);
+    an ongoing consent gets a snapshot and deltas instead (409).
+    """
+    _visible_consent(context, caller, consent_id)
+    caller.require("app", "operator")
+    view = context.transfers.request(consent_id)
+    response.headers["Location"] = f"/v1/transfers/{view.transfer_id}"
+    return TransferResponse.of(view, context.settings.public_api_url())
+
+
+@router.get("/consents/{consent_id}/transfers", tags=["transfers"])
+def list_transfers(consent_id: ConsentId, context: Context, caller: Caller) -> TransferListResponse:
+    """A consent's transfers, oldest first: an app sees its own consents', others any."""
+    _visible_consent(context, caller, consent_id)
+    base = context.settings.public_api_url()
+    views = context.transfers.list_for_consent(consent_id)
+    return TransferListResponse(transfers=[TransferResponse.of(v, base) for v in views])
+
+
+@router.get("/transfers/{transfer_id}", tags=["transfers"])
+def get_transfer(transfer_id: TransferId, context: Context, caller: Caller) -> TransferResponse:
+    """A transfer's state: an app sees its own, the platform and operators any."""
+    view = _visible_transfer(context, caller, transfer_id)
+    return TransferResponse.of(view, context.settings.public_api_url())
+
+
+@router.post("/transfers/{transfer_id}/cancel", tags=["transfers"])
+def cancel_transfer(transfer_id: TransferId, context: Context, caller: Caller) -> TransferResponse:
+    """Cancel a pending, in-progress or ready transfer (the app itself, or an operator).
+
+    A ready archive is deleted at once.
+    """
+    _visible_transfer(context, caller, transfer_id)
+    caller.require("app", "operator")
+    view = context.transfers.cancel(transfer_id)
+    delete_archive(context.settings, view)
+    return TransferResponse.of(view, context.settings.public_api_url())
+
+
+@router.get(
+    "/transfers/{transfer_id}/archive",
+    tags=["transfers"],
+    response_class=FileResponse,
+    responses=_ARCHIVE_RESPONSES,
+)
+def download_archive(transfer_id: TransferId, context: Context, caller: Caller) -> FileResponse:
+    """Download a ready archive: only the app the transfer is for, with its API key.
+
+    Another app gets 404, as if the transfer did not exist; the platform and operators get
+    403 (the archive is the user's data, for the app the user chose). 409 while it is being
+    built, 410 once it expired or was cancelled.
+    """
+    view = _visible_transfer(context, caller, transfer_id)
+    caller.require("app")
+    if view.state in ("expired", "cancelled"):
+        raise ApiError(410, "gone", f"transfer {transfer_id!r} is {view.state}: request a new one")
+    if view.state != "ready" or view.archive_file is None:
+        raise ApiError(
+            409,
+            "not_ready",
+            f"transfer {transfer_id!r} is {view.state}: wait for portability.download.ready "
+            f"(or poll GET /v1/transfers/{transfer_id})",
+        )
+    path = context.settings.archive_dir() / view.archive_file
+    if not path.is_file():
+        raise ApiError(410, "gone", f"the archive of {transfer_id!r} is no longer stored")
+    return FileResponse(
+        path,
+        media_type="application/zip",
+        filename=f"portability-{transfer_id}.zip",
+        headers={"Digest": f"sha-256={view.sha256}", "Cache-Control": "no-store"},
+    )
+
+
+def _visible_transfer(context: ApiContext, caller: Principal, transfer_id: str) -> TransferView:
+    view = context.transfers.get(transfer_id)
+    if caller.role == "app" and not caller.owns(view.app_id):
+        raise _not_found("transfer", transfer_id)
+    return view

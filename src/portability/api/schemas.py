@@ -8,8 +8,15 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from portability.consent import AppView, ConsentView
-from portability.consent.models import ConsentMode, ConsentStatus, ReplayState, ReviewStatus
+from portability.consent.models import (
+    ConsentMode,
+    ConsentStatus,
+    ReplayState,
+    ReviewStatus,
+    TransferState,
+)
 from portability.consent.replays import ReplayView
+from portability.consent.transfers import TransferView, download_url
 from portability.wire.records import Category, RemovalReason
 
 __all__ = [
@@ -347,3 +354,57 @@ class ReplayResponse(BaseModel):
             started_at=view.started_at,
             finished_at=view.finished_at,
         )
+
+
+class TransferResponse(BaseModel):
+    """A one-time transfer: its state, and the archive once it is ready."""
+
+    transfer_id: str
+    consent_id: str
+    app_id: str
+    categories: list[Category]
+    state: TransferState = Field(
+        description="pending, in_progress, ready (download until expires_at), expired, "
+        "cancelled or failed."
+    )
+    failure_reason: str | None
+    download_url: str | None = Field(description="Where to download the archive when ready.")
+    size_bytes: int | None
+    sha256: str | None = Field(description="SHA-256 of the archive, to check the download.")
+    record_count: int | None
+    policy_version: str | None
+    created_at: datetime
+    started_at: datetime | None
+    ready_at: datetime | None
+    expires_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, view: TransferView, base_url: str) -> TransferResponse:
+        """From a store view; ``base_url`` is the API's public URL."""
+        return cls(
+            transfer_id=view.transfer_id,
+            consent_id=view.consent_id,
+            app_id=view.app_id,
+            categories=list(view.categories),
+            state=view.state,
+            failure_reason=view.failure_reason,
+            download_url=(
+                download_url(base_url, view.transfer_id) if view.state == "ready" else None
+            ),
+            size_bytes=view.size_bytes,
+            sha256=view.sha256,
+            record_count=view.record_count,
+            policy_version=view.policy_version,
+            created_at=view.created_at,
+            started_at=view.started_at,
+            ready_at=view.ready_at,
+            expires_at=view.expires_at,
+            finished_at=view.finished_at,
+        )
+
+
+class TransferListResponse(BaseModel):
+    """A consent's transfers, oldest first."""
+
+    transfers: list[TransferResponse]

@@ -27,6 +27,8 @@ __all__ = [
     "OutboxKind",
     "ReplayState",
     "ReviewStatus",
+    "Transfer",
+    "TransferState",
     "UTCDateTime",
 ]
 
@@ -38,6 +40,7 @@ ConsentStatus = Literal["active", "revoked", "expired"]
 OutboxKind = Literal["consent", "app", "notification"]
 ReviewStatus = Literal["pending", "approved", "rejected"]
 ReplayState = Literal["pending", "running", "done", "failed"]
+TransferState = Literal["pending", "in_progress", "ready", "expired", "cancelled", "failed"]
 
 ALL_CATEGORIES_CSV = "profile,post,follow,activity,direct_message"
 """Every category in stored (comma-separated, ``CATEGORIES``) form."""
@@ -46,7 +49,14 @@ APPS_TABLE = "apps"
 CONSENTS_TABLE = "consents"
 OUTBOX_TABLE = "consent_outbox"
 REPLAYS_TABLE = "consent_replays"
-TABLE_NAMES: tuple[str, ...] = (APPS_TABLE, CONSENTS_TABLE, OUTBOX_TABLE, REPLAYS_TABLE)
+TRANSFERS_TABLE = "transfers"
+TABLE_NAMES: tuple[str, ...] = (
+    APPS_TABLE,
+    CONSENTS_TABLE,
+    OUTBOX_TABLE,
+    REPLAYS_TABLE,
+    TRANSFERS_TABLE,
+)
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -188,4 +198,34 @@ class ConsentReplay(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=2000)
     created_at: datetime = _utc_column()
     started_at: datetime | None = _utc_column(nullable=True)
+    finished_at: datetime | None = _utc_column(nullable=True)
+
+
+class Transfer(SQLModel, table=True):
+    """A one-time transfer: the archive of a user's data an app asked for, and its state.
+
+    ``pending`` until a transfer builder takes it, ``in_progress`` while the archive is
+    written, then ``ready`` (downloadable until ``expires_at``), and ``expired`` after; or
+    ``cancelled`` by the app, or ``failed`` with ``failure_reason``.
+    """
+
+    __tablename__ = TRANSFERS_TABLE
+
+    transfer_id: str = Field(primary_key=True, max_length=64)
+    consent_id: str = Field(foreign_key=f"{CONSENTS_TABLE}.consent_id", index=True, max_length=64)
+    app_id: str = Field(index=True, max_length=64)
+    user_id: str = Field(max_length=200)
+    categories: str = Field(max_length=200, description="Comma-separated, CATEGORIES order.")
+    state: str = Field(default="pending", index=True, max_length=16)
+    failure_reason: str | None = Field(default=None, max_length=2000)
+    archive_file: str | None = Field(default=None, max_length=300)
+    size_bytes: int | None = Field(default=None, sa_type=_BIG_INT)
+    sha256: str | None = Field(default=None, max_length=64)
+    record_count: int | None = Field(default=None, sa_type=_BIG_INT)
+    policy_version: str | None = Field(default=None, max_length=100)
+    position: str | None = Field(default=None, max_length=200, description="partition:offset")
+    created_at: datetime = _utc_column()
+    started_at: datetime | None = _utc_column(nullable=True)
+    ready_at: datetime | None = _utc_column(nullable=True)
+    expires_at: datetime | None = _utc_column(nullable=True, index=True)
     finished_at: datetime | None = _utc_column(nullable=True)

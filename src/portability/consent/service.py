@@ -543,7 +543,7 @@ def _end_consent(
         version=view.version,
     )
     event = _append_event(session, "notification", view.consent_id, view.user_id, now)
-    event.payload = _payload_json(notification)
+    event.payload = outbox_payload(notification)
     return view
 
 
@@ -599,7 +599,7 @@ def _publish_app(session: Session, app: App, now: datetime) -> AppView:
     event = _append_event(session, "app", app.app_id, None, now)
     app.version = _assigned_id(event)
     view = AppView.of(app)
-    event.payload = _payload_json(view.to_record())
+    event.payload = outbox_payload(view.to_record())
     return view
 
 
@@ -609,7 +609,7 @@ def _publish_consent(session: Session, consent: Consent, now: datetime) -> Conse
     event = _append_event(session, "consent", key, consent.user_id, now)
     consent.version = _assigned_id(event)
     view = ConsentView.of(consent)
-    event.payload = _payload_json(view.to_record())
+    event.payload = outbox_payload(view.to_record())
     return view
 
 
@@ -631,7 +631,8 @@ def _assigned_id(event: OutboxEvent) -> int:
     return event.id
 
 
-def _payload_json(record: Mapping[str, Any]) -> str:
+def outbox_payload(record: Mapping[str, Any]) -> str:
+    """The JSON an outbox row carries: exactly the record the relay encodes (millis times)."""
     return json.dumps(record, default=_json_default, separators=(",", ":"))
 
 

@@ -212,9 +212,22 @@ def notification_event(notification: NotificationRecord) -> tuple[str, bytes]:
         "occurred_at": occurred_at,
     }
     # Event-specific fields never replace the common ones an app routes on.
-    data.update((k, v) for k, v in notification["attributes"].items() if k not in data)
+    data.update(
+        (key, _typed_attribute(key, value))
+        for key, value in notification["attributes"].items()
+        if key not in data
+    )
     document = {"type": notification["event_type"], "timestamp": occurred_at, "data": data}
     return notification["event_id"], _encode(document)
+
+
+def _typed_attribute(key: str, value: str) -> object:
+    """Attributes travel as strings; the contract gives these as a number and a list."""
+    if key == "size_bytes":
+        return int(value)
+    if key == "categories":
+        return value.split(",")
+    return value
 
 
 def parse_delta_event(body: bytes) -> DeltaEvent:

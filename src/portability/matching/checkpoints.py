@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from portability.wire.codec import AvroCodec
 from portability.wire.errors import WireFormatError
-from portability.wire.records import MatcherCheckpoint
+from portability.wire.records import AudienceCheckpoint, MatcherCheckpoint
 from portability.wire.schemas import SchemaName
 
 __all__ = ["CheckpointStore"]
@@ -89,13 +89,20 @@ class CheckpointStore:
         partition: int,
         next_offset: int,
         sequences: dict[str, int],
+        audience: AudienceCheckpoint | None = None,
     ) -> asyncio.Future[object]:
-        """Send the checkpoint; the returned future resolves on the broker's acknowledgement."""
+        """Send the checkpoint; the returned future resolves on the broker's acknowledgement.
+
+        ``audience`` is the partition's post audience figures at ``next_offset`` (see
+        :mod:`portability.privacy.audience`): they must resume from the same point as the
+        sequences, so that an update matched again yields the same deltas.
+        """
         checkpoint: MatcherCheckpoint = {
             "source_partition": partition,
             "next_offset": next_offset,
             "sequences": sequences,
             "written_at": datetime.now(UTC),
+            "audience": audience,
         }
         value = self._codec.encode(SchemaName.MATCHER_CHECKPOINT, dict(checkpoint))
         ack: asyncio.Future[object] = await producer.send(

@@ -7,11 +7,18 @@ partition numbers of both, so each instance holds only the consents of its own u
 The hot loop works in batches (``getmany``) and decides on the record key before touching the
 value: a change of a user without an active consent is dropped undecoded. Offsets are
 committed only after every delta and the checkpoint of the batch are acknowledged.
+
+Every delta leaves through the privacy policy (:mod:`portability.privacy`), whose version it
+carries: the file is checked for a new version between batches, so one batch follows one
+version. Activity on another user's post also travels, as counts only, to the creator's
+partition (an audience update on ``account.changes``, marked by a header; see
+:mod:`portability.privacy.audience`), whose figures are checkpointed with the sequences.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -26,24 +33,40 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from portability.matching.checkpoints import CheckpointStore
 from portability.matching.consent_index import ConsentIndex
 from portability.matching.stats import MatcherStats
+from portability.privacy import (
+    AUDIENCE_HEADER,
+    AudienceFigures,
+    PolicySource,
+    PrivacyPolicy,
+    Release,
+    audience_marker,
+    contribution,
+    figures_change,
+    for_subject,
+    update_change,
+)
+from portability.privacy.audience import UPDATE_KEY, UPDATE_MARKER
 from portability.runtime import Runtime
 from portability.wire.dead_letters import DeadLetter
 from portability.wire.errors import WireFormatError
 from portability.wire.records import (
     AccountChange,
+    AudienceEntry,
     ConsentRecord,
     DeliveryRecord,
     to_millis,
-    with_record_type,
 )
 from portability.wire.schemas import SchemaName
-from portability.wire.topics import partition_for_consent
+from portability.wire.topics import partition_for_consent, partition_for_user
 
 __all__ = ["Matcher", "delta_id"]
 
 log = logging.getLogger(__name__)
 
 Records = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+# Audience entries of one batch of one source partition, per destination partition.
+Outgoing = dict[int, list[AudienceEntry]]
+_UPDATE_HEADERS = [(AUDIENCE_HEADER, UPDATE_MARKER)]
 
 
 def delta_id(consent_id: str, change_id: str) -> str:
@@ -76,6 +99,13 @@ class Matcher:
         self._lock = asyncio.Lock()  # a batch and a rebalance never interleave
         self._stopping = asyncio.Event()
         self.stats = MatcherStats()
+        # Loaded now, so that a matcher with an unusable policy file never starts.
+        self._policy_source = PolicySource(
+            runtime.settings.privacy_policy_path, runtime.settings.privacy_policy_reload_s
+        )
+        self._policy = self._policy_source.policy
+        self._counted_kinds = _kinds_as_header_values(self._policy)
+        self._audience: dict[int, AudienceFigures] = {}
 
     async def start(self) -> None:
         await self._producer.start()
@@ -110,8 +140,26 @@ class Matcher:
     def consents_held(self) -> int:
         return sum(len(index) for index in self._indexes.values())
 
+    @property
+    def policy(self) -> PrivacyPolicy:
+        """The privacy policy the next batch follows."""
+        return self._policy
+
+    def audience_figures(self, partition: int) -> AudienceFigures | None:
+        """The audience figures of a held partition (for inspection and tests)."""
+        return self._audience.get(partition)
+
+    def _refresh_policy(self) -> None:
+        """Take a new policy version into force between batches, if its file has one."""
+        policy = self._policy_source.poll()
+        if policy is not self._policy:
+            self._policy = policy
+            self._counted_kinds = _kinds_as_header_values(policy)
+            self.stats.policy_reloads += 1
+
     async def process(self, batch: Records) -> None:
         """Match one batch, then checkpoint and commit it."""
+        self._refresh_policy()
         batch = self._current(batch)
         if not batch:
             await self._resume_loaded()
@@ -174,11 +222,19 @@ class Matcher:
             self.stats.changes_seen += len(records)
             if index is None:
                 continue
+            outgoing: Outgoing = {}
             for record in records:
+                # Only audience hints and updates carry headers: one cheap test per record.
+                if record.headers and (marker := audience_marker(record.headers)) is not None:
+                    pending += await self._audience_record(
+                        record, marker, index, sequences, outgoing
+                    )
+                    continue
                 consents = index.get(record.key)
                 if consents is None:
                     continue
                 pending += await self._match_one(record, consents, sequences)
+            pending += await self._send_audience(tp.partition, outgoing)
         return pending
 
     async def _match_one(
@@ -192,14 +248,33 @@ class Matcher:
                 SchemaName.ACCOUNT_CHANGE, record.value
             )
         except WireFormatError as error:
+            self.stats.changes_dead_lettered += 1
             return [await self._dead_letter(record, error)]
         self.stats.changes_decoded += 1
+        return await self._deliver(change, consents, sequences)
+
+    async def _deliver(
+        self, change: AccountChange, consents: Sequence[Any], sequences: dict[str, int]
+    ) -> list[asyncio.Future[object]]:
+        """Send ``change`` of the consents' user, as the policy shapes it, to those it covers."""
         occurred_ms = to_millis(change["occurred_at"])
         matched = [c for c in consents if c.covers(change["category"], occurred_ms)]
         if not matched:
             return []
-        change = with_record_type(change)
+        shaped = for_subject(self._policy, change, tagged=True)
+        if shaped is None:
+            self.stats.changes_withheld += 1
+            return []
+        sends = await self._emit(shaped, matched, sequences)
+        self.stats.changes_matched += 1
+        return sends
+
+    async def _emit(
+        self, change: AccountChange, matched: Sequence[Any], sequences: dict[str, int]
+    ) -> list[asyncio.Future[object]]:
+        """One delivery per consent in ``matched``, each with the next sequence of its consent."""
         now = datetime.now(UTC)
+        version = self._policy.version
         sends: list[asyncio.Future[object]] = []
         for consent in matched:
             sequence = sequences.get(consent.consent_id, 0) + 1
@@ -212,6 +287,7 @@ class Matcher:
                 "sequence": sequence,
                 "change": change,
                 "matched_at": now,
+                "policy_version": version,
             }
             value = self._codec.encode(SchemaName.DELIVERY, dict(delivery))
             sends.append(
@@ -222,16 +298,116 @@ class Matcher:
                     partition=partition_for_consent(consent.consent_id, self._partitions),
                 )
             )
-        self.stats.changes_matched += 1
         self.stats.deltas_emitted += len(sends)
+        return sends
+
+    async def _audience_record(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        marker: bytes,
+        index: ConsentIndex,
+        sequences: dict[str, int],
+        outgoing: Outgoing,
+    ) -> list[asyncio.Future[object]]:
+        """A record with the audience header: an update to apply, or activity to count."""
+        if marker == UPDATE_MARKER:
+            return await self._apply_update(record, index, sequences)
+        consents = index.get(record.key)
+        if consents is None and marker not in self._counted_kinds:
+            return []  # no consent of the actor, and a kind the policy does not count
+        try:
+            change: AccountChange = await self._codec.decode_fetching(  # type: ignore[assignment]
+                SchemaName.ACCOUNT_CHANGE, record.value
+            )
+        except WireFormatError as error:
+            self.stats.changes_dead_lettered += 1
+            return [await self._dead_letter(record, error)]
+        entry = contribution(self._policy, change, record.offset)
+        if entry is not None:
+            destination = _partition_of(entry["post_owner_id"], self._partitions)
+            outgoing.setdefault(destination, []).append(entry)
+        if consents is None:
+            self.stats.audience_decoded += 1
+            return []
+        self.stats.changes_decoded += 1
+        return await self._deliver(change, consents, sequences)
+
+    async def _send_audience(
+        self, source_partition: int, outgoing: Outgoing
+    ) -> list[asyncio.Future[object]]:
+        """Send one batch's counted activity of a source partition to the creators' partitions."""
+        sends: list[asyncio.Future[object]] = []
+        for destination, entries in outgoing.items():
+            value = self._codec.encode(
+                SchemaName.ACCOUNT_CHANGE, dict(update_change(source_partition, entries))
+            )
+            sends.append(
+                await self._producer.send(
+                    self._topics.account_changes,
+                    value,
+                    key=UPDATE_KEY,
+                    partition=destination,
+                    headers=_UPDATE_HEADERS,
+                )
+            )
+            self.stats.audience_entries_sent += len(entries)
+        return sends
+
+    async def _apply_update(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        index: ConsentIndex,
+        sequences: dict[str, int],
+    ) -> list[asyncio.Future[object]]:
+        """Count an audience update's entries; send creators the figures it changed."""
+        try:
+            change: AccountChange = await self._codec.decode_fetching(  # type: ignore[assignment]
+                SchemaName.ACCOUNT_CHANGE, record.value
+            )
+        except WireFormatError as error:
+            self.stats.changes_dead_lettered += 1
+            return [await self._dead_letter(record, error)]
+        update = change.get("audience")
+        if update is None:
+            missing = WireFormatError("an audience update (by its header) without its entries")
+            self.stats.changes_dead_lettered += 1
+            return [await self._dead_letter(record, missing)]
+        figures = self._audience.setdefault(record.partition, AudienceFigures())
+        duplicates = figures.duplicates
+        releases = figures.apply(self._policy, update["source_partition"], update["entries"])
+        self.stats.audience_duplicates += figures.duplicates - duplicates
+        self.stats.audience_updates_applied += 1
+        sends: list[asyncio.Future[object]] = []
+        for release in releases:
+            sends += await self._send_figures(release, change["change_id"], index, sequences)
+        return sends
+
+    async def _send_figures(
+        self, release: Release, update_id: str, index: ConsentIndex, sequences: dict[str, int]
+    ) -> list[asyncio.Future[object]]:
+        consents = index.get(release.post_owner_id.encode())
+        if consents is None:
+            return []
+        change = figures_change(release, update_id)
+        occurred_ms = to_millis(change["occurred_at"])
+        matched = [c for c in consents if c.covers(change["category"], occurred_ms)]
+        if not matched:
+            return []
+        sends = await self._emit(change, matched, sequences)
+        self.stats.audience_deltas += len(sends)
         return sends
 
     async def _checkpoint(
         self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
     ) -> asyncio.Future[object]:
         sequences = self._sequences.setdefault(tp.partition, {})
+        figures = self._audience.get(tp.partition)
         return await self._checkpoints.send(
-            self._producer, tp.partition, records[-1].offset + 1, dict(sequences)
+            self._producer,
+            tp.partition,
+            records[-1].offset + 1,
+            dict(sequences),
+            None if figures is None else figures.checkpoint(),
         )
 
     async def _dead_letter(
@@ -310,9 +486,11 @@ class Matcher:
             checkpoint = checkpoints.get(tp.partition)
             if checkpoint is None:
                 self._sequences[tp.partition] = {}
+                self._audience.pop(tp.partition, None)
                 self._resume_at[tp.partition] = await self._consumer.committed(tp)
                 continue
             self._sequences[tp.partition] = dict(checkpoint["sequences"])
+            self._audience[tp.partition] = AudienceFigures.restore(checkpoint.get("audience"))
             self._resume_at[tp.partition] = checkpoint["next_offset"]
             log.info(
                 "matcher partition %d resumes at offset %d from its checkpoint",
@@ -329,8 +507,20 @@ class Matcher:
             for tp in revoked:
                 self._indexes.pop(tp.partition, None)
                 self._sequences.pop(tp.partition, None)
+                self._audience.pop(tp.partition, None)
                 self._loading.discard(tp.partition)
                 self._resume_at.pop(tp.partition, None)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _partition_of(user_id: str, partitions: int) -> int:
+    """A creator's partition; cached, as creators recur and murmur2 is pure Python here."""
+    return partition_for_user(user_id, partitions)
+
+
+def _kinds_as_header_values(policy: PrivacyPolicy) -> frozenset[bytes]:
+    """The activity kinds the policy counts, as the platform's audience header spells them."""
+    return frozenset(kind.encode() for kind in policy.audience.kinds)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -1,9 +1,10 @@
 """The Faust application that hosts the pipeline's long-running roles.
 
 Faust gives the processes their shell: worker lifecycle and signal handling, timers, and web
-views (``/stats/``, ``/healthz/``). The hot loops (matcher, delivery) run beneath it as
-services that consume in batches with aiokafka directly: the matcher benchmark shows the
-per-event agent path is an order of magnitude slower (see README, "Which part does what").
+views (``/stats/``, ``/healthz/``, and ``/metrics`` for Prometheus). The hot loops (matcher,
+delivery) run beneath it as services that consume in batches with aiokafka directly: the
+matcher benchmark shows the per-event agent path is an order of magnitude slower (see README,
+"Which part does what").
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from dataclasses import asdict
 from typing import Any
 
 import faust
@@ -20,8 +22,11 @@ from portability.broker import free_port
 from portability.consent import OutboxRelay, create_store_engine, init_schema
 from portability.delivery import DeliveryWorker
 from portability.matching import Matcher
+from portability.ops.metrics import render, worker_registry
 from portability.runtime import Runtime
 from portability.settings import Settings
+from portability.transfers.builder import TransferBuilder
+from portability.transfers.state import StateView
 
 __all__ = ["Role", "build_app"]
 
@@ -34,6 +39,7 @@ class Role(enum.StrEnum):
     MATCHER = "matcher"
     DELIVERY = "delivery"
     RELAY = "relay"
+    TRANSFERS = "transfers"
 
 
 class PipelineService(Service):
@@ -48,6 +54,8 @@ class PipelineService(Service):
         self.matcher: Matcher | None = None
         self.worker: DeliveryWorker | None = None
         self.relay: OutboxRelay | None = None
+        self.state_view: StateView | None = None
+        self.builder: TransferBuilder | None = None
         self._relay_stop = asyncio.Event()
 
     async def on_start(self) -> None:
@@ -66,6 +74,15 @@ class PipelineService(Service):
             self.worker = DeliveryWorker(self.runtime)
             await self.worker.start()
             self.add_future(self.worker.run())
+        if Role.TRANSFERS in self.roles:
+            # The current-state view and the builder of its users' one-time archives.
+            engine = create_store_engine(self.settings.resolved_database_url())
+            init_schema(engine)
+            self.state_view = StateView(self.runtime)
+            await self.state_view.start()
+            self.add_future(self.state_view.run())
+            self.builder = TransferBuilder(self.settings, engine, self.state_view)
+            self.add_future(self.builder.run(self._relay_stop))
         log.info("pipeline roles started: %s", ", ".join(sorted(self.roles)))
 
     async def on_stop(self) -> None:
@@ -76,6 +93,8 @@ class PipelineService(Service):
             await self.worker.stop()
         if self.relay is not None:
             await self.relay.stop()
+        if self.state_view is not None:
+            await self.state_view.stop()
         if self.runtime is not None:
             await self.runtime.close()
 
@@ -89,6 +108,10 @@ class PipelineService(Service):
             }
         if self.worker is not None:
             document["delivery"] = {**self.worker.stats.as_dict(), "pending": self.worker.pending}
+        if self.state_view is not None:
+            document["state"] = {**self.state_view.stats.as_dict(), "ready": self.state_view.ready}
+        if self.builder is not None:
+            document["transfers"] = asdict(self.builder.stats)
         return document
 
 
@@ -119,10 +142,20 @@ def build_app(settings: Settings, bootstrap: str, roles: set[Role]) -> faust.App
     async def stats_view(web: Any, request: Any) -> Any:
         return web.json(pipeline.stats())
 
+    registry = worker_registry(lambda: pipeline.matcher, lambda: pipeline.worker)
+
+    @app.page("/metrics")
+    async def metrics_view(web: Any, request: Any) -> Any:
+        # Collecting reads in-memory counters only: cheap enough for the event loop.
+        body, content_type = render(registry, request.headers.get("Accept"))
+        return web.bytes(body, headers={"Content-Type": content_type})
+
     @app.page("/healthz/")
     async def health_view(web: Any, request: Any) -> Any:
-        healthy = pipeline.runtime is not None and (
-            pipeline.matcher is None or pipeline.matcher.ready
+        healthy = (
+            pipeline.runtime is not None
+            and (pipeline.matcher is None or pipeline.matcher.ready)
+            and (pipeline.state_view is None or pipeline.state_view.ready)
         )
         return web.json({"ok": healthy}, status=200 if healthy else 503)
 

@@ -10,14 +10,22 @@ app deduplicates on.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Final
 
 from portability.wire.records import NotificationRecord, RemovalReason
 
-__all__ = ["AUTHORIZATION_REMOVED", "authorization_removed", "event_id"]
+__all__ = [
+    "AUTHORIZATION_REMOVED",
+    "DOWNLOAD_READY",
+    "authorization_removed",
+    "download_ready",
+    "event_id",
+]
 
 AUTHORIZATION_REMOVED: Final = "authorization.removed"
+DOWNLOAD_READY: Final = "portability.download.ready"
 
 
 def event_id(event_type: str, consent_id: str, version: int) -> str:
@@ -45,3 +53,45 @@ def authorization_removed(
         occurred_at=removed_at,
         attributes={"reason": reason},
     )
+
+
+def download_ready(
+    *,
+    consent_id: str,
+    app_id: str,
+    user_id: str,
+    transfer_id: str,
+    download_url: str,
+    expires_at: datetime,
+    size_bytes: int,
+    sha256: str,
+    categories: Sequence[str],
+    ready_at: datetime,
+) -> NotificationRecord:
+    """The event telling an app that a one-time transfer's archive can be downloaded.
+
+    Attributes are strings on the wire; the webhook body gives ``size_bytes`` as a number and
+    ``categories`` as a list (see ``delivery.payload``).
+    """
+    digest = hashlib.sha256(f"{DOWNLOAD_READY}\n{transfer_id}".encode()).hexdigest()
+    return NotificationRecord(
+        event_id="evt_" + digest[:32],
+        event_type=DOWNLOAD_READY,
+        consent_id=consent_id,
+        app_id=app_id,
+        user_id=user_id,
+        occurred_at=ready_at,
+        attributes={
+            "transfer_id": transfer_id,
+            "download_url": download_url,
+            "expires_at": format_millis(expires_at),
+            "size_bytes": str(size_bytes),
+            "sha256": sha256,
+            "categories": ",".join(categories),
+        },
+    )
+
+
+def format_millis(moment: datetime) -> str:
+    """ISO-8601 UTC with milliseconds and ``Z``, as every timestamp in the webhook contract."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

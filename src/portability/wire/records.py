@@ -13,13 +13,19 @@ from typing import Any, Literal, NotRequired, TypedDict
 __all__ = [
     "CATEGORIES",
     "AccountChange",
+    "ActivityRef",
     "AppRecord",
+    "AudienceCheckpoint",
+    "AudienceEntry",
+    "AudienceUpdate",
     "Category",
+    "ChangeContext",
     "ConsentRecord",
     "DeliveryRecord",
     "DeliveryStatusRecord",
     "MatcherCheckpoint",
     "NotificationRecord",
+    "PostFigures",
     "RemovalReason",
     "from_millis",
     "to_millis",
@@ -41,6 +47,39 @@ _RECORD_TYPE: dict[str, str] = {
 }
 
 
+class ActivityRef(TypedDict):
+    """What a deleted activity record was (a delete carries no record)."""
+
+    kind: str  # like, comment, view or share
+    post_id: str
+    post_owner_id: str
+
+
+class ChangeContext(TypedDict):
+    """What the platform knew when the record was made; read by the privacy rules only."""
+
+    actor_private: bool
+    shares_visible: bool
+    off_platform: bool
+    activity: ActivityRef | None
+
+
+class AudienceEntry(TypedDict):
+    post_owner_id: str
+    post_id: str
+    kind: str
+    delta: int
+    source_offset: int
+    occurred_at: datetime
+
+
+class AudienceUpdate(TypedDict):
+    """Written by the matcher: activity counting toward other users' post audience figures."""
+
+    source_partition: int
+    entries: list[AudienceEntry]
+
+
 class AccountChange(TypedDict):
     change_id: str
     user_id: str
@@ -49,6 +88,9 @@ class AccountChange(TypedDict):
     record_id: str
     occurred_at: datetime
     record: dict[str, Any] | None
+    # Added later, with defaults (None): the codec fills them in when decoding.
+    context: NotRequired[ChangeContext | None]
+    audience: NotRequired[AudienceUpdate | None]
 
 
 class ConsentRecord(TypedDict):
@@ -110,11 +152,25 @@ class NotificationRecord(TypedDict):
     attributes: dict[str, str]
 
 
+class PostFigures(TypedDict):
+    post_owner_id: str
+    post_id: str
+    counts: dict[str, int]
+    released: dict[str, int]
+
+
+class AudienceCheckpoint(TypedDict):
+    sources: dict[str, int]
+    posts: list[PostFigures]
+
+
 class MatcherCheckpoint(TypedDict):
     source_partition: int
     next_offset: int
     sequences: dict[str, int]
     written_at: datetime
+    # The privacy policy's audience figures; None (the default) when there are none.
+    audience: NotRequired[AudienceCheckpoint | None]
 
 
 def with_record_type(change: AccountChange) -> AccountChange:

@@ -37,6 +37,7 @@ class TopicNames:
     delivery_status: str
     notifications: str
     deliveries_retry: str
+    state_changelog: str
 
     @classmethod
     def with_prefix(cls, prefix: str = "") -> TopicNames:
@@ -50,6 +51,7 @@ class TopicNames:
             delivery_status=f"{prefix}delivery.status",
             notifications=f"{prefix}notifications",
             deliveries_retry=f"{prefix}deliveries.retry",
+            state_changelog=f"{prefix}state.changelog",
         )
 
 
@@ -88,6 +90,9 @@ def pipeline_topics(names: TopicNames, partitions: int) -> list[TopicSpec]:
         TopicSpec(names.notifications, partitions, "delete", 7 * _DAY_MS),
         # Parked deliveries wait here up to the retry schedule's total (about 33 h).
         TopicSpec(names.deliveries_retry, partitions, "delete", 7 * _DAY_MS),
+        # The current-state view's changelog: same partition numbers as account.changes, kept
+        # for good (compaction may shrink it; correctness does not depend on it).
+        TopicSpec(names.state_changelog, partitions, "compact"),
     ]
 
 

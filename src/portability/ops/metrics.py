@@ -1,0 +1,564 @@
+"""Prometheus metrics of the pipeline's processes.
+
+Every process serves ``/metrics`` (Prometheus text format; OpenMetrics when the scraper asks):
+
+- a pipeline worker (``portability matcher``, ``worker``, ``relay``, ``pipeline``) on its Faust
+  web port: what the matcher and the delivery worker count, each endpoint's circuit, the
+  end-to-end latency (:func:`worker_registry`);
+- the API process (``portability api``): consumer lag from its lag sampler, dead letters on
+  the topic, consents and the outbox from the consent store (:func:`api_registry`).
+
+Lag is exported by the API process only: every worker instance would otherwise sample the
+same groups, multiplying the load on the brokers and the series in Prometheus.
+
+Names and labels follow kafka_exporter where they overlap
+(``kafka_consumergroup_lag{consumergroup,topic,partition}``), the rest is ``portability_*``.
+The collectors read state that exists anyway (the matcher's and worker's stats, the endpoint
+table, the lag sampler's latest report) when Prometheus scrapes; nothing on the hot paths
+touches prometheus_client. Every collector yields all of its families on every scrape, with
+no samples when it has nothing to say yet, so that the exported names are known up front
+(:data:`SPECS`, checked against the dashboards and alert rules by the tests).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
+
+from portability.delivery.endpoints import CircuitState
+from portability.ops.lag_rules import Status
+from portability.ops.store_counts import read_store_counts
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from portability.delivery import DeliveryWorker
+    from portability.matching import Matcher
+    from portability.ops.dead_letter_counts import DeadLetterCounter
+    from portability.ops.lag import LagReport
+    from portability.ops.lag_sampler import LagSampler
+
+__all__ = [
+    "SPECS",
+    "ApiStoreCollector",
+    "DeadLetterCollector",
+    "LagCollector",
+    "MetricSpec",
+    "PipelineCollector",
+    "api_registry",
+    "exported_names",
+    "render",
+    "worker_registry",
+]
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["counter", "gauge", "histogram"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One exported metric: its family name, type, labels and meaning (README's table)."""
+
+    name: str  # the family name; a counter's samples add ``_total``
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = ()
+
+    @property
+    def sample_names(self) -> tuple[str, ...]:
+        """The names PromQL sees."""
+        if self.kind == "counter":
+            return (f"{self.name}_total",)
+        if self.kind == "histogram":
+            return tuple(f"{self.name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+        return (self.name,)
+
+
+_GROUP = ("consumergroup",)
+_PARTITION = ("consumergroup", "topic", "partition")
+
+# Consumer lag, from the API process's lag sampler.
+_LAG_SPECS = (
+    MetricSpec(
+        "kafka_consumergroup_lag",
+        "gauge",
+        "Records the group has not consumed: end offset minus committed offset.",
+        _PARTITION,
+    ),
+    MetricSpec(
+        "kafka_consumergroup_lag_seconds",
+        "gauge",
+        "Age of the oldest record the group has not consumed (0 when caught up).",
+        _PARTITION,
+    ),
+    MetricSpec(
+        "kafka_consumergroup_lag_sum",
+        "gauge",
+        "Records the group has not consumed, over the topic's partitions.",
+        ("consumergroup", "topic"),
+    ),
+    MetricSpec(
+        "kafka_consumergroup_max_lag_seconds",
+        "gauge",
+        "Age of the oldest record the group has not consumed, over its partitions.",
+        _GROUP,
+    ),
+    MetricSpec(
+        "kafka_consumergroup_current_offset",
+        "gauge",
+        "The group's committed offset (absent when it has none).",
+        _PARTITION,
+    ),
+    MetricSpec("kafka_consumergroup_members", "gauge", "Members of the group now.", _GROUP),
+    MetricSpec(
+        "kafka_topic_partition_current_offset",
+        "gauge",
+        "The partition's end offset (high watermark).",
+        ("topic", "partition"),
+    ),
+    MetricSpec(
+        "kafka_topic_partition_oldest_offset",
+        "gauge",
+        "The partition's log start offset.",
+        ("topic", "partition"),
+    ),
+    MetricSpec(
+        "portability_consumergroup_status",
+        "gauge",
+        "1 for the group's status (as `portability lag` judges it), 0 for the others.",
+        ("consumergroup", "status"),
+    ),
+    MetricSpec(
+        "portability_lag_sample_timestamp_seconds",
+        "gauge",
+        "When the lag was last sampled successfully (Unix seconds).",
+    ),
+    MetricSpec(
+        "portability_lag_sample_ok",
+        "gauge",
+        "1 if the latest lag sample succeeded, 0 if Kafka could not be read.",
+    ),
+)
+
+# Letters on the dead-letter topic, from the API process's dead-letter counter.
+_LETTER_SPECS = (
+    MetricSpec(
+        "portability_dead_letters",
+        "gauge",
+        "Letters on the dead-letter topic, by stage and app (app empty: unknown).",
+        ("stage", "app"),
+    ),
+    MetricSpec(
+        "portability_dead_letter_replays",
+        "gauge",
+        "Replay markers on the dead-letter topic (letters replayed).",
+    ),
+)
+
+# The consent store, counted by the API process on each scrape.
+_STORE_SPECS = (
+    MetricSpec(
+        "portability_consents",
+        "gauge",
+        "Consents in the store by app, mode and status (status=active: active consents).",
+        ("app", "mode", "status"),
+    ),
+    MetricSpec(
+        "portability_outbox_pending",
+        "gauge",
+        "Consent-store changes not yet published by the outbox relay.",
+    ),
+    MetricSpec(
+        "portability_consent_store_up",
+        "gauge",
+        "1 if the consent store answered this scrape's queries, else 0.",
+    ),
+)
+
+# The pipeline roles (matcher and delivery worker), in the worker processes.
+_ROLE_SPECS = (
+    MetricSpec(
+        "portability_matcher_changes",
+        "counter",
+        "Account changes read, by outcome: matched (a delta for at least one consent), "
+        "dropped (no active consent covers it), dead_lettered (undecodable).",
+        ("outcome",),
+    ),
+    MetricSpec("portability_matcher_deltas", "counter", "Deltas written to deliveries."),
+    MetricSpec("portability_matcher_consent_updates", "counter", "Consent records applied."),
+    MetricSpec("portability_matcher_batches", "counter", "Batches matched and committed."),
+    MetricSpec("portability_matcher_batch_seconds", "gauge", "Duration of the latest batch."),
+    MetricSpec(
+        "portability_matcher_consents",
+        "gauge",
+        "Active consents this matcher instance holds (its partitions' users).",
+    ),
+    MetricSpec(
+        "portability_matcher_ready",
+        "gauge",
+        "1 once the instance holds partitions and has read their consents.",
+    ),
+    MetricSpec(
+        "portability_deliveries",
+        "counter",
+        "Records finished, by app, kind (delta, notification) and outcome "
+        "(delivered, dead_lettered).",
+        ("app", "kind", "outcome"),
+    ),
+    MetricSpec(
+        "portability_delivery_requests",
+        "counter",
+        "Webhook requests, by app and result (ok: a 2xx; failed: anything else).",
+        ("app", "result"),
+    ),
+    MetricSpec(
+        "portability_delivery_latency_seconds",
+        "histogram",
+        "End to end: from a change's occurred_at to its delta's 2xx from the app.",
+    ),
+    MetricSpec(
+        "portability_delivery_retries",
+        "counter",
+        "Failed attempts scheduled for a retry.",
+    ),
+    MetricSpec(
+        "portability_delivery_dropped",
+        "counter",
+        "Deltas dropped because their consent stopped (revoked, expired).",
+    ),
+    MetricSpec(
+        "portability_delivery_parked",
+        "counter",
+        "Records copied to the retry topic (parked for a long wait).",
+    ),
+    MetricSpec(
+        "portability_delivery_pending_records",
+        "gauge",
+        "Records read and not yet finished (delivered, dropped, dead-lettered).",
+    ),
+    MetricSpec(
+        "portability_delivery_parked_records",
+        "gauge",
+        "Records waiting in parked lanes (their copies are on the retry topic).",
+    ),
+    MetricSpec(
+        "portability_delivery_retrying_consents",
+        "gauge",
+        "Consents whose next request is a retry (waiting in memory or parked).",
+    ),
+    MetricSpec(
+        "portability_endpoint_circuit_state",
+        "gauge",
+        "1 for the circuit state of the app's endpoint (closed, open, half_open).",
+        ("app", "state"),
+    ),
+    MetricSpec(
+        "portability_endpoint_disabled",
+        "gauge",
+        "1 if the app's endpoint is disabled (410 Gone, or failing too long).",
+        ("app",),
+    ),
+    MetricSpec(
+        "portability_endpoint_consecutive_failures",
+        "gauge",
+        "Failures of the app's endpoint since its last success.",
+        ("app",),
+    ),
+    MetricSpec(
+        "portability_endpoints_disabled",
+        "counter",
+        "Endpoints this worker disabled.",
+    ),
+    MetricSpec(
+        "portability_dead_letters_written",
+        "counter",
+        "Records this process wrote to the dead-letter topic, by stage.",
+        ("stage",),
+    ),
+)
+
+SPECS: dict[str, MetricSpec] = {
+    spec.name: spec for spec in (*_LAG_SPECS, *_LETTER_SPECS, *_STORE_SPECS, *_ROLE_SPECS)
+}
+"""Every metric the processes export, by family name."""
+
+
+class _Families:
+    """The families of one scrape, filled by name; every one is exported, even empty."""
+
+    def __init__(self, specs: Iterable[MetricSpec]) -> None:
+        self._values: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        self._histograms: dict[str, HistogramMetricFamily] = {}
+        for spec in specs:
+            name, labels = spec.name, list(spec.labels)
+            if spec.kind == "histogram":
+                self._histograms[name] = HistogramMetricFamily(name, spec.help, labels=labels)
+            elif spec.kind == "counter":
+                self._values[name] = CounterMetricFamily(name, spec.help, labels=labels)
+            else:
+                self._values[name] = GaugeMetricFamily(name, spec.help, labels=labels)
+
+    def add(self, name: str, labels: Sequence[str], value: float) -> None:
+        self._values[name].add_metric(list(labels), value)
+
+    def histogram(self, name: str, buckets: Iterable[tuple[float, int]], total: float) -> None:
+        self._histograms[name].add_metric(
+            [], [(_le(bound), count) for bound, count in buckets], total
+        )
+
+    def all(self) -> list[Metric]:
+        return [*self._values.values(), *self._histograms.values()]
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as Prometheus writes it (``+Inf``, ``0.5``, ``300.0``)."""
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+# --- the pipeline roles ----------------------------------------------------------------------
+
+
+class PipelineCollector(Collector):
+    """The matcher's and the delivery worker's state, read when Prometheus scrapes.
+
+    Takes getters because the roles are built when the worker starts, after the registry.
+    """
+
+    def __init__(
+        self,
+        matcher: Callable[[], Matcher | None],
+        worker: Callable[[], DeliveryWorker | None],
+    ) -> None:
+        self._matcher = matcher
+        self._worker = worker
+
+    def collect(self) -> Iterable[Metric]:
+        families = _Families(_ROLE_SPECS)
+        written = "portability_dead_letters_written"
+        matcher = self._matcher()
+        if matcher is not None:
+            _matcher_samples(matcher, families)
+            families.add(written, ["matcher"], matcher.stats.dead_lettered)
+        worker = self._worker()
+        if worker is not None:
+            _delivery_samples(worker, families)
+            _endpoint_samples(worker, families)
+            families.add(written, ["delivery"], worker.stats.dead_lettered)
+        return families.all()
+
+
+def _matcher_samples(matcher: Matcher, families: _Families) -> None:
+    stats = matcher.stats
+    changes = "portability_matcher_changes"
+    families.add(changes, ["matched"], stats.changes_matched)
+    families.add(changes, ["dead_lettered"], stats.changes_dead_lettered)
+    dropped = stats.changes_seen - stats.changes_matched - stats.changes_dead_lettered
+    families.add(changes, ["dropped"], max(dropped, 0))
+    families.add("portability_matcher_deltas", [], stats.deltas_emitted)
+    families.add("portability_matcher_consent_updates", [], stats.consent_updates)
+    families.add("portability_matcher_batches", [], stats.batches)
+    families.add("portability_matcher_batch_seconds", [], stats.last_batch_seconds)
+    families.add("portability_matcher_consents", [], matcher.consents_held)
+    families.add("portability_matcher_ready", [], 1 if matcher.ready else 0)
+
+
+def _delivery_samples(worker: DeliveryWorker, families: _Families) -> None:
+    stats = worker.stats
+    for (app_id, kind, outcome), count in sorted(stats.finished_by_app.items()):
+        families.add("portability_deliveries", [app_id, kind, outcome], count)
+    for (app_id, ok), count in sorted(stats.requests_by_app.items()):
+        result = "ok" if ok else "failed"
+        families.add("portability_delivery_requests", [app_id, result], count)
+    latency = stats.latency
+    families.histogram(
+        "portability_delivery_latency_seconds", latency.cumulative(), latency.total_s
+    )
+    families.add("portability_delivery_retries", [], stats.retries)
+    families.add("portability_delivery_dropped", [], stats.dropped_stopped_consent)
+    families.add("portability_delivery_parked", [], stats.parked)
+    families.add("portability_delivery_pending_records", [], worker.pending)
+    families.add("portability_delivery_parked_records", [], worker.parked)
+    families.add("portability_delivery_retrying_consents", [], worker.retrying)
+    families.add("portability_endpoints_disabled", [], stats.endpoints_disabled)
+
+
+def _endpoint_samples(worker: DeliveryWorker, families: _Families) -> None:
+    circuit = "portability_endpoint_circuit_state"
+    for endpoint in sorted(worker.endpoints.all(), key=lambda e: e.app_id):
+        for state in CircuitState:
+            current = 1 if endpoint.state is state else 0
+            families.add(circuit, [endpoint.app_id, str(state)], current)
+        families.add(
+            "portability_endpoint_disabled", [endpoint.app_id], 1 if endpoint.disabled else 0
+        )
+        families.add(
+            "portability_endpoint_consecutive_failures",
+            [endpoint.app_id],
+            endpoint.consecutive_failures,
+        )
+
+
+# --- the API process -------------------------------------------------------------------------
+
+
+class LagCollector(Collector):
+    """The lag sampler's latest report, in kafka_exporter's names."""
+
+    def __init__(self, sampler: LagSampler | None) -> None:
+        self._sampler = sampler
+
+    def collect(self) -> Iterable[Metric]:
+        families = _Families(_LAG_SPECS)
+        if self._sampler is None:
+            return families.all()
+        view = self._sampler.view
+        families.add("portability_lag_sample_ok", [], 0 if view.error else 1)
+        if view.latest is not None:
+            families.add("portability_lag_sample_timestamp_seconds", [], view.latest.at)
+            _lag_samples(view.latest, families)
+        return families.all()
+
+
+def _lag_samples(report: LagReport, families: _Families) -> None:
+    topics: dict[tuple[str, str], tuple[int, int]] = {}
+    for group in report.groups:
+        for status in Status:
+            families.add(
+                "portability_consumergroup_status",
+                [group.group, str(status)],
+                1 if group.verdict.status is status else 0,
+            )
+        if group.members is not None:
+            families.add("kafka_consumergroup_members", [group.group], group.members)
+        if group.lag_seconds is not None:
+            families.add("kafka_consumergroup_max_lag_seconds", [group.group], group.lag_seconds)
+        sums: dict[str, int] = {}
+        for partition in group.partitions:
+            sample, topic = partition.sample, partition.tp.topic
+            labels = [group.group, topic, str(partition.tp.partition)]
+            families.add("kafka_consumergroup_lag", labels, sample.lag)
+            if sample.lag_seconds is not None:
+                families.add("kafka_consumergroup_lag_seconds", labels, sample.lag_seconds)
+            if sample.committed is not None:
+                families.add("kafka_consumergroup_current_offset", labels, sample.committed)
+            sums[topic] = sums.get(topic, 0) + sample.lag
+            topics[(topic, str(partition.tp.partition))] = (sample.start, sample.end)
+        for topic, lag in sorted(sums.items()):
+            families.add("kafka_consumergroup_lag_sum", [group.group, topic], lag)
+    for (topic, number), (start, end) in sorted(topics.items()):
+        families.add("kafka_topic_partition_current_offset", [topic, number], end)
+        families.add("kafka_topic_partition_oldest_offset", [topic, number], start)
+
+
+class DeadLetterCollector(Collector):
+    """Letters on the dead-letter topic, as the API process's counter read them."""
+
+    def __init__(self, counter: DeadLetterCounter | None) -> None:
+        self._counter = counter
+
+    def collect(self) -> Iterable[Metric]:
+        families = _Families(_LETTER_SPECS)
+        summary = None if self._counter is None else self._counter.summary
+        if summary is None or not summary.following:
+            return families.all()
+        for (stage, app), count in sorted(summary.by_stage_app.items()):
+            families.add("portability_dead_letters", [stage, app], count)
+        families.add("portability_dead_letter_replays", [], summary.replays)
+        return families.all()
+
+
+class ApiStoreCollector(Collector):
+    """Consents and the outbox, counted in the consent store on each scrape."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterable[Metric]:
+        families = _Families(_STORE_SPECS)
+        try:
+            counts = read_store_counts(self._engine)
+        except SQLAlchemyError as error:
+            log.warning("metrics: cannot count the consent store: %s", error)
+            families.add("portability_consent_store_up", [], 0)
+            return families.all()
+        families.add("portability_consent_store_up", [], 1)
+        for (app_id, mode, status), count in sorted(counts.consents.items()):
+            families.add("portability_consents", [app_id, mode, status], count)
+        families.add("portability_outbox_pending", [], counts.outbox_pending)
+        return families.all()
+
+
+# --- registries and exposition ---------------------------------------------------------------
+
+
+def _process_registry() -> CollectorRegistry:
+    """A registry of this process's own: several apps may live in one process (tests)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+def worker_registry(
+    matcher: Callable[[], Matcher | None], worker: Callable[[], DeliveryWorker | None]
+) -> CollectorRegistry:
+    """What a pipeline worker process serves on ``/metrics``."""
+    registry = _process_registry()
+    registry.register(PipelineCollector(matcher, worker))
+    return registry
+
+
+def api_registry(
+    engine: Engine,
+    lag: LagSampler | None = None,
+    dead_letters: DeadLetterCounter | None = None,
+) -> CollectorRegistry:
+    """What the API process serves on ``/metrics``; without Kafka, lag and letters are empty.
+
+    Collecting runs the store's queries: serve it from a thread, not the event loop.
+    """
+    registry = _process_registry()
+    registry.register(LagCollector(lag))
+    registry.register(DeadLetterCollector(dead_letters))
+    registry.register(ApiStoreCollector(engine))
+    return registry
+
+
+def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
+    """The exposition the scraper asked for (``Accept``), and its content type."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
+
+
+def exported_names(registries: Iterable[CollectorRegistry]) -> set[str]:
+    """Every sample name the registries' collectors export, as PromQL names them."""
+    names: set[str] = set()
+    for registry in registries:
+        for family in registry.collect():
+            names.update(_sample_names(family))
+    return names
+
+
+def _sample_names(family: Metric) -> Iterator[str]:
+    if family.type == "counter":
+        yield f"{family.name}_total"
+    elif family.type == "histogram":
+        yield from (f"{family.name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+    else:
+        yield family.name
+    yield from (sample.name for sample in family.samples)

@@ -1,0 +1,57 @@
+"""The privacy policy: what may reach a recipient, applied in one place for every path.
+
+``PrivacyPolicy`` (the rules of one version), ``load_policy`` and ``PolicySource`` (the file,
+reloaded when a new version is written), the engine (``for_subject`` for deltas, ``apply`` for
+snapshots and archives, ``contribution`` for what reaches a creator as counts) and the
+audience figures that carry those counts (:mod:`portability.privacy.audience`).
+"""
+
+from portability.privacy.audience import (
+    AUDIENCE_HEADER,
+    AudienceFigures,
+    Release,
+    audience_marker,
+    audience_record_id,
+    figures_change,
+    platform_headers,
+    update_change,
+)
+from portability.privacy.current import apply, current_policy, policy_source, reset_current_policy
+from portability.privacy.engine import contribution, for_subject, is_tracked
+from portability.privacy.errors import PolicyError, PrivacyError
+from portability.privacy.loader import PolicySource, default_policy_path, load_policy
+from portability.privacy.model import (
+    FIGURE_KINDS,
+    AudienceRule,
+    CategoryRule,
+    PrivacyPolicy,
+    policy_from_document,
+)
+
+__all__ = [
+    "AUDIENCE_HEADER",
+    "FIGURE_KINDS",
+    "AudienceFigures",
+    "AudienceRule",
+    "CategoryRule",
+    "PolicyError",
+    "PolicySource",
+    "PrivacyError",
+    "PrivacyPolicy",
+    "Release",
+    "apply",
+    "audience_marker",
+    "audience_record_id",
+    "contribution",
+    "current_policy",
+    "default_policy_path",
+    "figures_change",
+    "for_subject",
+    "is_tracked",
+    "load_policy",
+    "platform_headers",
+    "policy_from_document",
+    "policy_source",
+    "reset_current_policy",
+    "update_change",
+]

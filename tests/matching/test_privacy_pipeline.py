@@ -1,0 +1,236 @@
+"""The privacy policy end to end: platform -> matcher -> worker -> a real receiving app.
+
+One pipeline for the module (real broker, consent store, matcher, worker, receiver over HTTP)
+with its policy in a temporary file the matcher re-reads every 50 ms. What the receiver got
+is checked against the same properties the engine's property tests check, computed from what
+the platform published; and a new policy version written while the pipeline runs is in force
+for the deltas after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import yaml
+
+from pipeline_harness import APP_A, APP_B, Pipeline, pipeline_settings, running_pipeline
+from portability.broker import EmbeddedBroker
+from portability.delivery.payload import Delta
+from portability.privacy import default_policy_path, is_tracked, load_policy
+from portability.privacy.model import FIGURE_KINDS
+from portability.simulation import ChangeFactory, UserSettings
+from portability.wire.records import AccountChange
+from portability.wire.topics import partition_for_user
+from privacy.streams import truth, user_ids_in
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+SHIPPED = load_policy()
+
+
+@pytest.fixture(scope="module")
+def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("policy") / "privacy-policy.yaml"
+    shutil.copyfile(default_policy_path(), path)
+    return path
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def pipeline(
+    broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory, policy_file: Path
+) -> AsyncIterator[Pipeline]:
+    settings = pipeline_settings(tmp_path_factory.mktemp("pipeline")).model_copy(
+        update={"privacy_policy_path": policy_file, "privacy_policy_reload_s": 0.05}
+    )
+    async with running_pipeline(settings, broker.bootstrap) as running:
+        yield running
+
+
+def write_policy(path: Path, body: dict[str, Any]) -> None:
+    """Replace the policy file atomically, as the README tells operators to."""
+    temporary = path.with_suffix(".new")
+    temporary.write_text(yaml.safe_dump(body))
+    os.replace(temporary, path)
+
+
+def figures_of(deltas: list[Delta]) -> dict[str, dict[str, Any]]:
+    """The last audience figures received per post."""
+    last: dict[str, dict[str, Any]] = {}
+    for delta in deltas:
+        if delta.category == "post" and delta.record_id.endswith("/audience"):
+            assert delta.record is not None
+            last[delta.record["post_id"]] = delta.record
+    return last
+
+
+async def test_nothing_leaves_that_the_policy_does_not_allow(pipeline: Pipeline) -> None:
+    p = pipeline
+    fans = [f"fan{i}" for i in range(9)]
+    creator, friend = "creator", "friend"
+    users = [creator, friend, *fans]
+    factory = ChangeFactory(users, seed=21)
+    factory.set_settings("fan7", UserSettings(private=True))
+    factory.set_settings("fan8", UserSettings(shares_visible=False))
+    grants = {
+        creator: ["post", "profile"],
+        "fan0": ["activity"],
+        "fan7": ["activity", "follow"],
+        friend: ["direct_message", "follow"],
+    }
+    consents = {user: await p.grant(user, APP_A, categories) for user, categories in grants.items()}
+    other_app = await p.grant(creator, APP_B, ["profile"])  # no post: never any figures
+    await p.wait_matcher_ready()
+    version = p.matcher.policy.version
+    decoded_before = p.matcher.stats.audience_decoded
+
+    changes: list[AccountChange] = []
+    shares = [factory.activity(fan, "share", "post-a", creator) for fan in fans]  # 7 count
+    views = [factory.activity(fan, "view", "post-a", creator) for fan in fans[:4]]  # 4: withheld
+    changes += shares + views
+    changes.append(factory.activity("fan0", "share", "post-b", creator, off_platform=True))
+    changes.append(factory.remove_activity("fan1", shares[1]["record_id"]))  # 6 count
+    changes.append(factory.activity("fan2", "like", "post-a", creator))  # not counted
+    for user in (creator, friend, "fan0", "fan7"):
+        for category in ("profile", "post", "follow", "activity", "direct_message"):
+            changes.append(factory.random_change(user, category))
+    await p.publish(changes)
+
+    want = {
+        consent.consent_id: [
+            c["change_id"]
+            for c in changes
+            if c["user_id"] == user and c["category"] in grants[user] and is_tracked(c)
+        ]
+        for user, consent in consents.items()
+    }
+    for consent_id, change_ids in want.items():
+        await p.wait_for_changes(consent_id, change_ids)
+    counts = truth(SHIPPED, changes)
+    assert counts[(creator, "post-a", "share")] == 6
+    assert counts[(creator, "post-a", "view")] == 4
+    expected = {"post_id": "post-a", "share_count": 6, "view_count": None}
+    creator_consent = consents[creator].consent_id
+    await p.wait_until(
+        lambda: figures_of(p.receiver.deltas(creator_consent)) == {"post-a": expected},
+        f"the creator's figures {expected}",
+    )
+    await p.wait_idle()
+
+    population = frozenset(users)
+    for user, consent in consents.items():
+        got = p.receiver.deltas(consent.consent_id)
+        own = [d for d in got if not d.record_id.endswith("/audience")]
+        # Exactly the subject's own tracked changes in the granted categories, in order.
+        assert [d.change_id for d in own] == want[consent.consent_id]
+        assert {d.category for d in got} <= set(grants[user])
+        assert {d.policy_version for d in got} == {version}
+        for delta in got:
+            rule = SHIPPED.rule(delta.category)
+            assert rule is not None
+            for name, value in (delta.record or {}).items():
+                if set(user_ids_in(value, population)) - {user}:
+                    assert name in rule.other_users_keep, (user, delta.category, name)
+    # The creator learnt counts, never who: no fan's id in anything the creator received.
+    creator_got = p.receiver.deltas(creator_consent)
+    assert not {u for d in creator_got for u in user_ids_in(d.record, population)} - {creator}
+    assert all(
+        set(f) == {"post_id", *(f"{k}_count" for k in FIGURE_KINDS)}
+        for f in figures_of(creator_got).values()
+    )
+    assert p.receiver.deltas(other_app.consent_id) == [
+        d for d in p.receiver.deltas(other_app.consent_id) if d.category == "profile"
+    ]
+    assert p.matcher.stats.changes_withheld >= 1  # the off-platform share, from fan0's app
+    # Of the users without a consent, only their shares and views (and the unshare) were
+    # decoded, to count them; the like, a kind the policy does not count, was not.
+    counted = {"share", "view"}
+    expected_decoded = [
+        c
+        for c in changes
+        if c["user_id"] not in grants
+        and c["category"] == "activity"
+        and (c["record"] or {"kind": "share"})["kind"] in counted
+    ]
+    assert p.matcher.stats.audience_decoded - decoded_before == len(expected_decoded) == 11
+    assert p.receiver.stats().verification_failures == 0
+
+
+async def test_a_new_policy_version_takes_effect_without_a_restart(
+    pipeline: Pipeline, policy_file: Path
+) -> None:
+    p = pipeline
+    factory = ChangeFactory(["reader"], seed=5)
+    consent = await p.grant("reader", APP_B, ["profile"])
+    await p.wait_matcher_ready()
+    old_version = p.matcher.policy.version
+    before = [factory.random_change("reader", "profile")]
+    await p.publish(before)
+    await p.wait_for_changes(consent.consent_id, [before[0]["change_id"]])
+    reloads = p.matcher.stats.policy_reloads
+
+    body = yaml.safe_load(await asyncio.to_thread(policy_file.read_text))
+    body["version"] = "2026-12-01.test"
+    body["categories"]["profile"] = {
+        "keep": ["username", "display_name", "is_private"],
+        "drop": ["bio", "region"],
+    }
+    await asyncio.to_thread(write_policy, policy_file, body)
+    matcher = p.matcher
+    await p.wait_until(
+        lambda: matcher.policy.version == "2026-12-01.test", "the matcher took the new version"
+    )
+    after = [factory.random_change("reader", "profile")]
+    await p.publish(after)
+    await p.wait_for_changes(consent.consent_id, [after[0]["change_id"]])
+
+    first, second = p.receiver.deltas(consent.consent_id)
+    assert (first.policy_version, second.policy_version) == (old_version, "2026-12-01.test")
+    assert first.record is not None
+    assert first.record["region"] != ""
+    assert second.record is not None
+    assert (second.record["bio"], second.record["region"]) == ("", "")
+    assert second.record["username"] == after[0]["record"]["username"]  # type: ignore[index]
+    assert p.matcher.stats.policy_reloads == reloads + 1
+
+
+async def test_figures_survive_a_matcher_restart(pipeline: Pipeline) -> None:
+    """The counts resume from the checkpoint: a restarted matcher goes on from 6, not from 0."""
+    p = pipeline
+    fans = [f"follower{i}" for i in range(8)]
+    factory = ChangeFactory(["maker", *fans], seed=8)
+    consent = await p.grant("maker", APP_A, ["post"])
+    await p.wait_matcher_ready()
+    await p.publish([factory.activity(fan, "share", "clip", "maker") for fan in fans[:6]])
+    await p.wait_until(
+        lambda: (
+            figures_of(p.receiver.deltas(consent.consent_id)).get("clip", {}).get("share_count")
+            == 6
+        ),
+        "six shares shown",
+    )
+    await p.wait_idle()
+
+    await p.restart_matcher()
+    await p.wait_matcher_ready()
+    await p.publish([factory.activity(fan, "share", "clip", "maker") for fan in fans[6:]])
+    await p.wait_until(
+        lambda: (
+            figures_of(p.receiver.deltas(consent.consent_id)).get("clip", {}).get("share_count")
+            == 8
+        ),
+        "eight shares shown after the restart",
+    )
+    await p.wait_idle()
+    got = p.receiver.deltas(consent.consent_id)
+    assert [d.sequence for d in got] == list(range(1, len(got) + 1))
+    assert len({d.id for d in got}) == len(got)
+    figures = p.matcher.audience_figures(partition_for_user("maker", p.runtime.settings.partitions))
+    assert figures is not None
+    assert figures.count("maker", "clip", "share") == 8

@@ -1,0 +1,1 @@
+"""Tests of the privacy policy: its file, its engine, its audience figures."""
