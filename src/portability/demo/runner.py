@@ -21,6 +21,7 @@ from pathlib import Path
 from portability.demo.local import DemoError, LocalPipeline, local_pipeline
 from portability.demo.report import DemoReport, Progress
 from portability.demo.scenario import Oracle, choose_grants
+from portability.privacy import audience_record_id
 from portability.settings import Settings
 from portability.simulation import ChangeFactory, user_ids
 
@@ -181,9 +182,18 @@ class _Scenario:
         return sum(1 for c in self.oracle.revoked_at if self.p.receiver.removal(c) is None)
 
     def _received(self) -> dict[str, str]:
-        """Each delta id the app accepted, with its consent."""
+        """Each delta id the app accepted, with its consent.
+
+        A post's audience figures are the pipeline's own aggregate, not a platform change the
+        oracle knows: they are checked by the privacy tests, not here.
+        """
         receiver = self.p.receiver
-        return {d.id: c for c in receiver.consent_ids() for d in receiver.deltas(c)}
+        return {
+            d.id: c
+            for c in receiver.consent_ids()
+            for d in receiver.deltas(c)
+            if not d.record_id.endswith(audience_record_id(""))
+        }
 
     def _tick(self, phase: str) -> None:
         self.p.check_alive()
