@@ -61,6 +61,17 @@ def build(engine: Engine, settings: Settings, transfer_id: str, content: bytes =
     store.mark_ready(transfer_id, facts, settings.public_api_url())
 
 
+def ready_transfer(
+    client: TestClient, engine: Engine, settings: Settings, owner: RegisteredApp
+) -> str:
+    """A one-time consent of ``owner`` whose transfer is built and ready."""
+    consent_id = one_time_consent(client, owner)
+    response = client.post(f"/v1/consents/{consent_id}/transfers", headers=owner.headers)
+    transfer_id: str = response.json()["transfer_id"]
+    build(engine, settings, transfer_id)
+    return transfer_id
+
+
 def test_transfer_goes_pending_in_progress_ready_and_downloads(
     client: TestClient, engine: Engine, api_settings: Settings, owner: RegisteredApp
 ) -> None:
@@ -130,11 +141,7 @@ def test_only_the_apps_own_key_downloads(
     caller: str,
     status: int,
 ) -> None:
-    consent_id = one_time_consent(client, owner)
-    transfer_id = client.post(f"/v1/consents/{consent_id}/transfers", headers=owner.headers).json()[
-        "transfer_id"
-    ]
-    build(engine, api_settings, transfer_id)
+    transfer_id = ready_transfer(client, engine, api_settings, owner)
     headers = {
         "own": owner.headers,
         "other": register(name="Intruder").headers,
@@ -153,11 +160,7 @@ def test_only_the_apps_own_key_downloads(
 def test_expired_archive_is_gone_and_its_file_deleted(
     client: TestClient, engine: Engine, api_settings: Settings, owner: RegisteredApp
 ) -> None:
-    consent_id = one_time_consent(client, owner)
-    transfer_id = client.post(f"/v1/consents/{consent_id}/transfers", headers=owner.headers).json()[
-        "transfer_id"
-    ]
-    build(engine, api_settings, transfer_id)
+    transfer_id = ready_transfer(client, engine, api_settings, owner)
     store = TransferStore(engine)
 
     [expired] = store.expire_due(datetime.now(UTC) + timedelta(days=4, seconds=1))
@@ -173,11 +176,7 @@ def test_expired_archive_is_gone_and_its_file_deleted(
 def test_cancel_deletes_a_ready_archive_and_cannot_be_repeated(
     client: TestClient, engine: Engine, api_settings: Settings, owner: RegisteredApp
 ) -> None:
-    consent_id = one_time_consent(client, owner)
-    transfer_id = client.post(f"/v1/consents/{consent_id}/transfers", headers=owner.headers).json()[
-        "transfer_id"
-    ]
-    build(engine, api_settings, transfer_id)
+    transfer_id = ready_transfer(client, engine, api_settings, owner)
 
     cancelled = client.post(f"/v1/transfers/{transfer_id}/cancel", headers=owner.headers)
     again = client.post(f"/v1/transfers/{transfer_id}/cancel", headers=owner.headers)
@@ -246,11 +245,7 @@ def test_requests_from_others_are_refused_as_the_conventions_say(
 def test_archive_file_missing_is_gone(
     client: TestClient, engine: Engine, api_settings: Settings, owner: RegisteredApp
 ) -> None:
-    consent_id = one_time_consent(client, owner)
-    transfer_id = client.post(f"/v1/consents/{consent_id}/transfers", headers=owner.headers).json()[
-        "transfer_id"
-    ]
-    build(engine, api_settings, transfer_id)
+    transfer_id = ready_transfer(client, engine, api_settings, owner)
     Path(api_settings.archive_dir() / f"{transfer_id}.zip").unlink()
 
     response = client.get(f"/v1/transfers/{transfer_id}/archive", headers=owner.headers)
