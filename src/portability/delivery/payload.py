@@ -34,6 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
+import orjson
+
 from portability.errors import PortabilityError
 from portability.wire.records import DeliveryRecord, NotificationRecord
 from portability.wire.schemas import schema_dir
@@ -348,17 +350,25 @@ def _json_default(value: object) -> str:
     raise TypeError(f"a delta record holds a {type(value).__name__}, which JSON cannot carry")
 
 
-# One encoder for every request: json.dumps with options would build a new one per call.
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_default)
+# The fallback encoder, built once: json.dumps with options would build a new one per call.
 _ASCII_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), default=_json_default)
+
+
+# orjson: about twice as fast as the standard encoder on delta bodies, which the worker builds
+# for every request. Datetimes are passed to the default so they keep the contract's format.
+_ORJSON_OPTIONS: Final = orjson.OPT_PASSTHROUGH_DATETIME
 
 
 def _encode(document: dict[str, Any]) -> bytes:
     try:
-        return _ENCODER.encode(document).encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate cannot be UTF-8; JSON escapes carry it, so a recipient still parses it.
-        return _ASCII_ENCODER.encode(document).encode("ascii")
+        return orjson.dumps(document, default=_json_default, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        # A lone surrogate cannot be UTF-8 (orjson refuses it); JSON escapes carry it, so a
+        # recipient still parses it. Also reports any value JSON cannot carry, as before.
+        try:
+            return _ASCII_ENCODER.encode(document).encode("ascii")
+        except (TypeError, ValueError) as error:
+            raise TypeError(str(error)) from error
 
 
 def _parse_delta(item: object, index: int) -> Delta:
