@@ -34,12 +34,12 @@ from portability.runtime import Runtime
 from portability.settings import Settings
 from portability.simulation import ChangeFactory, PlatformPublisher
 from portability.wire.records import AccountChange
+from waiting import wait_until
 
 __all__ = ["APP_A", "APP_B", "Pipeline", "pipeline_settings", "running_pipeline"]
 
 APP_A = "app-a"
 APP_B = "app-b"
-POLL_S = 0.02
 STOP_TIMEOUT_S = 10.0
 
 
@@ -92,12 +92,11 @@ class Pipeline:
     async def wait_until(
         self, predicate: Callable[[], bool], what: str, timeout_s: float = 20.0
     ) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not predicate():
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise PipelineError(f"not reached within {timeout_s}s: {what}")
-            await asyncio.sleep(POLL_S)
+        def alive_and_done() -> bool:
+            self.check_alive()  # a dead loop fails at once, not at the timeout
+            return predicate()
+
+        await wait_until(alive_and_done, what, timeout_s)
 
     async def wait_matcher_ready(self, timeout_s: float = 30.0) -> None:
         """The matcher holds its partitions with exactly the consents active now."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -36,10 +35,12 @@ from portability.settings import Settings
 from portability.wire.records import DeliveryRecord, with_record_type
 from portability.wire.schemas import SchemaName
 from portability.wire.topics import partition_for_consent
+from waiting import wait_until
 
 __all__ = [
     "OPERATOR_TOKEN",
     "PLATFORM_TOKEN",
+    "WAIT_S",
     "ReplayStack",
     "delivery",
     "replay_settings",
@@ -102,20 +103,6 @@ def delivery(
         "change": change,
         "matched_at": moment,
     }
-
-
-async def wait_until(predicate: Any, what: str, timeout_s: float = WAIT_S) -> None:
-    """Poll ``predicate`` (sync or async) until true; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout_s}s: {what}")
-        await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager
@@ -247,7 +234,7 @@ class ReplayStack:
             assert status == 200, latest
             return latest["state"] in {"done", "failed"}
 
-        await wait_until(ended, f"replay {replay_id} finished")
+        await wait_until(ended, f"replay {replay_id} finished", WAIT_S)
         return latest
 
     def sequences(self, consent_id: str) -> list[int]:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from portability.api import DeliveryStatusBoard, follow_delivery_status
 from portability.runtime import Runtime
 from portability.wire.schemas import SchemaName
+from waiting import wait_until
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -39,11 +40,12 @@ async def test_reader_keeps_the_latest_status_of_each_consent(runtime: Runtime) 
     board, stop = DeliveryStatusBoard(), asyncio.Event()
     reader = asyncio.create_task(follow_delivery_status(runtime, board, stop))
     try:
-        for _ in range(400):  # at most 20 s
-            status = board.get("cns_a")
-            if status is not None and status["last_sequence"] == 2:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(
+            lambda: (board.get("cns_a") or {}).get("last_sequence") == 2,
+            "the latest status of cns_a read",
+            timeout_s=20.0,
+        )
+        status = board.get("cns_a")
         assert status is not None
         assert status["last_sequence"] == 2
         assert board.available

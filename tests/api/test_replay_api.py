@@ -21,6 +21,7 @@ from portability.delivery.signing import webhook_headers
 from replay_harness import (
     OPERATOR_TOKEN,
     PLATFORM_TOKEN,
+    WAIT_S,
     ReplayStack,
     delivery,
     replay_stack,
@@ -110,7 +111,7 @@ async def test_a_gap_at_the_receiver_is_replayed_and_closes(stack: ReplayStack) 
             assert response.status == 204
     assert stack.receiver.missing_ranges(consent) == [(3, 4)]
 
-    await wait_until(lambda: stack.receiver.replay_requests(), "the gap's recovery ended")
+    await wait_until(lambda: stack.receiver.replay_requests(), "the gap's recovery ended", WAIT_S)
 
     (request,) = stack.receiver.replay_requests()
     assert (request.consent_id, request.from_sequence, request.outcome) == (consent, 3, "filled")

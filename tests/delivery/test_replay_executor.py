@@ -18,7 +18,7 @@ from portability.delivery.replay import (
     ReplayRefusedError,
     ReplayUnavailableError,
 )
-from replay_harness import ReplayStack, delivery, replay_stack, wait_until
+from replay_harness import WAIT_S, ReplayStack, delivery, replay_stack, wait_until
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ async def test_a_revocation_during_the_replay_stops_it(stack: ReplayStack) -> No
     stack.receiver.fail_next(1, 503, retry_after=0.5)
 
     view = await stack.replayer.submit(consent, "app", from_sequence=1)
-    await wait_until(lambda: stack.receiver.stats().injected_failures == 1, "first attempt")
+    await wait_until(lambda: stack.receiver.stats().injected_failures == 1, "first attempt", WAIT_S)
     stack.service.revoke(consent)
     done = await stack.replayer.wait(view.replay_id)
 
@@ -207,7 +207,7 @@ async def test_stopping_fails_the_replays_it_was_running(stack: ReplayStack) -> 
     running = await stack.replayer.submit(consent, "app", from_sequence=1)
     # Another process's replay (same store): stopping this one must leave it alone.
     elsewhere = ReplayStore(stack.engine).create(bystander, "app", from_sequence=1)
-    await wait_until(lambda: stack.receiver.stats().injected_failures == 1, "first attempt")
+    await wait_until(lambda: stack.receiver.stats().injected_failures == 1, "first attempt", WAIT_S)
 
     await stack.replayer.stop()
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +27,7 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+import waiting
 from portability.broker import EmbeddedBroker, free_port
 from portability.consent import ConsentService, OutboxRelay, create_store_engine, init_schema
 from portability.delivery import DeliveryWorker
@@ -79,14 +80,8 @@ async def serving(endpoint: Endpoint) -> AsyncIterator[Endpoint]:
         await runner.cleanup()
 
 
-async def wait_until(
-    condition: Callable[[], bool], what: str, timeout_s: float = DEADLINE_S
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout_s} s: {what}")
-        await asyncio.sleep(0.02)
+# The shared bounded wait, with this module's generous default (worker processes start here).
+wait_until = functools.partial(waiting.wait_until, timeout_s=DEADLINE_S)
 
 
 class World:
@@ -215,13 +210,12 @@ async def test_long_outage_parks_commits_and_delivers_in_order_after(world: Worl
         async with running(DeliveryWorker(world.runtime)) as worker:
             # Every record is parked, so every source offset is committed, while still down.
             await wait_until(lambda: worker.stats.parked >= 40, "all 40 parked")
-            committed = 0
-            for _ in range(100):
-                committed = await world.committed()
-                if committed == 40:
-                    break
-                await asyncio.sleep(0.05)
-            assert committed == 40
+
+            async def all_committed() -> bool:
+                return await world.committed() == 40
+
+            await wait_until(all_committed, "every source offset committed", timeout_s=10.0)
+            assert await world.committed() == 40
             assert endpoint.receiver.stats().deltas_received == 0
 
             endpoint.down = False

@@ -14,6 +14,7 @@ from portability.matching import Matcher
 from portability.runtime import Runtime
 from portability.simulation import ChangeFactory, PlatformPublisher
 from portability.wire import ConsentRecord, SchemaName, consent_key, partition_for_user
+from waiting import wait_until
 
 USERS = ["alice", "bob", "carol"]
 
@@ -81,20 +82,13 @@ async def matcher(runtime: Runtime) -> AsyncIterator[Matcher]:
     await asyncio.wait_for(task, 10)
 
 
-async def wait_until(predicate: Any, timeout_s: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
 async def test_matches_only_consenting_users_and_granted_categories(runtime: Runtime) -> None:
     await publish_consents(runtime, consent("c_alice", "alice", ["post", "profile"]))
     matcher = Matcher(runtime)
     await matcher.start()
     task = asyncio.create_task(matcher.run())
     try:
-        await wait_until(lambda: matcher.ready and matcher.consents_held == 1)
+        await wait_until(lambda: matcher.ready and matcher.consents_held == 1, timeout_s=20)
         factory = ChangeFactory(USERS)
         changes = [
             factory.random_change(u, c) for u in USERS for c in ("post", "activity", "profile")
@@ -103,7 +97,7 @@ async def test_matches_only_consenting_users_and_granted_categories(runtime: Run
         await publisher.start()
         await publisher.publish(changes)
         await publisher.stop()
-        await wait_until(lambda: matcher.stats.changes_seen >= len(changes))
+        await wait_until(lambda: matcher.stats.changes_seen >= len(changes), timeout_s=20)
     finally:
         await matcher.stop()
         await asyncio.wait_for(task, 10)
@@ -141,7 +135,7 @@ async def test_new_group_over_existing_changes_matches_every_one(runtime: Runtim
     task = asyncio.create_task(matcher.run())
     try:
         await wait_until(lambda: matcher.stats.deltas_emitted >= 500, timeout_s=30)
-        await wait_until(lambda: matcher.ready)
+        await wait_until(lambda: matcher.ready, timeout_s=20)
     finally:
         await matcher.stop()
         await asyncio.wait_for(task, 10)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from portability.ops.metrics import SPECS, api_registry, exported_names, render,
 from portability.ops.worker_app import Role, build_app
 from portability.settings import Settings
 from portability.wire.dead_letters import DeadLetter
+from waiting import wait_until
 
 from .scene import Scene
 
@@ -50,14 +50,6 @@ _DEADLINE_S = 60.0
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
     return registry.get_sample_value(name, labels)
-
-
-async def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout_s} s: {what}")
-        await asyncio.sleep(0.02)
 
 
 # --- the pipeline roles ----------------------------------------------------------------------
@@ -159,14 +151,17 @@ async def worker_app(broker: EmbeddedBroker, settings: Settings) -> AsyncIterato
 async def test_faust_worker_serves_metrics(worker_app: str) -> None:
     async with aiohttp.ClientSession() as session:
         body = ""
-        deadline = time.monotonic() + _DEADLINE_S
-        while "portability_matcher_ready 1.0" not in body and time.monotonic() < deadline:
+
+        async def matcher_ready() -> bool:
+            nonlocal body
             with contextlib.suppress(aiohttp.ClientConnectionError, TimeoutError):
                 async with session.get(f"{worker_app}/metrics") as response:
                     assert response.status == 200
                     assert response.headers["Content-Type"].startswith("text/plain")
                     body = await response.text()
-            await asyncio.sleep(0.1)
+            return "portability_matcher_ready 1.0" in body
+
+        await wait_until(matcher_ready, "the matcher ready in /metrics", _DEADLINE_S, poll_s=0.1)
         openmetrics = "application/openmetrics-text; version=1.0.0"
         async with session.get(f"{worker_app}/metrics", headers={"Accept": openmetrics}) as om:
             assert om.headers["Content-Type"].startswith("application/openmetrics-text")
@@ -248,8 +243,8 @@ async def test_api_metrics_lag_letters_and_consents(
 
     follow = follow_dead_letters(settings, scene.bootstrap, counter, stop)
     async with running(sampler.run(stop), follow):
-        await wait_for(lambda: sampler.samples >= 2, "two lag samples")
-        await wait_for(lambda: counter.summary.end_offset >= 4, "the letters counted")
+        await wait_until(lambda: sampler.samples >= 2, "two lag samples", 20.0)
+        await wait_until(lambda: counter.summary.end_offset >= 4, "the letters counted", 20.0)
         check_lag(registry, settings, names.deliveries, names.account_changes)
         check_letters(registry)
     check_store(registry, store)

@@ -16,8 +16,7 @@ import asyncio
 import contextlib
 import re
 import shutil
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -32,6 +31,7 @@ from portability.api.operator_status import OperatorStatus
 from portability.broker import EmbeddedBroker
 from portability.settings import Settings
 from replay_harness import serve_api
+from waiting import wait_until
 
 OPERATOR_TOKEN = "operator-token-for-the-status-page"
 SCREENSHOT = Path(__file__).resolve().parents[2] / "test-output" / "status-page.png"
@@ -165,15 +165,7 @@ async def wait_for_samples(status: OperatorStatus, count: int) -> None:
     sampler = status.lag
     assert sampler is not None
     target = sampler.samples + count
-    await wait_for(lambda: sampler.samples >= target, f"{count} more lag samples", 10.0)
-
-
-async def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout_s} s: {what}")
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: sampler.samples >= target, f"{count} more lag samples", 10.0)
 
 
 def settled(status: OperatorStatus) -> bool:
@@ -224,7 +216,7 @@ async def test_status_page_in_chromium(
             api = create_app(settings, p.engine, status_board=board, operator_status=status)
             async with serve_api(api) as url:
                 delivered = await workload(p, status)
-                await wait_for(lambda: settled(status), "failures shown, lag back to 0")
+                await wait_until(lambda: settled(status), "failures shown, lag back to 0")
                 await check_json(url, delivered)
                 streaming = asyncio.create_task(stream(p, stop))
                 await wait_for_samples(status, 4)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,6 @@ from portability.wire.topics import partition_for_user
 Key = tuple[str, str, str]
 # What a record's current state is, as the webhook contract renders it.
 Expected = dict[Key, dict[str, Any]]
-
-POLL_S = 0.02
 
 
 def contract_view(change: AccountChange) -> dict[str, Any]:
@@ -91,13 +88,6 @@ async def publish(runtime: Runtime, changes: Sequence[AccountChange]) -> None:
         await publisher.publish(changes)
     finally:
         await publisher.stop()
-
-
-async def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"not reached within {timeout_s} s: {what}"
-        await asyncio.sleep(POLL_S)
 
 
 @contextlib.asynccontextmanager

@@ -24,6 +24,7 @@ from portability.transfers import (
 from portability.transfers.changelog import SOURCE_OFFSET_HEADER, changelog_key
 from portability.wire.records import CATEGORIES, AccountChange, AudienceEntry, ChangeContext
 from portability.wire.topics import partition_for_user
+from waiting import wait_until
 
 from .helpers import (
     ends_per_partition,
@@ -33,7 +34,6 @@ from .helpers import (
     running_view,
     snapshot_state,
     wait_applied,
-    wait_until,
 )
 
 USERS = [f"user{i:02d}" for i in range(8)]
