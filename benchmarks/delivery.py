@@ -48,7 +48,6 @@ import random
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -59,7 +58,7 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer
 
 from benchmarks.delivery_receiver import ReceivedRequest, ReceiverProcess, ReceiverReport
-from benchmarks.measurement import InvalidRunError
+from benchmarks.measurement import InvalidRunError, bench_settings
 from benchmarks.population import Records, consent_records, produce
 from benchmarks.reporting import print_ratio, print_table
 from portability.broker import EmbeddedBroker, KafkaClients
@@ -103,7 +102,9 @@ async def _main(size: Size) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-delivery-") as folder:
         data_dir = Path(folder)
         async with EmbeddedBroker(log_file=data_dir / "tansu.log") as broker:
-            runtime = await Runtime.open(_settings(data_dir), broker.bootstrap)
+            # The receiver is a plain-http loopback endpoint, which only development mode allows.
+            settings = bench_settings(data_dir, development_mode=True, webhook_allow_loopback=True)
+            runtime = await Runtime.open(settings, broker.bootstrap)
             try:
                 workload = _Workload.generate(runtime, size)
                 async with ReceiverProcess(workload.secrets) as receiver:
@@ -111,23 +112,6 @@ async def _main(size: Size) -> None:
                     await _bench(runtime, workload, receiver, size)
             finally:
                 await runtime.close()
-
-
-def _settings(data_dir: Path) -> Settings:
-    unique = uuid.uuid4().hex[:10]
-    return Settings(
-        data_dir=data_dir,
-        topic_prefix=f"bench{unique}.",
-        partitions=6,
-        matcher_group=f"bench-matcher-{unique}",
-        delivery_group=f"bench-delivery-{unique}",
-        kafka_session_timeout_ms=10_000,
-        kafka_heartbeat_interval_ms=1_000,
-        kafka_rebalance_timeout_ms=5_000,
-        # The receiver is a plain-http loopback endpoint, which only development mode allows.
-        development_mode=True,
-        webhook_allow_loopback=True,
-    )
 
 
 # --- the data -----------------------------------------------------------------------------

@@ -33,7 +33,6 @@ import io
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,13 +41,12 @@ import fastavro
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks import faust_agent
-from benchmarks.measurement import InvalidRunError, Measurement
+from benchmarks.measurement import InvalidRunError, Measurement, bench_settings
 from benchmarks.population import Population, consent_records, produce
 from benchmarks.reporting import print_ratio, print_table
 from portability.broker import EmbeddedBroker, KafkaClients, ensure_topics
 from portability.matching import Matcher
 from portability.runtime import Runtime
-from portability.settings import Settings
 from portability.wire import SchemaName, TopicSpec
 from portability.wire.schemas import parsed_schema
 
@@ -78,26 +76,12 @@ def main(quick: bool = False) -> None:
 async def _main(size: Size) -> None:
     with tempfile.TemporaryDirectory(prefix="portability-bench-") as data_dir:
         async with EmbeddedBroker(log_file=Path(data_dir) / "tansu.log") as broker:
-            settings = _settings(Path(data_dir))
+            settings = bench_settings(Path(data_dir))
             runtime = await Runtime.open(settings, broker.bootstrap)
             try:
                 await _bench(runtime, size)
             finally:
                 await runtime.close()
-
-
-def _settings(data_dir: Path) -> Settings:
-    unique = uuid.uuid4().hex[:10]
-    return Settings(
-        data_dir=data_dir,
-        topic_prefix=f"bench{unique}.",
-        partitions=6,
-        matcher_group=f"bench-matcher-{unique}",
-        delivery_group=f"bench-delivery-{unique}",
-        kafka_session_timeout_ms=10_000,
-        kafka_heartbeat_interval_ms=1_000,
-        kafka_rebalance_timeout_ms=5_000,
-    )
 
 
 async def _bench(runtime: Runtime, size: Size) -> None:

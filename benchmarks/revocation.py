@@ -28,7 +28,6 @@ import secrets
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +35,13 @@ from pathlib import Path
 import aiohttp
 import uvicorn
 
-from benchmarks.measurement import InvalidRunError
+from benchmarks.measurement import InvalidRunError, bench_settings
 from benchmarks.reporting import print_table
 from portability.api.app import create_app
 from portability.broker import EmbeddedBroker
 from portability.broker.embedded import free_port
 from portability.consent import ConsentView
 from portability.demo.local import LocalPipeline, local_pipeline
-from portability.settings import Settings
 from portability.simulation import ChangeFactory
 
 __all__ = ["Size", "main"]
@@ -84,13 +82,9 @@ async def _main(size: Size) -> None:
 
 @contextlib.asynccontextmanager
 async def _pipeline(broker: EmbeddedBroker, data_dir: Path) -> AsyncIterator[LocalPipeline]:
-    unique = uuid.uuid4().hex[:8]
-    settings = Settings(
+    settings = bench_settings(
+        data_dir,
         kafka_bootstrap=broker.bootstrap,
-        data_dir=data_dir,
-        topic_prefix=f"bench-{unique}.",
-        matcher_group=f"bench-matcher-{unique}",
-        delivery_group=f"bench-delivery-{unique}",
         api_platform_token=_PLATFORM_TOKEN,
         api_rate_limit_per_minute=1_000_000,
     )
