@@ -15,7 +15,7 @@ from portability.settings import Settings
 
 FAIL = Outcome(False, 503, "HTTP 503", retriable=True)
 OK = Outcome(True, 204, "delivered", retriable=False)
-GONE = Outcome(False, 410, "endpoint gone", retriable=False)
+GONE = Outcome(False, 410, "endpoint gone", retriable=False, endpoint_gone=True)
 
 
 def test_default_schedule_is_the_documented_one() -> None:

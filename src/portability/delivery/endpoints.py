@@ -122,7 +122,7 @@ class Endpoints:
         endpoint.last_error = outcome.reason
         if endpoint.failing_since is None:
             endpoint.failing_since = now
-        if outcome.endpoint_gone or outcome.status == 410:
+        if outcome.endpoint_gone:
             self._disable(endpoint, f"the endpoint answered 410 Gone: {outcome.reason}")
         elif now - endpoint.failing_since >= self._settings.delivery_disable_after_s:
             self._disable(

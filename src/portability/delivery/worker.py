@@ -105,6 +105,11 @@ class _Item:
         event = self.delivery or self.notification
         return event["app_id"] if event is not None else ""
 
+    @property
+    def consent_id(self) -> str:
+        event = self.delivery or self.notification
+        return event["consent_id"] if event is not None else ""
+
 
 @dataclass(slots=True)
 class _Lane:
@@ -227,7 +232,7 @@ class DeliveryWorker:
         item = await self._decode(tp, record)
         if item is None:
             return
-        consent_id = item.delivery["consent_id"] if item.delivery else _consent_of(item)
+        consent_id = item.consent_id
         if tp.topic == self._topics.deliveries_retry:
             self._accept_parked(consent_id, item)
             return
@@ -705,12 +710,6 @@ def _copy_headers(item: _Item) -> list[tuple[str, bytes]]:
     if item.replayed_from is not None:
         headers.append((_REPLAYED_FROM, item.replayed_from))
     return headers
-
-
-def _consent_of(item: _Item) -> str:
-    if item.notification is not None:
-        return item.notification["consent_id"]
-    return item.delivery["consent_id"] if item.delivery is not None else ""
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
