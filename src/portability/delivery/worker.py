@@ -330,10 +330,10 @@ class DeliveryWorker:
         if head.delivery is not None and self.directory.is_stopped(lane.consent_id):
             return 0.0  # dropped at once by _deliver
         wait = head.ticket.not_before - time.time()
-        app = self.directory.app(head.app_id)
-        if wait <= 0 and app is not None:
+        endpoint = self._endpoint(head.app_id)
+        if wait <= 0 and endpoint is not None:
             # Asked only when the head is due: in a half-open circuit the asker is the probe.
-            wait = self.endpoints.wait_s(self.endpoints.get(app["app_id"], app["webhook_url"]))
+            wait = self.endpoints.wait_s(endpoint)
         if wait >= self._settings.delivery_park_after_s and not lane.parked:
             await self._park(lane)
             return _IDLE_RECHECK_S
@@ -346,9 +346,8 @@ class DeliveryWorker:
             asyncio.ensure_future(lane.changed.wait()),
             asyncio.ensure_future(self._stopping.wait()),
         ]
-        app = self.directory.app(lane.queue[0].app_id) if lane.queue else None
-        if app is not None:
-            endpoint = self.endpoints.get(app["app_id"], app["webhook_url"])
+        endpoint = self._endpoint(lane.queue[0].app_id) if lane.queue else None
+        if endpoint is not None:
             waits.append(asyncio.ensure_future(endpoint.changed.wait()))
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -554,9 +553,14 @@ class DeliveryWorker:
     def _app_changed(self, app: AppRecord) -> None:
         self.endpoints.get(app["app_id"], app["webhook_url"])
 
-    def _endpoint_is_disabled(self, app_id: str) -> bool:
+    def _endpoint(self, app_id: str) -> Endpoint | None:
+        """The app's endpoint at its current URL; None for an app not known (yet)."""
         app = self.directory.app(app_id)
-        return app is not None and self.endpoints.get(app_id, app["webhook_url"]).disabled
+        return None if app is None else self.endpoints.get(app_id, app["webhook_url"])
+
+    def _endpoint_is_disabled(self, app_id: str) -> bool:
+        endpoint = self._endpoint(app_id)
+        return endpoint is not None and endpoint.disabled
 
     def _endpoint_disabled(self, endpoint: Endpoint) -> None:
         self.stats.endpoints_disabled += 1
