@@ -121,4 +121,5 @@ def delivery(nested: AccountChange) -> DeliveryRecord:
         "change": nested,
         "matched_at": LATER,
         "policy_version": "2025-05-01",
+        "source_offset": 1_234,
     }

@@ -251,10 +251,14 @@ class Matcher:
             self.stats.changes_dead_lettered += 1
             return [await self._dead_letter(record, error)]
         self.stats.changes_decoded += 1
-        return await self._deliver(change, consents, sequences)
+        return await self._deliver(change, record.offset, consents, sequences)
 
     async def _deliver(
-        self, change: AccountChange, consents: Sequence[Any], sequences: dict[str, int]
+        self,
+        change: AccountChange,
+        source_offset: int,
+        consents: Sequence[Any],
+        sequences: dict[str, int],
     ) -> list[asyncio.Future[object]]:
         """Send ``change`` of the consents' user, as the policy shapes it, to those it covers."""
         occurred_ms = to_millis(change["occurred_at"])
@@ -265,14 +269,22 @@ class Matcher:
         if shaped is None:
             self.stats.changes_withheld += 1
             return []
-        sends = await self._emit(shaped, matched, sequences)
+        sends = await self._emit(shaped, source_offset, matched, sequences)
         self.stats.changes_matched += 1
         return sends
 
     async def _emit(
-        self, change: AccountChange, matched: Sequence[Any], sequences: dict[str, int]
+        self,
+        change: AccountChange,
+        source_offset: int,
+        matched: Sequence[Any],
+        sequences: dict[str, int],
     ) -> list[asyncio.Future[object]]:
-        """One delivery per consent in ``matched``, each with the next sequence of its consent."""
+        """One delivery per consent in ``matched``, each with the next sequence of its consent.
+
+        ``source_offset`` is the offset in the user's ``account.changes`` partition of the
+        record the delta comes from: where a snapshot hands over to the deltas.
+        """
         now = datetime.now(UTC)
         version = self._policy.version
         sends: list[asyncio.Future[object]] = []
@@ -288,6 +300,7 @@ class Matcher:
                 "change": change,
                 "matched_at": now,
                 "policy_version": version,
+                "source_offset": source_offset,
             }
             value = self._codec.encode(SchemaName.DELIVERY, dict(delivery))
             sends.append(
@@ -330,7 +343,7 @@ class Matcher:
             self.stats.audience_decoded += 1
             return []
         self.stats.changes_decoded += 1
-        return await self._deliver(change, consents, sequences)
+        return await self._deliver(change, record.offset, consents, sequences)
 
     async def _send_audience(
         self, source_partition: int, outgoing: Outgoing
@@ -379,11 +392,18 @@ class Matcher:
         self.stats.audience_updates_applied += 1
         sends: list[asyncio.Future[object]] = []
         for release in releases:
-            sends += await self._send_figures(release, change["change_id"], index, sequences)
+            sends += await self._send_figures(
+                release, change["change_id"], record.offset, index, sequences
+            )
         return sends
 
     async def _send_figures(
-        self, release: Release, update_id: str, index: ConsentIndex, sequences: dict[str, int]
+        self,
+        release: Release,
+        update_id: str,
+        update_offset: int,
+        index: ConsentIndex,
+        sequences: dict[str, int],
     ) -> list[asyncio.Future[object]]:
         consents = index.get(release.post_owner_id.encode())
         if consents is None:
@@ -393,7 +413,7 @@ class Matcher:
         matched = [c for c in consents if c.covers(change["category"], occurred_ms)]
         if not matched:
             return []
-        sends = await self._emit(change, matched, sequences)
+        sends = await self._emit(change, update_offset, matched, sequences)
         self.stats.audience_deltas += len(sends)
         return sends
 

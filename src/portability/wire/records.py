@@ -127,6 +127,9 @@ class DeliveryRecord(TypedDict):
     # The privacy rules' version the matcher applied; the codec fills in "unversioned" when
     # decoding a record from a writer that predates the field.
     policy_version: NotRequired[str]
+    # Offset in the user's account.changes partition of the change (or audience update) the
+    # delta comes from; -1 from a writer that predates the field. Snapshots hand over on it.
+    source_offset: NotRequired[int]
 
 
 class DeliveryStatusRecord(TypedDict):
