@@ -172,6 +172,11 @@ class Settings(BaseSettings):
         ge=0,
         description="After a secret rotation, how long the previous secret keeps signing.",
     )
+    snapshot_page_max_records: PositiveInt = Field(
+        default=500,
+        description="Records per portability.snapshot page, at most (and about "
+        "DELIVERY_MAX_BATCH_BYTES).",
+    )
     transfer_expiry_s: float = Field(
         default=4 * 86_400.0,
         gt=0,

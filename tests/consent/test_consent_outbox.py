@@ -140,6 +140,7 @@ async def test_publishes_in_order_to_the_users_partitions(
         "user_id": revoked.user_id,
         "occurred_at": NOW + timedelta(seconds=1),
         "attributes": {"reason": "user_revoked"},
+        "records": None,
     }
 
 

@@ -144,6 +144,9 @@ def test_grant_writes_consent_and_outbox_row(
         "revoked_at": None,
         "version": consent.version,
         "removal_reason": None,
+        "snapshot_epoch": 0,  # the service grants without a snapshot unless asked
+        "snapshot_position": None,
+        "snapshot_last_page_offset": None,
     }
 
 

@@ -66,7 +66,7 @@ async def test_transfer_becomes_a_ready_archive_of_the_users_current_records(
     transfer_id = one_time_transfer(engine, user, ["post", "follow"])
 
     async with running_view(runtime, [1]) as view:
-        builder = TransferBuilder(runtime.settings, engine, view)
+        builder = TransferBuilder(runtime, engine, view)
         await view.wait_applied(1, len(changes), 30)
         assert await builder.build_pending() == 1
 
@@ -103,7 +103,7 @@ async def test_users_held_elsewhere_wait_and_failures_say_why(
     failing = one_time_transfer(engine, here, ["post"])
 
     async with running_view(runtime, [1]) as view:
-        builder = TransferBuilder(runtime.settings, engine, view)
+        builder = TransferBuilder(runtime, engine, view)
         await view.wait_applied(1, 0, 30)
         runtime.settings.archive_dir().parent.mkdir(parents=True, exist_ok=True)
         runtime.settings.archive_dir().write_text("not a folder")  # the archive cannot be written

@@ -93,6 +93,9 @@ def consent(**overrides: Any) -> ConsentRecord:
         "revoked_at": None,
         "version": 7,
         "removal_reason": None,
+        "snapshot_epoch": 0,
+        "snapshot_position": None,
+        "snapshot_last_page_offset": None,
     }
     record.update(overrides)  # type: ignore[typeddict-item]
     return record
@@ -122,4 +125,5 @@ def delivery(nested: AccountChange) -> DeliveryRecord:
         "matched_at": LATER,
         "policy_version": "2025-05-01",
         "source_offset": 1_234,
+        "snapshot_epoch": 0,
     }

@@ -28,6 +28,7 @@ __all__ = [
     "ReplayState",
     "ReviewStatus",
     "Transfer",
+    "TransferKind",
     "TransferState",
     "UTCDateTime",
 ]
@@ -41,6 +42,7 @@ OutboxKind = Literal["consent", "app", "notification"]
 ReviewStatus = Literal["pending", "approved", "rejected"]
 ReplayState = Literal["pending", "running", "done", "failed"]
 TransferState = Literal["pending", "in_progress", "ready", "expired", "cancelled", "failed"]
+TransferKind = Literal["archive", "snapshot"]
 
 ALL_CATEGORIES_CSV = "profile,post,follow,activity,direct_message"
 """Every category in stored (comma-separated, ``CATEGORIES``) form."""
@@ -146,6 +148,13 @@ class Consent(SQLModel, table=True):
     updated_at: datetime = _utc_column()
     removal_reason: str | None = Field(default=None, max_length=32)
     user_region: str | None = Field(default=None, max_length=2)
+    # Snapshots of an ongoing consent (see schemas/consent.avsc): the current epoch, and where
+    # its published snapshot hands over to the deltas (None until published).
+    snapshot_epoch: int = Field(
+        default=0, sa_type=_BIG_INT, sa_column_kwargs={"server_default": "0"}
+    )
+    snapshot_position: int | None = Field(default=None, sa_type=_BIG_INT)
+    snapshot_last_page_offset: int | None = Field(default=None, sa_type=_BIG_INT)
 
     @property
     def category_list(self) -> list[Category]:
@@ -216,6 +225,13 @@ class Transfer(SQLModel, table=True):
     app_id: str = Field(index=True, max_length=64)
     user_id: str = Field(max_length=200)
     categories: str = Field(max_length=200, description="Comma-separated, CATEGORIES order.")
+    kind: str = Field(
+        default="archive",
+        max_length=16,
+        sa_column_kwargs={"server_default": "archive"},
+        description="archive (one-time consent) or snapshot (ongoing consent's epoch).",
+    )
+    snapshot_epoch: int | None = Field(default=None, sa_type=_BIG_INT)
     state: str = Field(default="pending", index=True, max_length=16)
     failure_reason: str | None = Field(default=None, max_length=2000)
     archive_file: str | None = Field(default=None, max_length=300)

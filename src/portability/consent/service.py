@@ -24,7 +24,7 @@ from sqlmodel import Session, col, select
 
 from portability.consent._time import millis, normalize, utc_now
 from portability.consent.errors import ConflictError, InvalidRequestError, NotFoundError
-from portability.consent.models import App, Consent, OutboxEvent, OutboxKind
+from portability.consent.models import App, Consent, OutboxEvent, OutboxKind, Transfer
 from portability.consent.regions import check_region
 from portability.consent.views import AppView, ConsentView
 from portability.delivery.egress import EgressPolicy, EgressRefusedError
@@ -41,6 +41,8 @@ __all__ = [
     "hash_api_key",
     "new_api_key",
     "new_signing_secret",
+    "publish_consent",
+    "snapshot_transfer",
 ]
 
 ALL_CATEGORIES = "all"
@@ -363,6 +365,7 @@ class ConsentService:
         now: datetime | None = None,
         *,
         user_region: str | None = None,
+        initial_snapshot: bool = False,
     ) -> ConsentView:
         """Record that ``user_id`` lets ``app_id`` receive ``categories``, and publish it.
 
@@ -377,10 +380,13 @@ class ConsentService:
             user_region: The user's ISO 3166-1 country; only the EEA and the UK are served.
                 None (trusted in-process callers only: CLI, demo) records no region; the
                 API always requires it.
+            initial_snapshot: For an ongoing consent, send the user's current records of
+                ``categories`` first (snapshot epoch 1, built by a transfer builder), then
+                the deltas. The API asks for it unless the app declines.
 
         Raises:
             InvalidRequestError: Empty or unknown categories, a bad mode, a naive or past
-                ``expires_at``, a malformed region.
+                ``expires_at``, a malformed region, a snapshot for a one-time consent.
             RegionNotServedError: The user is outside the EEA and the UK.
             ConflictError: The app is not approved or disabled, or a category is outside its
                 approved scopes.
@@ -400,10 +406,20 @@ class ConsentService:
             updated_at=at,
             user_region=region,
         )
+        if initial_snapshot:
+            if consent.mode != "ongoing":
+                raise InvalidRequestError(
+                    "initial_snapshot is for ongoing consents: a one-time consent's data comes "
+                    "as an archive (POST /v1/consents/{consent_id}/transfers)"
+                )
+            consent.snapshot_epoch = 1
         with Session(self._engine) as session, session.begin():
             _check_grantable(AppView.of(_require_app(session, app_id)), consent.category_list)
             session.add(consent)
-            return _publish_consent(session, consent, at)
+            view = publish_consent(session, consent, at)
+            if initial_snapshot:
+                session.add(snapshot_transfer(consent, at))
+            return view
 
     def revoke(
         self,
@@ -532,7 +548,7 @@ def _end_consent(
         consent.revoked_at = now
     consent.removal_reason = reason
     consent.updated_at = now
-    view = _publish_consent(session, consent, now)
+    view = publish_consent(session, consent, now)
     # Same transaction: the app hears of the removal if and only if it is committed.
     notification = authorization_removed(
         consent_id=view.consent_id,
@@ -603,7 +619,22 @@ def _publish_app(session: Session, app: App, now: datetime) -> AppView:
     return view
 
 
-def _publish_consent(session: Session, consent: Consent, now: datetime) -> ConsentView:
+def snapshot_transfer(consent: Consent, now: datetime) -> Transfer:
+    """The pending transfer that builds snapshot ``consent.snapshot_epoch`` of the consent."""
+    return Transfer(
+        transfer_id=f"trf_{secrets.token_hex(8)}",
+        consent_id=consent.consent_id,
+        app_id=consent.app_id,
+        user_id=consent.user_id,
+        categories=consent.categories,
+        kind="snapshot",
+        snapshot_epoch=consent.snapshot_epoch,
+        state="pending",
+        created_at=now,
+    )
+
+
+def publish_consent(session: Session, consent: Consent, now: datetime) -> ConsentView:
     """Write the consent's new state to the outbox; its version is the outbox row's id."""
     key = consent_key(consent.user_id, consent.consent_id).decode()
     event = _append_event(session, "consent", key, consent.user_id, now)

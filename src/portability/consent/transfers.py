@@ -1,4 +1,10 @@
-"""One-time transfers in the consent store: requested by apps, built by transfer builders.
+"""Transfers in the consent store: requested by apps, built by transfer builders.
+
+Two kinds. An ``archive`` is a one-time consent's zip, described below. A ``snapshot`` is
+the user's current records sent to an ongoing consent's app as paged webhook events before
+its deltas: one per snapshot epoch of the consent (epoch 1 when granted with a snapshot, one
+more per resync). A snapshot transfer becomes ``ready`` when its pages are published; the
+consent's new state then records where the snapshot hands over to the deltas.
 
 A transfer is ``pending`` until a builder that owns the user's partition of the current-state
 view takes it (``in_progress``); it becomes ``ready`` when the archive is written, and the app
@@ -21,14 +27,21 @@ from sqlmodel import Session, col, select
 
 from portability.consent._time import utc_now
 from portability.consent.errors import ConflictError, NotFoundError
-from portability.consent.models import Consent, OutboxEvent, Transfer, TransferState
-from portability.consent.service import outbox_payload
+from portability.consent.models import (
+    Consent,
+    OutboxEvent,
+    Transfer,
+    TransferKind,
+    TransferState,
+)
+from portability.consent.service import outbox_payload, publish_consent, snapshot_transfer
 from portability.settings import Settings
 from portability.wire.notifications import download_ready
 from portability.wire.records import Category
 
 __all__ = [
     "ArchiveFacts",
+    "SnapshotFacts",
     "TransferStore",
     "TransferView",
     "delete_archive",
@@ -49,6 +62,18 @@ class ArchiveFacts:
     record_count: int
     policy_version: str
     position: str  # "partition:offset" of the current-state view it was built at
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotFacts:
+    """What a builder reports about a snapshot whose pages it published."""
+
+    position: int  # offset of the user's account.changes partition the snapshot is as of
+    partition: int
+    last_page_offset: int  # of the last page on the notifications topic
+    record_count: int
+    pages: int
+    policy_version: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +98,8 @@ class TransferView:
     ready_at: datetime | None
     expires_at: datetime | None
     finished_at: datetime | None
+    kind: TransferKind = "archive"
+    snapshot_epoch: int | None = None
 
     @classmethod
     def of(cls, row: Transfer) -> TransferView:
@@ -95,6 +122,8 @@ class TransferView:
             ready_at=row.ready_at,
             expires_at=row.expires_at,
             finished_at=row.finished_at,
+            kind=cast("TransferKind", row.kind),
+            snapshot_epoch=row.snapshot_epoch,
         )
 
 
@@ -184,6 +213,11 @@ class TransferStore:
             for row in session.exec(query).all():
                 if owns_user is not None and row.user_id not in owns_user:
                     continue
+                if row.kind == "snapshot" and not _snapshot_wanted(session, row):
+                    row.state, row.finished_at = "cancelled", now
+                    row.failure_reason = "the consent ended or asked for a newer snapshot"
+                    session.add(row)
+                    continue
                 row.state = "in_progress"
                 row.started_at = now
                 session.add(row)
@@ -236,6 +270,101 @@ class TransferStore:
                 )
             )
             session.flush()
+            return TransferView.of(row)
+
+    def request_snapshot(self, consent_id: str) -> TransferView:
+        """Resync: a new snapshot epoch for an active ongoing consent, and its transfer.
+
+        The consent's new state (published through the outbox) makes the matcher stamp the
+        new epoch on its deltas, and the delivery worker holds those until the snapshot's
+        pages are delivered. A snapshot of an older epoch not yet built is cancelled.
+
+        Raises:
+            NotFoundError: No such consent.
+            ConflictError: The consent is not an active ongoing consent.
+        """
+        now = utc_now()
+        with Session(self._engine) as session, session.begin():
+            query = select(Consent).where(col(Consent.consent_id) == consent_id)
+            consent = session.exec(query.with_for_update()).first()
+            if consent is None:
+                raise NotFoundError(f"no consent {consent_id!r}: check the id")
+            if consent.status != "active" or consent.mode != "ongoing":
+                raise ConflictError(
+                    f"consent {consent_id!r} is {consent.status} and {consent.mode}: a snapshot "
+                    "is for an active ongoing consent (a one-time consent asks for a transfer)"
+                )
+            older = select(Transfer).where(
+                col(Transfer.consent_id) == consent_id,
+                col(Transfer.kind) == "snapshot",
+                col(Transfer.state) == "pending",
+            )
+            for row in session.exec(older.with_for_update()).all():
+                row.state, row.finished_at = "cancelled", now
+                row.failure_reason = "replaced by a newer snapshot"
+                session.add(row)
+            consent.snapshot_epoch += 1
+            consent.snapshot_position = None
+            consent.snapshot_last_page_offset = None
+            consent.updated_at = now
+            session.add(consent)
+            publish_consent(session, consent, now)
+            row = snapshot_transfer(consent, now)
+            session.add(row)
+            session.flush()
+            return TransferView.of(row)
+
+    def mark_snapshot_published(self, transfer_id: str, facts: SnapshotFacts) -> TransferView:
+        """The snapshot's pages are on the notifications topic: ready, and the hand-over known.
+
+        If the snapshot is still the consent's current epoch, the consent's new state records
+        the position and the last page's offset (the delivery worker needs them after a
+        restart). A transfer cancelled meanwhile stays cancelled.
+        """
+        now = utc_now()
+        with Session(self._engine) as session, session.begin():
+            row = _locked(session, transfer_id)
+            if row.state != "in_progress":
+                return TransferView.of(row)
+            row.state = "ready"
+            row.ready_at = now
+            row.record_count = facts.record_count
+            row.policy_version = facts.policy_version
+            row.position = f"{facts.partition}:{facts.position}"
+            session.add(row)
+            query = select(Consent).where(col(Consent.consent_id) == row.consent_id)
+            consent = session.exec(query.with_for_update()).one()
+            if consent.snapshot_epoch == row.snapshot_epoch and consent.status == "active":
+                consent.snapshot_position = facts.position
+                consent.snapshot_last_page_offset = facts.last_page_offset
+                consent.updated_at = now
+                session.add(consent)
+                publish_consent(session, consent, now)
+            session.flush()
+            return TransferView.of(row)
+
+    def consent_published(self, consent_id: str) -> bool:
+        """Whether the consent's current state is on the consents topic (relayed)."""
+        with Session(self._engine) as session:
+            consent = session.get(Consent, consent_id)
+            if consent is None:
+                raise NotFoundError(f"no consent {consent_id!r}: check the id")
+            event = session.get(OutboxEvent, consent.version)
+            # A row already pruned from the outbox was published long ago.
+            return event is None or event.published_at is not None
+
+    def retry_later(self, transfer_id: str, reason: str) -> TransferView:
+        """Put a snapshot back to pending after a failure that may pass (a builder retries it).
+
+        A snapshot cannot simply fail: the consent's deltas wait for it.
+        """
+        with Session(self._engine) as session, session.begin():
+            row = _locked(session, transfer_id)
+            if row.state == "in_progress":
+                row.state = "pending"
+                row.failure_reason = reason[:_MAX_REASON]
+                session.add(row)
+                session.flush()
             return TransferView.of(row)
 
     def fail(self, transfer_id: str, reason: str) -> TransferView:
@@ -310,6 +439,16 @@ def _locked(session: Session, transfer_id: str) -> Transfer:
     if row is None:
         raise NotFoundError(f"no transfer {transfer_id!r}: check the id")
     return row
+
+
+def _snapshot_wanted(session: Session, row: Transfer) -> bool:
+    """Whether a pending snapshot is still the current epoch of an active consent."""
+    consent = session.get(Consent, row.consent_id)
+    return (
+        consent is not None
+        and consent.status == "active"
+        and consent.snapshot_epoch == row.snapshot_epoch
+    )
 
 
 def _check_transferable(consent: Consent) -> None:

@@ -113,6 +113,11 @@ class ConsentView:
         version: Outbox id of this state, as published on the consents topic.
         removal_reason: Why the consent stopped (set with revoked or expired).
         user_region: The user's ISO 3166-1 country when granted (None: not recorded).
+        snapshot_epoch: 0: deltas only. n > 0: snapshot n (1 the initial one, more after
+            resyncs) comes before the deltas matched while it is current.
+        snapshot_position: Where snapshot ``snapshot_epoch`` hands over to the deltas (an
+            offset of the user's ``account.changes`` partition); None until it is published.
+        snapshot_last_page_offset: Offset of its last page on ``notifications``.
     """
 
     consent_id: str
@@ -128,6 +133,9 @@ class ConsentView:
     version: int
     removal_reason: RemovalReason | None = None
     user_region: str | None = None
+    snapshot_epoch: int = 0
+    snapshot_position: int | None = None
+    snapshot_last_page_offset: int | None = None
 
     @classmethod
     def of(cls, consent: Consent) -> ConsentView:
@@ -147,6 +155,9 @@ class ConsentView:
             version=consent.version,
             removal_reason=cast("RemovalReason | None", consent.removal_reason),
             user_region=consent.user_region,
+            snapshot_epoch=consent.snapshot_epoch,
+            snapshot_position=consent.snapshot_position,
+            snapshot_last_page_offset=consent.snapshot_last_page_offset,
         )
 
     @property
@@ -168,6 +179,9 @@ class ConsentView:
             revoked_at=self.revoked_at,
             version=self.version,
             removal_reason=self.removal_reason,
+            snapshot_epoch=self.snapshot_epoch,
+            snapshot_position=self.snapshot_position,
+            snapshot_last_page_offset=self.snapshot_last_page_offset,
         )
 
 

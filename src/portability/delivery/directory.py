@@ -51,6 +51,20 @@ class Directory:
         consent = self._consents.get(consent_id)
         return consent is not None and consent["status"] != "active"
 
+    def published_snapshot(self, consent_id: str) -> tuple[int, int, int] | None:
+        """The consent's current snapshot as published: (epoch, position, last page offset).
+
+        None while the consent has no snapshot, or its current one is not published yet.
+        """
+        consent = self._consents.get(consent_id)
+        if consent is None:
+            return None
+        position = consent.get("snapshot_position")
+        last_page = consent.get("snapshot_last_page_offset")
+        if position is None or last_page is None:
+            return None
+        return consent.get("snapshot_epoch", 0), position, last_page
+
     def mark_stopped(self, consent_id: str) -> None:
         """Stop a consent before its new state arrives (its removal was announced)."""
         if consent_id in self._ended:

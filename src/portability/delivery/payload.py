@@ -219,14 +219,24 @@ def notification_event(notification: NotificationRecord) -> tuple[str, bytes]:
         for key, value in notification["attributes"].items()
         if key not in data
     )
+    records = notification.get("records")
+    if records is not None:
+        # A snapshot page's records were rendered by the builder: copied in, not re-parsed.
+        data["records"] = orjson.Fragment(records)
     document = {"type": notification["event_type"], "timestamp": occurred_at, "data": data}
     return notification["event_id"], _encode(document)
 
 
+_INTEGER_ATTRIBUTES: Final = frozenset({"size_bytes", "epoch", "page", "record_count"})
+_BOOLEAN_ATTRIBUTES: Final = frozenset({"last"})
+
+
 def _typed_attribute(key: str, value: str) -> object:
-    """Attributes travel as strings; the contract gives these as a number and a list."""
-    if key == "size_bytes":
+    """Attributes travel as strings; the contract gives some as numbers, flags and lists."""
+    if key in _INTEGER_ATTRIBUTES:
         return int(value)
+    if key in _BOOLEAN_ATTRIBUTES:
+        return value == "true"
     if key == "categories":
         return value.split(",")
     return value
@@ -347,6 +357,8 @@ def _json_default(value: object) -> str:
     """Encode what JSON lacks; called only for values inside records (e.g. a Post's created_at)."""
     if isinstance(value, datetime):
         return format_timestamp(value)
+    if isinstance(value, orjson.Fragment):  # only the fallback encoder gets here
+        return json.loads(value.contents)  # type: ignore[no-any-return]
     raise TypeError(f"a delta record holds a {type(value).__name__}, which JSON cannot carry")
 
 

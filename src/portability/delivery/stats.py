@@ -58,6 +58,8 @@ class DeliveryStats:
     dead_lettered: int = 0
     dropped_stopped_consent: int = 0
     notifications_delivered: int = 0
+    snapshots_delivered: int = 0  # last pages delivered: hand-overs made
+    dropped_in_snapshot: int = 0  # deltas a delivered snapshot already held
     parked: int = 0  # records copied to the retry topic
     parked_loaded: int = 0  # parked records read back after a restart or rebalance
     endpoints_disabled: int = 0
@@ -84,6 +86,8 @@ class DeliveryStats:
             "dead_lettered": self.dead_lettered,
             "dropped_stopped_consent": self.dropped_stopped_consent,
             "notifications_delivered": self.notifications_delivered,
+            "snapshots_delivered": self.snapshots_delivered,
+            "dropped_in_snapshot": self.dropped_in_snapshot,
             "parked": self.parked,
             "parked_loaded": self.parked_loaded,
             "endpoints_disabled": self.endpoints_disabled,

@@ -20,6 +20,14 @@ id and sequence.
 Notifications (``authorization.removed``) come from their own topic, partitioned like the
 deliveries, and join the consent's lane: they are posted alone, after the consent's deltas,
 and are never dropped for a stopped consent, since telling the app it stopped is their point.
+
+Snapshot pages (``portability.snapshot``, see :mod:`portability.transfers.snapshots`) come
+the same way but carry data: they are dropped for a stopped consent like deltas. A delta
+stamped with a snapshot epoch this worker has not seen delivered is held until the epoch's
+last page is delivered; then the deltas whose source offset the snapshot already covers are
+dropped, and the rest follow. After a restart, a snapshot counts as delivered when the
+group's committed offset on ``notifications`` is past its last page (recorded on the
+consent by the builder).
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from portability.delivery.status import StatusBoard
 from portability.runtime import Runtime
 from portability.wire.dead_letters import HEADER_PREFIX, DeadLetter
 from portability.wire.errors import WireFormatError
-from portability.wire.notifications import AUTHORIZATION_REMOVED
+from portability.wire.notifications import AUTHORIZATION_REMOVED, SnapshotPage
 from portability.wire.records import AppRecord, DeliveryRecord, NotificationRecord
 from portability.wire.schemas import SchemaName
 from portability.wire.topics import partition_for_consent
@@ -65,6 +73,17 @@ _IDLE_RECHECK_S = 5.0
 _REPLAYED_FROM = (
     f"{HEADER_PREFIX}replayed_from"  # a waiting lane re-checks its endpoint at least this often
 )
+_HANDOVER_ASK_S = 1.0
+_AFTER_ALL = 1 << 62  # the epoch part of an order that comes after every delta and page
+_AUDIENCE_SUFFIX = "/audience"  # figures' record ids: derived counts no snapshot holds
+
+
+@dataclass(frozen=True, slots=True)
+class _Handover:
+    """A snapshot delivered: deltas of source offsets before ``position`` are in it."""
+
+    epoch: int
+    position: int
 
 
 @dataclass(slots=True)
@@ -84,6 +103,7 @@ class _Item:
     stored: ParkingTicket | None = None  # None: not on the retry topic with this ticket
     parking: bool = False  # a copy is on its way to the retry topic
     replayed_from: bytes | None = None  # dead-letter offset, when an operator replayed it
+    page: SnapshotPage | None = None  # set for a snapshot page
 
     @property
     def kind(self) -> RecordKind:
@@ -96,9 +116,31 @@ class _Item:
         return self.notification["event_id"] if self.notification is not None else ""
 
     @property
-    def order(self) -> int:
-        """Place in the lane: deltas by sequence; a notification after every delta."""
-        return self.delivery["sequence"] if self.delivery is not None else 1 << 62
+    def order(self) -> tuple[int, int, int]:
+        """Place in the lane: by snapshot epoch, then a snapshot's pages before its deltas,
+        then deltas by sequence; other notifications after everything."""
+        if self.delivery is not None:
+            return (self.epoch, 1, self.delivery["sequence"])
+        if self.page is not None:
+            return (self.page.epoch, 0, self.page.page)
+        return (_AFTER_ALL, 2, 0)
+
+    @property
+    def epoch(self) -> int:
+        """The snapshot epoch a delta was matched under (0: none)."""
+        return self.delivery.get("snapshot_epoch", 0) if self.delivery is not None else 0
+
+    @property
+    def carries_data(self) -> bool:
+        """A delta or a snapshot page: not delivered once the consent stopped."""
+        return self.delivery is not None or self.page is not None
+
+    @property
+    def in_snapshot(self) -> bool:
+        """Whether the delta's change is one a snapshot at ``position`` could hold."""
+        return self.delivery is not None and not self.delivery["change"]["record_id"].endswith(
+            _AUDIENCE_SUFFIX
+        )
 
     @property
     def app_id(self) -> str:
@@ -154,6 +196,8 @@ class DeliveryWorker:
         self._lanes: dict[str, _Lane] = {}
         self._trackers: dict[TopicPartition, OffsetTracker] = {}
         self._loading: set[int] = set()  # partitions whose retry records are being read
+        self._handovers: dict[str, _Handover] = {}  # latest snapshot delivered, per consent
+        self._handover_asked: dict[str, float] = {}  # when the committed offset was asked
         self._capacity = asyncio.Event()
         self._stopping = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
@@ -236,7 +280,7 @@ class DeliveryWorker:
         if tp.topic == self._topics.deliveries_retry:
             self._accept_parked(consent_id, item)
             return
-        if item.delivery is not None and self.directory.is_stopped(consent_id):
+        if item.carries_data and self.directory.is_stopped(consent_id):
             self.stats.dropped_stopped_consent += 1
             self._release(item)
             return
@@ -288,6 +332,7 @@ class DeliveryWorker:
             item.delivery = decoded  # type: ignore[assignment]
         else:
             item.notification = decoded  # type: ignore[assignment]
+            item.page = SnapshotPage.of(item.notification)  # type: ignore[arg-type]
         return item
 
     def _lane(self, consent_id: str, partition: int) -> _Lane:
@@ -308,6 +353,8 @@ class DeliveryWorker:
             while lane.queue and not self._stopping.is_set():
                 lane.changed.clear()
                 wait = await self._ready_in(lane)
+                if not lane.queue:
+                    break  # the rest was dropped: a delivered snapshot holds it
                 if wait > 0:
                     await self._wait(lane, wait)
                     continue
@@ -324,10 +371,14 @@ class DeliveryWorker:
 
     async def _ready_in(self, lane: _Lane) -> float:
         """Seconds before the lane's head may be attempted (0: now), parking if that is long."""
+        if await self._held_for_snapshot(lane):
+            return _IDLE_RECHECK_S  # woken when a page arrives; re-checked now and then
+        if not lane.queue:
+            return 0.0
         head = lane.queue[0]
         if head.parking:
             return _IDLE_RECHECK_S  # woken when the copy comes back
-        if head.delivery is not None and self.directory.is_stopped(lane.consent_id):
+        if head.carries_data and self.directory.is_stopped(lane.consent_id):
             return 0.0  # dropped at once by _deliver
         wait = head.ticket.not_before - time.time()
         endpoint = self._endpoint(head.app_id)
@@ -338,6 +389,58 @@ class DeliveryWorker:
             await self._park(lane)
             return _IDLE_RECHECK_S
         return max(wait, 0.0)
+
+    async def _held_for_snapshot(self, lane: _Lane) -> bool:
+        """Settle the deltas at the head against the consent's snapshot; True: wait for it.
+
+        Deltas a delivered snapshot already holds are dropped; a delta of an epoch whose
+        snapshot is not delivered yet holds the lane (its pages sort in before it).
+        """
+        while lane.queue and lane.in_flight == 0:
+            head = lane.queue[0]
+            if head.delivery is None or head.parking:
+                return False
+            handover = await self._handover(lane)
+            if head.epoch > (0 if handover is None else handover.epoch):
+                return True
+            source_offset = head.delivery.get("source_offset", -1)
+            if handover is None or not 0 <= source_offset < handover.position:
+                return False
+            if not head.in_snapshot:
+                return False
+            lane.queue.popleft()
+            self._release(head)
+            self.stats.dropped_in_snapshot += 1
+            self._wake_reader()
+        return False
+
+    async def _handover(self, lane: _Lane) -> _Handover | None:
+        """The consent's latest delivered snapshot, as seen here or recorded before a restart."""
+        known = self._handovers.get(lane.consent_id)
+        published = self.directory.published_snapshot(lane.consent_id)
+        if published is None:
+            return known
+        epoch, position, last_page = published
+        if known is not None and known.epoch >= epoch:
+            return known
+        # Published but not delivered by this process: delivered before it (or by another
+        # worker) if the group committed the notifications partition past the last page.
+        # Asked at most once a second per consent: every delta arriving wakes a held lane.
+        now = time.monotonic()
+        if now - self._handover_asked.get(lane.consent_id, 0.0) < _HANDOVER_ASK_S:
+            return known
+        self._handover_asked[lane.consent_id] = now
+        tp = TopicPartition(self._topics.notifications, lane.partition)
+        try:
+            committed = await self._consumer.committed(tp)
+        except KafkaError as error:
+            log.warning("cannot read the committed offset of %s (retried): %s", tp, error)
+            return known
+        if committed is None or committed <= last_page:
+            return known
+        handover = self._handovers[lane.consent_id] = _Handover(epoch, position)
+        self._handover_asked.pop(lane.consent_id, None)
+        return handover
 
     async def _wait(self, lane: _Lane, seconds: float) -> None:
         """Sleep until ``seconds`` passed, the lane changed, or the worker stops."""
@@ -366,6 +469,7 @@ class DeliveryWorker:
             if (
                 item.delivery is None
                 or item.parking
+                or item.epoch != head.epoch  # a newer epoch waits for its snapshot
                 or len(items) >= self._settings.delivery_max_batch
             ):
                 break
@@ -377,7 +481,7 @@ class DeliveryWorker:
 
     async def _deliver(self, lane: _Lane, items: list[_Item]) -> None:
         """One attempt at the head of the lane, and what follows from its outcome."""
-        if items[0].delivery is not None and self.directory.is_stopped(lane.consent_id):
+        if items[0].carries_data and self.directory.is_stopped(lane.consent_id):
             self._finish(lane, items, dropped=True)
             return
         outcome = await self._attempt(items)
@@ -478,6 +582,11 @@ class DeliveryWorker:
         elif dead_lettered:
             self.stats.finished(items[0].app_id, items[0].kind, "dead_lettered", len(items))
         elif last is None:
+            page = items[-1].page
+            if page is not None and page.last:
+                self._handovers[lane.consent_id] = _Handover(page.epoch, page.position)
+                self.stats.snapshots_delivered += 1
+                lane.changed.set()
             self.stats.notifications_delivered += len(items)
             self.stats.finished(items[0].app_id, "notification", "delivered", len(items))
         else:
@@ -611,7 +720,7 @@ class DeliveryWorker:
         # must still hear that the consent ended.
         kept = [lane.queue.popleft() for _ in range(min(lane.in_flight, len(lane.queue)))]
         for item in lane.queue:
-            if item.notification is not None or item.parking:
+            if not item.carries_data or item.parking:
                 kept.append(item)
             else:
                 self._release(item)

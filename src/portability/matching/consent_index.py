@@ -19,14 +19,21 @@ class ActiveConsent:
     categories: frozenset[str]
     granted_at_ms: int
     expires_at_ms: int | None
+    snapshot_epoch: int = 0
 
     def covers(self, category: str, occurred_at_ms: int) -> bool:
         """Whether a change of ``category`` made at ``occurred_at_ms`` falls under this consent.
 
         The bounds are timestamps, not the order in which records happen to arrive, so that
-        matching the same change again (after a crash) gives the same answer.
+        matching the same change again (after a crash) gives the same answer. A consent with
+        a snapshot has no lower bound: every change matched from the moment the matcher holds
+        it is a delta, and the snapshot's position decides which of them the snapshot already
+        holds (a change made just before the grant may be read after it; without the bound
+        it cannot fall between the two).
         """
-        if category not in self.categories or occurred_at_ms < self.granted_at_ms:
+        if category not in self.categories:
+            return False
+        if occurred_at_ms < self.granted_at_ms and self.snapshot_epoch == 0:
             return False
         return self.expires_at_ms is None or occurred_at_ms < self.expires_at_ms
 
@@ -77,4 +84,5 @@ def _active(record: ConsentRecord) -> ActiveConsent:
         categories=frozenset(record["categories"]),
         granted_at_ms=to_millis(record["granted_at"]),
         expires_at_ms=None if expires_at is None else to_millis(expires_at),
+        snapshot_epoch=record.get("snapshot_epoch", 0),
     )

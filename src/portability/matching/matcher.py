@@ -301,6 +301,7 @@ class Matcher:
                 "matched_at": now,
                 "policy_version": version,
                 "source_offset": source_offset,
+                "snapshot_epoch": consent.snapshot_epoch,
             }
             value = self._codec.encode(SchemaName.DELIVERY, dict(delivery))
             sends.append(

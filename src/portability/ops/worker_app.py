@@ -81,7 +81,7 @@ class PipelineService(Service):
             self.state_view = StateView(self.runtime)
             await self.state_view.start()
             self.add_future(self.state_view.run())
-            self.builder = TransferBuilder(self.settings, engine, self.state_view)
+            self.builder = TransferBuilder(self.runtime, engine, self.state_view)
             self.add_future(self.builder.run(self._relay_stop))
         log.info("pipeline roles started: %s", ", ".join(sorted(self.roles)))
 

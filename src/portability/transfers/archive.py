@@ -50,6 +50,7 @@ __all__ = [
     "MANIFEST_NAME",
     "ArchiveResult",
     "archive_entry_name",
+    "shipped_record_json",
     "write_archive",
 ]
 
@@ -201,7 +202,7 @@ def _write_category(
             text = (
                 _record_json(record, record.record_json)
                 if policy is None
-                else _shipped_json(record, policy, snapshot.categories)
+                else shipped_record_json(record, policy, snapshot.categories)
             )
             if text is None:
                 continue
@@ -229,10 +230,11 @@ def _record_json(record: StoredRecord, record_text: str) -> str:
     )
 
 
-def _shipped_json(
+def shipped_record_json(
     record: StoredRecord, policy: PrivacyPolicy, granted: Sequence[str]
 ) -> str | None:
-    """The archive record as the privacy rules let it through; None if nothing may leave."""
+    """The archive (and snapshot) record as the privacy rules let it through; None if nothing
+    may leave."""
     shipped = apply_policy(
         policy, record.category, record.record(), granted=granted, context=record.context()
     )

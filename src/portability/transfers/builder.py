@@ -1,4 +1,4 @@
-"""The transfer builder: turns pending one-time transfers into archives.
+"""The transfer builder: turns pending transfers into archives and snapshots.
 
 It runs beside a :class:`~portability.transfers.state.StateView` and builds only the transfers
 of users whose partition that view holds, so every instance builds its own users' archives
@@ -7,6 +7,11 @@ up to where it stood when the transfer was taken (so the archive holds every cha
 platform had published by then), writes the zip with the current privacy policy, and marks
 the transfer ready in the consent store, which in the same transaction writes the app's
 ``portability.download.ready`` event to the outbox.
+
+A snapshot (an ongoing consent's, see :mod:`portability.transfers.snapshots`) is published
+as pages on the notifications topic instead; one that cannot be taken yet (the matcher or
+the relay is behind) goes back to pending and is tried again, since the consent's deltas
+wait for it.
 """
 
 from __future__ import annotations
@@ -17,14 +22,17 @@ import logging
 from collections.abc import Container
 from dataclasses import dataclass
 
+from aiokafka.errors import KafkaError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from portability.broker import BrokerError
 from portability.consent.transfers import ArchiveFacts, TransferStore, TransferView
 from portability.privacy import current_policy
-from portability.settings import Settings
+from portability.runtime import Runtime
 from portability.transfers.archive import write_archive
 from portability.transfers.errors import TransfersError
+from portability.transfers.snapshots import SnapshotPublisher
 from portability.transfers.state import StateView
 
 __all__ = ["BuilderStats", "TransferBuilder"]
@@ -39,6 +47,8 @@ class BuilderStats:
     built: int = 0
     failed: int = 0
     cancelled_while_built: int = 0
+    snapshots_published: int = 0
+    snapshots_retried: int = 0
 
 
 class _HeldUsers(Container[str]):
@@ -55,21 +65,27 @@ class _HeldUsers(Container[str]):
 class TransferBuilder:
     """Builds archives for the users of one state view; ``run`` until the stop event."""
 
-    def __init__(self, settings: Settings, engine: Engine, view: StateView) -> None:
-        self._settings = settings
-        self._store = TransferStore(engine, expiry_s=settings.transfer_expiry_s)
+    def __init__(self, runtime: Runtime, engine: Engine, view: StateView) -> None:
+        self._settings = runtime.settings
+        self._store = TransferStore(engine, expiry_s=self._settings.transfer_expiry_s)
         self._view = view
+        self._snapshots = SnapshotPublisher(runtime, self._store, view)
         self.stats = BuilderStats()
 
     async def run(self, stop: asyncio.Event, poll_interval_s: float = 0.5) -> None:
         """Take and build pending transfers until ``stop`` is set; a failed round is logged."""
-        while not stop.is_set():
-            try:
-                await self.build_pending()
-            except SQLAlchemyError as error:
-                log.warning("transfer builder cannot read the consent store (retried): %s", error)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), poll_interval_s)
+        try:
+            while not stop.is_set():
+                try:
+                    await self.build_pending()
+                except SQLAlchemyError as error:
+                    log.warning(
+                        "transfer builder cannot read the consent store (retried): %s", error
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), poll_interval_s)
+        finally:
+            await self._snapshots.close()
 
     async def build_pending(self) -> int:
         """Build what is pending for the users held here; returns how many were taken."""
@@ -82,6 +98,8 @@ class TransferBuilder:
 
     async def build(self, transfer: TransferView) -> TransferView:
         """Build one claimed transfer; a failure is recorded on the transfer, not raised."""
+        if transfer.kind == "snapshot":
+            return await self._publish_snapshot(transfer)
         started = asyncio.get_running_loop().time()
         try:
             facts = await self._write(transfer)
@@ -112,6 +130,26 @@ class TransferBuilder:
             extra={"transfer_id": transfer.transfer_id, "consent_id": transfer.consent_id},
         )
         return view
+
+    async def _publish_snapshot(self, transfer: TransferView) -> TransferView:
+        try:
+            facts = await self._snapshots.publish(transfer)
+        except (TransfersError, TimeoutError, BrokerError, KafkaError, OSError) as error:
+            self.stats.snapshots_retried += 1
+            log.warning(
+                "snapshot %s for consent %s not taken yet (retried): %s",
+                transfer.transfer_id,
+                transfer.consent_id,
+                error,
+                extra={"transfer_id": transfer.transfer_id, "consent_id": transfer.consent_id},
+            )
+            return await asyncio.to_thread(
+                self._store.retry_later, transfer.transfer_id, str(error)
+            )
+        self.stats.snapshots_published += 1
+        return await asyncio.to_thread(
+            self._store.mark_snapshot_published, transfer.transfer_id, facts
+        )
 
     async def _write(self, transfer: TransferView) -> ArchiveFacts:
         partition = self._view.partition_of(transfer.user_id)

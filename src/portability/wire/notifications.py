@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
@@ -19,13 +20,17 @@ from portability.wire.records import NotificationRecord, RemovalReason
 __all__ = [
     "AUTHORIZATION_REMOVED",
     "DOWNLOAD_READY",
+    "SNAPSHOT",
+    "SnapshotPage",
     "authorization_removed",
     "download_ready",
     "event_id",
+    "snapshot_page",
 ]
 
 AUTHORIZATION_REMOVED: Final = "authorization.removed"
 DOWNLOAD_READY: Final = "portability.download.ready"
+SNAPSHOT: Final = "portability.snapshot"
 
 
 def event_id(event_type: str, consent_id: str, version: int) -> str:
@@ -95,3 +100,73 @@ def download_ready(
 def format_millis(moment: datetime) -> str:
     """ISO-8601 UTC with milliseconds and ``Z``, as every timestamp in the webhook contract."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPage:
+    """Where one page of a snapshot stands, as its notification's attributes carry it."""
+
+    snapshot_id: str  # the transfer's id
+    epoch: int
+    page: int  # 1, 2, 3...
+    last: bool
+    partition: int  # of account.changes (the user's)
+    position: int  # the snapshot holds every change of that partition before this offset
+
+    @classmethod
+    def of(cls, notification: NotificationRecord) -> SnapshotPage | None:
+        """The page a ``portability.snapshot`` notification is; None for other events."""
+        if notification["event_type"] != SNAPSHOT:
+            return None
+        attributes = notification["attributes"]
+        partition, _, position = attributes["position"].partition(":")
+        return cls(
+            snapshot_id=attributes["snapshot_id"],
+            epoch=int(attributes["epoch"]),
+            page=int(attributes["page"]),
+            last=attributes["last"] == "true",
+            partition=int(partition),
+            position=int(position),
+        )
+
+
+def snapshot_page(
+    *,
+    consent_id: str,
+    app_id: str,
+    user_id: str,
+    page: SnapshotPage,
+    categories: Sequence[str],
+    policy_version: str,
+    records: bytes,
+    record_count: int,
+    taken_at: datetime,
+) -> NotificationRecord:
+    """One page of a snapshot: ``records`` is the page's JSON array, ``record_count`` its size.
+
+    The id depends on the position too: a snapshot built again after a builder crash may
+    stand elsewhere, and its pages must not be taken for the first build's.
+    """
+    where = f"{page.partition}:{page.position}"
+    digest = hashlib.sha256(
+        f"{SNAPSHOT}\n{page.snapshot_id}\n{where}\n{page.page}".encode()
+    ).hexdigest()
+    return NotificationRecord(
+        event_id="evt_" + digest[:32],
+        event_type=SNAPSHOT,
+        consent_id=consent_id,
+        app_id=app_id,
+        user_id=user_id,
+        occurred_at=taken_at,
+        attributes={
+            "snapshot_id": page.snapshot_id,
+            "epoch": str(page.epoch),
+            "page": str(page.page),
+            "last": "true" if page.last else "false",
+            "position": where,
+            "categories": ",".join(categories),
+            "policy_version": policy_version,
+            "record_count": str(record_count),
+        },
+        records=records,
+    )

@@ -105,6 +105,10 @@ class ConsentRecord(TypedDict):
     revoked_at: datetime | None
     version: int
     removal_reason: NotRequired[RemovalReason | None]
+    # Snapshots (see consent.avsc): the current epoch and, once published, its hand-over.
+    snapshot_epoch: NotRequired[int]
+    snapshot_position: NotRequired[int | None]
+    snapshot_last_page_offset: NotRequired[int | None]
 
 
 class AppRecord(TypedDict):
@@ -130,6 +134,8 @@ class DeliveryRecord(TypedDict):
     # Offset in the user's account.changes partition of the change (or audience update) the
     # delta comes from; -1 from a writer that predates the field. Snapshots hand over on it.
     source_offset: NotRequired[int]
+    # The consent's snapshot epoch when matched; 0 from a writer that predates snapshots.
+    snapshot_epoch: NotRequired[int]
 
 
 class DeliveryStatusRecord(TypedDict):
@@ -153,6 +159,8 @@ class NotificationRecord(TypedDict):
     user_id: str
     occurred_at: datetime
     attributes: dict[str, str]
+    # portability.snapshot pages: the records as one JSON array (bytes), else None.
+    records: NotRequired[bytes | None]
 
 
 class PostFigures(TypedDict):
