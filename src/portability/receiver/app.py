@@ -30,8 +30,9 @@ from portability.delivery.payload import (
 )
 from portability.delivery.signing import validate_secret
 from portability.receiver.recovery import GapRecovery, RecoveryOptions, ReplayRequestRecord
+from portability.receiver.snapshots import ReceivedSnapshot, SnapshotPageError, parse_snapshot_page
 from portability.receiver.tracking import ConsentLog, LatencyRecorder, SequenceRange
-from portability.wire.notifications import AUTHORIZATION_REMOVED
+from portability.wire.notifications import AUTHORIZATION_REMOVED, SNAPSHOT
 
 __all__ = [
     "MAX_TOLERANCE_S",
@@ -81,6 +82,9 @@ class ReceiverStats:
             recipient must never see one.
         stale_timestamps: Requests whose ``webhook-timestamp`` was outside the tolerance
             (also counted in ``verification_failures``).
+        snapshot_pages: Unique ``portability.snapshot`` pages received.
+        snapshots_completed: Snapshots whose last page arrived.
+        snapshot_records: Records in the snapshot pages received.
         replays_requested: Replays of gaps the API accepted.
         replays_refused: Gaps whose replay the API refused or never accepted.
         gaps_unfilled: Gaps still open after their replay ended (beyond retention?).
@@ -102,6 +106,9 @@ class ReceiverStats:
     authorizations_removed: int = 0
     deltas_after_removal: int = 0
     stale_timestamps: int = 0
+    snapshot_pages: int = 0
+    snapshots_completed: int = 0
+    snapshot_records: int = 0
     replays_requested: int = 0
     replays_refused: int = 0
     gaps_unfilled: int = 0
@@ -213,6 +220,7 @@ class ReceivingApp:
         self._injections: collections.deque[_Injection] = collections.deque()
         self._other_events: list[dict[str, Any]] = []
         self._removals: dict[str, Removal] = {}
+        self._snapshots: dict[str, ReceivedSnapshot] = {}
         self._last_delta_at: dict[str, float] = {}
         self._counts: collections.Counter[str] = collections.Counter()
         self._missing = 0
@@ -293,6 +301,9 @@ class ReceivingApp:
             authorizations_removed=len(self._removals),
             deltas_after_removal=counts["deltas_after_removal"],
             stale_timestamps=counts["stale_timestamps"],
+            snapshot_pages=counts["snapshot_pages"],
+            snapshots_completed=counts["snapshots_completed"],
+            snapshot_records=counts["snapshot_records"],
             **self._recovery_counts(),
         )
 
@@ -337,6 +348,10 @@ class ReceivingApp:
         """Sequence ranges still missing below the consent's highest sequence received."""
         log = self._consents.get(consent_id)
         return log.missing_ranges() if log else []
+
+    def snapshot(self, consent_id: str) -> ReceivedSnapshot | None:
+        """The consent's latest snapshot received (complete or not), if any."""
+        return self._snapshots.get(consent_id)
 
     def removal(self, consent_id: str) -> Removal | None:
         """The ``authorization.removed`` event received for a consent, if any."""
@@ -466,6 +481,8 @@ class ReceivingApp:
             self._other_events.append(exc.document)
             if exc.event_type == AUTHORIZATION_REMOVED:
                 self._record_removal(exc.document, event_id, received_at)
+            elif exc.event_type == SNAPSHOT:
+                self._record_snapshot_page(exc.document, app_id)
             data = exc.document.get("data")
             consent_id = data.get("consent_id") if isinstance(data, dict) else None
             self._emit(
@@ -501,6 +518,52 @@ class ReceivingApp:
             reason=str(data.get("reason")),
             received_at=received_at,
         )
+
+    def _record_snapshot_page(self, document: dict[str, Any], app_id: str) -> None:
+        try:
+            page = parse_snapshot_page(document)
+        except SnapshotPageError as exc:
+            self._counts["malformed_payloads"] += 1
+            raise _Rejection(400, "malformed_payload", str(exc)) from exc
+        snapshot = self._snapshots.get(page.consent_id)
+        if snapshot is None or (snapshot.snapshot_id, snapshot.position) != (
+            page.snapshot_id,
+            page.position,
+        ):
+            if snapshot is not None and snapshot.epoch > page.epoch:
+                self._counts["duplicates"] += 1  # an older snapshot delivered again
+                return
+            # A new snapshot (or the same one built again elsewhere) replaces the last one.
+            known = self._consents.get(page.consent_id)
+            snapshot = ReceivedSnapshot(
+                page.snapshot_id,
+                page.epoch,
+                page.position,
+                deltas_before=0 if known is None else len(known.deltas),
+            )
+            self._snapshots[page.consent_id] = snapshot
+        try:
+            added = snapshot.add(page, self._retain)
+        except SnapshotPageError as exc:
+            self._counts["malformed_payloads"] += 1
+            raise _Rejection(400, "out_of_order", str(exc)) from exc
+        if not added:
+            self._counts["duplicates"] += 1
+            return
+        self._counts["snapshot_pages"] += 1
+        self._counts["snapshot_records"] += len(page.records)
+        if page.last:
+            self._counts["snapshots_completed"] += 1
+            log = self._consents.setdefault(page.consent_id, ConsentLog(retain=self._retain))
+            log.restart_after_snapshot()
+            _log.info(
+                "snapshot %s of consent %s complete: %d records in %d pages",
+                page.snapshot_id,
+                page.consent_id,
+                snapshot.record_count,
+                snapshot.pages,
+                extra={"consent_id": page.consent_id, "app_id": app_id},
+            )
 
     def _record(self, event: DeltaEvent, received_at: float) -> int:
         """Record the event's new deltas; returns how many were duplicates."""

@@ -32,6 +32,12 @@ class ConsentLog:
     detected_gaps: list[SequenceRange] = field(default_factory=list)
     contiguous: int = 0  # every sequence from 1 to this one has arrived
     retain: bool = True
+    restart_next: bool = False  # a snapshot ended: the next delta's sequence starts afresh
+
+    def restart_after_snapshot(self) -> None:
+        """A snapshot was received: deltas it holds are skipped, so the next delta's sequence
+        is where the consent's sequence continues, not a gap."""
+        self.restart_next = True
 
     def has(self, sequence: int) -> bool:
         """Whether a delta with ``sequence`` arrived already."""
@@ -50,6 +56,11 @@ class ConsentLog:
         if self.retain:
             self.deltas.append(delta)
         sequence = delta.sequence
+        if self.restart_next and not self.has(sequence):
+            self.restart_next = False
+            self.contiguous = max(self.contiguous, sequence - 1)
+            self.sequences = {s for s in self.sequences if s > self.contiguous}
+            self.highest = max(self.highest, sequence - 1)
         if self.has(sequence):
             # A new id reusing a sequence is the sender's bug; the sequence count stays right.
             return None, 0
