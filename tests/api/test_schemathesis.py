@@ -46,6 +46,7 @@ OPERATIONS = [
     ("GET", "/v1/consents/{consent_id}/status"),
     ("POST", "/v1/users/{user_id}/account-deleted"),
     ("POST", "/v1/consents/{consent_id}/transfers"),
+    ("POST", "/v1/consents/{consent_id}/snapshots"),
     ("GET", "/v1/consents/{consent_id}/transfers"),
     ("GET", "/v1/transfers/{transfer_id}"),
     ("POST", "/v1/transfers/{transfer_id}/cancel"),

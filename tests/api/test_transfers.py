@@ -251,3 +251,91 @@ def test_archive_file_missing_is_gone(
     response = client.get(f"/v1/transfers/{transfer_id}/archive", headers=owner.headers)
 
     assert response.status_code == 410
+
+
+# --- snapshots of ongoing consents ------------------------------------------------------------
+
+
+def ongoing_consent(client: TestClient, app: RegisteredApp, **extra: object) -> dict[str, object]:
+    body = grant_body(app.app_id, mode="ongoing", categories=["post", "profile"]) | extra
+    response = client.post("/v1/consents", headers=PLATFORM, json=body)
+    assert response.status_code == 201, response.text
+    consent: dict[str, object] = response.json()
+    return consent
+
+
+def test_an_ongoing_grant_asks_for_its_initial_snapshot_unless_declined(
+    client: TestClient, owner: RegisteredApp
+) -> None:
+    with_snapshot = ongoing_consent(client, owner)
+    declined = ongoing_consent(client, owner, initial_snapshot=False)
+
+    assert (with_snapshot["snapshot_epoch"], declined["snapshot_epoch"]) == (1, 0)
+    listed = client.get(
+        f"/v1/consents/{with_snapshot['consent_id']}/transfers", headers=owner.headers
+    ).json()["transfers"]
+    assert [(t["kind"], t["snapshot_epoch"], t["state"]) for t in listed] == [
+        ("snapshot", 1, "pending")
+    ]
+    none = client.get(f"/v1/consents/{declined['consent_id']}/transfers", headers=owner.headers)
+    assert none.json()["transfers"] == []
+    one_time = grant_body(owner.app_id, mode="one_time", categories=["post"])
+    refused = client.post(
+        "/v1/consents", headers=PLATFORM, json=one_time | {"initial_snapshot": True}
+    )
+    assert refused.status_code in (400, 422)
+    assert "one-time" in refused.text
+
+
+def test_a_resync_starts_a_new_snapshot_epoch(
+    client: TestClient, engine: Engine, owner: RegisteredApp, register: Register
+) -> None:
+    consent = ongoing_consent(client, owner)
+    consent_id = consent["consent_id"]
+
+    resync = client.post(f"/v1/consents/{consent_id}/snapshots", headers=owner.headers)
+
+    assert resync.status_code == 202, resync.text
+    transfer = resync.json()
+    assert (transfer["kind"], transfer["snapshot_epoch"], transfer["state"]) == (
+        "snapshot",
+        2,
+        "pending",
+    )
+    assert resync.headers["Location"] == f"/v1/transfers/{transfer['transfer_id']}"
+    after = client.get(f"/v1/consents/{consent_id}", headers=owner.headers).json()
+    assert after["snapshot_epoch"] == 2
+    # The first epoch's snapshot, never built, gives way to the new one.
+    states = {
+        t["snapshot_epoch"]: t["state"]
+        for t in client.get(f"/v1/consents/{consent_id}/transfers", headers=owner.headers).json()[
+            "transfers"
+        ]
+    }
+    assert states == {1: "cancelled", 2: "pending"}
+    # A snapshot has nothing to download and cannot be cancelled (the deltas wait for it).
+    download = client.get(f"/v1/transfers/{transfer['transfer_id']}/archive", headers=owner.headers)
+    assert (download.status_code, download.json()["error"]) == (409, "snapshot")
+    cancel = client.post(f"/v1/transfers/{transfer['transfer_id']}/cancel", headers=owner.headers)
+    assert (cancel.status_code, cancel.json()["error"]) == (409, "snapshot")
+    # Only the consent's own app or an operator asks; another app does not see the consent.
+    other = register(name="Other")
+    hidden = client.post(f"/v1/consents/{consent_id}/snapshots", headers=other.headers)
+    assert hidden.status_code == 404
+    assert client.post(f"/v1/consents/{consent_id}/snapshots", headers=PLATFORM).status_code == 403
+    by_operator = client.post(f"/v1/consents/{consent_id}/snapshots", headers=OPERATOR)
+    assert by_operator.json()["snapshot_epoch"] == 3
+
+
+def test_a_snapshot_is_only_for_an_active_ongoing_consent(
+    client: TestClient, owner: RegisteredApp
+) -> None:
+    one_time = one_time_consent(client, owner)
+    refused = client.post(f"/v1/consents/{one_time}/snapshots", headers=owner.headers)
+    assert refused.status_code == 409
+    assert "ongoing" in refused.json()["message"]
+    ongoing = ongoing_consent(client, owner)["consent_id"]
+    client.post(f"/v1/consents/{ongoing}/revoke", headers=owner.headers)
+    ended = client.post(f"/v1/consents/{ongoing}/snapshots", headers=owner.headers)
+    assert ended.status_code == 409
+    assert "revoked" in ended.json()["message"]

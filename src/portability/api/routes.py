@@ -172,6 +172,7 @@ def grant_consent(body: GrantRequest, context: Context, caller: Caller) -> Conse
     """Grant an app a consent, for a user in the EEA or the UK (platform only)."""
     caller.require("platform")
     categories = [body.categories] if isinstance(body.categories, str) else body.categories
+    snapshot = body.initial_snapshot
     view = context.service.grant(
         body.user_id,
         body.app_id,
@@ -179,6 +180,7 @@ def grant_consent(body: GrantRequest, context: Context, caller: Caller) -> Conse
         body.mode,
         body.expires_at,
         user_region=body.user_region,
+        initial_snapshot=body.mode == "ongoing" if snapshot is None else snapshot,
     )
     return ConsentResponse.of(view)
 
@@ -338,7 +340,7 @@ def get_replay(
     return ReplayResponse.of(view)
 
 
-# --- one-time transfers -------------------------------------------------------------------
+# --- transfers: one-time archives and ongoing snapshots ------------------------------------
 
 TransferId = Annotated[str, Path(pattern=ID_PATTERN, examples=["trf_0123456789abcdef"])]
 _ARCHIVE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -365,6 +367,23 @@ def request_transfer(
     return TransferResponse.of(view, context.settings.public_api_url())
 
 
+@router.post("/consents/{consent_id}/snapshots", status_code=202, tags=["transfers"])
+def request_snapshot(
+    consent_id: ConsentId, context: Context, caller: Caller, response: Response
+) -> TransferResponse:
+    """Resync: send an ongoing consent's app a fresh snapshot (the app itself, or an operator).
+
+    For an app that lost its copy. Its deltas matched from now on wait until the snapshot's
+    last ``portability.snapshot`` page is delivered; those the snapshot already holds are not
+    sent. 409 for a consent that is not active and ongoing.
+    """
+    _visible_consent(context, caller, consent_id)
+    caller.require("app", "operator")
+    view = context.transfers.request_snapshot(consent_id)
+    response.headers["Location"] = f"/v1/transfers/{view.transfer_id}"
+    return TransferResponse.of(view, context.settings.public_api_url())
+
+
 @router.get("/consents/{consent_id}/transfers", tags=["transfers"])
 def list_transfers(consent_id: ConsentId, context: Context, caller: Caller) -> TransferListResponse:
     """A consent's transfers, oldest first: an app sees its own consents', others any."""
@@ -387,8 +406,15 @@ def cancel_transfer(transfer_id: TransferId, context: Context, caller: Caller) -
 
     A ready archive is deleted at once.
     """
-    _visible_transfer(context, caller, transfer_id)
+    found = _visible_transfer(context, caller, transfer_id)
     caller.require("app", "operator")
+    if found.kind == "snapshot":
+        raise ApiError(
+            409,
+            "snapshot",
+            f"transfer {transfer_id!r} is a snapshot: the consent's deltas wait for it, so it "
+            "cannot be cancelled (revoke the consent to stop the flow)",
+        )
     view = context.transfers.cancel(transfer_id)
     delete_archive(context.settings, view)
     return TransferResponse.of(view, context.settings.public_api_url())
@@ -409,6 +435,13 @@ def download_archive(transfer_id: TransferId, context: Context, caller: Caller) 
     """
     view = _visible_transfer(context, caller, transfer_id)
     caller.require("app")
+    if view.kind == "snapshot":
+        raise ApiError(
+            409,
+            "snapshot",
+            f"transfer {transfer_id!r} is a snapshot: its records come as "
+            "portability.snapshot webhook events, there is no archive to download",
+        )
     if view.state in ("expired", "cancelled"):
         raise ApiError(410, "gone", f"transfer {transfer_id!r} is {view.state}: request a new one")
     if view.state != "ready" or view.archive_file is None:

@@ -13,6 +13,7 @@ from portability.consent.models import (
     ConsentStatus,
     ReplayState,
     ReviewStatus,
+    TransferKind,
     TransferState,
 )
 from portability.consent.replays import ReplayView
@@ -194,6 +195,12 @@ class GrantRequest(_Body):
     )
     mode: ConsentMode = "ongoing"
     expires_at: AwareDatetime | None = None
+    initial_snapshot: bool | None = Field(
+        default=None,
+        description="For an ongoing consent: send the user's current records of the "
+        "categories first (portability.snapshot pages), then the deltas. Default: true for "
+        "ongoing, false for one_time (whose data comes as an archive).",
+    )
 
 
 class ConsentResponse(BaseModel):
@@ -212,6 +219,10 @@ class ConsentResponse(BaseModel):
     user_region: str | None
     updated_at: datetime
     version: int
+    snapshot_epoch: int = Field(
+        description="0: deltas only. n > 0: the latest snapshot asked for (1 at the grant, "
+        "one more per POST /v1/consents/{consent_id}/snapshots)."
+    )
 
     @classmethod
     def of(cls, view: ConsentView) -> ConsentResponse:
@@ -230,6 +241,7 @@ class ConsentResponse(BaseModel):
             user_region=view.user_region,
             updated_at=view.updated_at,
             version=view.version,
+            snapshot_epoch=view.snapshot_epoch,
         )
 
 
@@ -357,11 +369,16 @@ class ReplayResponse(BaseModel):
 
 
 class TransferResponse(BaseModel):
-    """A one-time transfer: its state, and the archive once it is ready."""
+    """A transfer: a one-time consent's archive, or an ongoing consent's snapshot."""
 
     transfer_id: str
     consent_id: str
     app_id: str
+    kind: TransferKind = Field(
+        description="archive (a zip to download) or snapshot (portability.snapshot pages, "
+        "then the deltas; ready once its pages are on their way)."
+    )
+    snapshot_epoch: int | None = Field(description="The consent's snapshot epoch (snapshots).")
     categories: list[Category]
     state: TransferState = Field(
         description="pending, in_progress, ready (download until expires_at), expired, "
@@ -386,6 +403,8 @@ class TransferResponse(BaseModel):
             transfer_id=view.transfer_id,
             consent_id=view.consent_id,
             app_id=view.app_id,
+            kind=view.kind,
+            snapshot_epoch=view.snapshot_epoch,
             categories=list(view.categories),
             state=view.state,
             failure_reason=view.failure_reason,
