@@ -151,6 +151,16 @@ class Pipeline:
         self.tasks["matcher"] = asyncio.create_task(self.matcher.run(), name="matcher")
         return old
 
+    async def restart_worker(self) -> DeliveryWorker:
+        """Stop the delivery worker, then start a new one in the same group; returns the old."""
+        old, task = self.worker, self.tasks.pop("worker")
+        await old.stop()
+        await asyncio.wait_for(task, STOP_TIMEOUT_S)
+        self.worker = DeliveryWorker(self.runtime)
+        await self.worker.start()
+        self.tasks["worker"] = asyncio.create_task(self.worker.run(), name="delivery worker")
+        return old
+
     # -- observing ----------------------------------------------------------------------------
 
     def all_deltas(self) -> list[tuple[str, Delta]]:

@@ -783,6 +783,14 @@ def consents_grant(
             help="The user's country (ISO 3166-1 alpha-2); only EEA and UK users qualify."
         ),
     ] = None,
+    snapshot: Annotated[
+        bool | None,
+        typer.Option(
+            "--snapshot/--no-snapshot",
+            help="Send the user's current records first (portability.snapshot pages, built "
+            "by the transfers role), then the deltas. Default: on for ongoing consents.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Grant APP_ID a consent over USER_ID's data."""
@@ -792,8 +800,17 @@ def consents_grant(
         expires_at.replace(tzinfo=UTC) if expires_at and expires_at.tzinfo is None else expires_at
     )
     names = [c.strip() for c in categories.split(",") if c.strip()]
+    initial_snapshot = mode == "ongoing" if snapshot is None else snapshot
     view = _guarded(
-        lambda: _service().grant(user_id, app_id, names, mode, expiry, user_region=region)
+        lambda: _service().grant(
+            user_id,
+            app_id,
+            names,
+            mode,
+            expiry,
+            user_region=region,
+            initial_snapshot=initial_snapshot,
+        )
     )
     _print_rows([_consent_row(view)], as_json)
 

@@ -34,7 +34,10 @@ from portability.delivery.payload import (
 )
 from portability.delivery.signing import generate_secret, webhook_headers
 from portability.matching.matcher import delta_id
+from portability.privacy import current_policy
 from portability.simulation.platform import ChangeFactory, user_ids
+from portability.transfers.archive import shipped_record_json
+from portability.transfers.render import StoredRecord, state_change
 from portability.wire import AvroCodec, InProcessSchemaRegistry, SchemaName, notifications
 from portability.wire.notifications import authorization_removed
 from portability.wire.records import (
@@ -111,6 +114,7 @@ def test_event_types_are_told_apart_by_type() -> None:
         "portability.delta",
         "authorization.removed",
         "portability.download.ready",
+        "portability.snapshot",
     }
 
 
@@ -301,6 +305,46 @@ def download_ready() -> Document:
     }
 
 
+def snapshot_body(last: bool = True) -> Document:
+    """A ``portability.snapshot`` page as the builder and worker make it, from real records."""
+    factory = ChangeFactory(["u00000042"], seed=5)
+    changes = [factory.random_change("u00000042", c) for c in ("profile", "post", "follow")]
+    policy = current_policy()
+    stored = [state_change(c, offset) for offset, c in enumerate(changes)]
+    texts = [
+        text
+        for record in stored
+        if isinstance(record, StoredRecord)
+        and (text := shipped_record_json(record, policy, ["profile", "post", "follow"]))
+    ]
+    record = notifications.snapshot_page(
+        consent_id="cns_77b0c1d2e3f40516",
+        app_id="app_5c2a9e1d7b3f",
+        user_id="u00000042",
+        page=notifications.SnapshotPage("trf_3c9d1e2f4a5b6c7d", 1, 2, last, 4, 1234),
+        categories=["profile", "post", "follow"],
+        policy_version=policy.version,
+        records=("[" + ",".join(texts) + "]").encode(),
+        record_count=len(texts),
+        taken_at=datetime(2026, 11, 23, 10, 2, 13, 500_000, tzinfo=UTC),
+    )
+    _, body = notification_event(record)
+    document: Document = json.loads(body)
+    return document
+
+
+def test_snapshot_pages_as_the_builder_makes_them_validate() -> None:
+    document = snapshot_body()
+
+    assert_valid(document)
+    data = document["data"]
+    assert (data["epoch"], data["page"], data["last"], data["record_count"]) == (1, 2, True, 3)
+    assert [r["category"] for r in data["records"]] == ["profile", "post", "follow"]
+    assert data["position"] == "4:1234"
+    assert data["categories"] == ["profile", "post", "follow"]
+    assert_valid(snapshot_body(last=False))
+
+
 def test_download_ready_example_validates() -> None:
     assert_valid(download_ready())
 
@@ -416,6 +460,9 @@ _INVALID = [
     pytest.param(download_ready, put("data", sha256="AB" * 32), id="uppercase sha256"),
     pytest.param(download_ready, put("data", download_url="not a url"), id="url no URI"),
     pytest.param(download_ready, put("data", size_bytes=-1), id="negative size"),
+    pytest.param(snapshot_body, drop("data", "records"), id="snapshot without records"),
+    pytest.param(snapshot_body, put("data", page=0), id="snapshot page 0"),
+    pytest.param(snapshot_body, put("data", last="yes"), id="snapshot last not boolean"),
     pytest.param(download_ready, put("data", categories=[]), id="no categories"),
     pytest.param(download_ready, put("data", categories=["post", "post"]), id="repeated category"),
 ]

@@ -260,3 +260,23 @@ async def test_a_resync_replaces_the_copy_and_continues_exactly(pipeline: Pipeli
     await stream.run_while(lambda: published_snapshot(pipeline, consent.consent_id, 2) is None)
     await stream.run(STREAM_BATCHES // 2)
     await assert_handed_over_exactly(pipeline, stream, consent.consent_id, epoch=2)
+
+
+async def test_a_restarted_worker_knows_the_snapshot_was_delivered(pipeline: Pipeline) -> None:
+    stream = Stream(pipeline, "snapshot-user-3")
+    await stream.run(5)
+    consent = await asyncio.to_thread(
+        pipeline.service.grant, stream.user, APP_A, list(GRANTED), initial_snapshot=True
+    )
+    pipeline.active_consents.add(consent.consent_id)
+    await stream.run(5)
+    await assert_handed_over_exactly(pipeline, stream, consent.consent_id, epoch=1)
+
+    # The new worker never saw the pages: the consent's published hand-over and the group's
+    # committed offset past the last page tell it the snapshot was delivered.
+    await pipeline.restart_worker()
+    await stream.run(10)
+
+    await assert_handed_over_exactly(pipeline, stream, consent.consent_id, epoch=1)
+    assert pipeline.worker.stats.snapshots_delivered == 0
+    assert pipeline.worker.stats.deltas_delivered > 0
