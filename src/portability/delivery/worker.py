@@ -245,6 +245,17 @@ class DeliveryWorker:
         return sum(len(lane.queue) for lane in self._lanes.values() if lane.parked)
 
     @property
+    def awaiting_snapshot(self) -> int:
+        """Consents whose head delta waits for a snapshot not delivered yet (as seen here)."""
+        waiting = 0
+        for lane in self._lanes.values():
+            head = next((item for item in lane.queue if item.delivery is not None), None)
+            known = self._handovers.get(lane.consent_id)
+            if head is not None and head.epoch > (0 if known is None else known.epoch):
+                waiting += 1
+        return waiting
+
+    @property
     def retrying(self) -> int:
         """Consents whose next request is a retry (waiting in memory or parked)."""
         lanes = self._lanes.values()

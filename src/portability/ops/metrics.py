@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from portability.ops.dead_letter_counts import DeadLetterCounter
     from portability.ops.lag import LagReport
     from portability.ops.lag_sampler import LagSampler
+    from portability.transfers.builder import TransferBuilder
 
 __all__ = [
     "SPECS",
@@ -284,6 +285,28 @@ _ROLE_SPECS = (
         "Endpoints this worker disabled.",
     ),
     MetricSpec(
+        "portability_delivery_snapshots_delivered",
+        "counter",
+        "Snapshots whose last page this worker delivered (hand-overs to the deltas made).",
+    ),
+    MetricSpec(
+        "portability_delivery_dropped_in_snapshot",
+        "counter",
+        "Deltas not sent because the consent's delivered snapshot already held their change.",
+    ),
+    MetricSpec(
+        "portability_delivery_consents_awaiting_snapshot",
+        "gauge",
+        "Consents whose deltas wait for their snapshot's last page.",
+    ),
+    MetricSpec(
+        "portability_snapshots",
+        "counter",
+        "Snapshot transfers this builder handled, by outcome: published (pages sent), "
+        "retried (not takeable yet: the relay or the matcher behind; tried again).",
+        ("outcome",),
+    ),
+    MetricSpec(
         "portability_dead_letters_written",
         "counter",
         "Records this process wrote to the dead-letter topic, by stage.",
@@ -342,9 +365,11 @@ class PipelineCollector(Collector):
         self,
         matcher: Callable[[], Matcher | None],
         worker: Callable[[], DeliveryWorker | None],
+        builder: Callable[[], TransferBuilder | None] = lambda: None,
     ) -> None:
         self._matcher = matcher
         self._worker = worker
+        self._builder = builder
 
     def collect(self) -> Iterable[Metric]:
         families = _Families(_ROLE_SPECS)
@@ -358,6 +383,10 @@ class PipelineCollector(Collector):
             _delivery_samples(worker, families)
             _endpoint_samples(worker, families)
             families.add(written, ["delivery"], worker.stats.dead_lettered)
+        builder = self._builder()
+        if builder is not None:
+            families.add("portability_snapshots", ["published"], builder.stats.snapshots_published)
+            families.add("portability_snapshots", ["retried"], builder.stats.snapshots_retried)
         return families.all()
 
 
@@ -394,6 +423,9 @@ def _delivery_samples(worker: DeliveryWorker, families: _Families) -> None:
     families.add("portability_delivery_parked_records", [], worker.parked)
     families.add("portability_delivery_retrying_consents", [], worker.retrying)
     families.add("portability_endpoints_disabled", [], stats.endpoints_disabled)
+    families.add("portability_delivery_snapshots_delivered", [], stats.snapshots_delivered)
+    families.add("portability_delivery_dropped_in_snapshot", [], stats.dropped_in_snapshot)
+    families.add("portability_delivery_consents_awaiting_snapshot", [], worker.awaiting_snapshot)
 
 
 def _endpoint_samples(worker: DeliveryWorker, families: _Families) -> None:
@@ -515,11 +547,13 @@ def _process_registry() -> CollectorRegistry:
 
 
 def worker_registry(
-    matcher: Callable[[], Matcher | None], worker: Callable[[], DeliveryWorker | None]
+    matcher: Callable[[], Matcher | None],
+    worker: Callable[[], DeliveryWorker | None],
+    builder: Callable[[], TransferBuilder | None] = lambda: None,
 ) -> CollectorRegistry:
     """What a pipeline worker process serves on ``/metrics``."""
     registry = _process_registry()
-    registry.register(PipelineCollector(matcher, worker))
+    registry.register(PipelineCollector(matcher, worker, builder))
     return registry
 
 

@@ -142,7 +142,9 @@ def build_app(settings: Settings, bootstrap: str, roles: set[Role]) -> faust.App
     async def stats_view(web: Any, request: Any) -> Any:
         return web.json(pipeline.stats())
 
-    registry = worker_registry(lambda: pipeline.matcher, lambda: pipeline.worker)
+    registry = worker_registry(
+        lambda: pipeline.matcher, lambda: pipeline.worker, lambda: pipeline.builder
+    )
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
