@@ -35,6 +35,7 @@ from portability.consent.errors import ConflictError
 from portability.consent.replays import ReplayProgress, ReplayStore, ReplayView
 from portability.delivery.sender import Outcome, WebhookSender
 from portability.errors import PortabilityError
+from portability.privacy import is_audience_record_id
 from portability.runtime import Runtime
 from portability.settings import Settings
 from portability.wire.errors import WireFormatError
@@ -140,6 +141,9 @@ class _Range:
     consent_id: str
     from_sequence: int | None
     since: datetime | None
+    # The consent's latest snapshot: its epoch, and its position once published (else None).
+    snapshot_epoch: int = 0
+    snapshot_position: int | None = None
 
     @property
     def since_ms(self) -> int | None:
@@ -150,7 +154,19 @@ class _Range:
             return False
         if self.from_sequence is not None and delivery["sequence"] < self.from_sequence:
             return False
+        if not self._after_snapshot(delivery):
+            return False
         return self.since is None or delivery["matched_at"] >= self.since
+
+    def _after_snapshot(self, delivery: DeliveryRecord) -> bool:
+        """Not held by the consent's snapshot, nor waiting for one, as the worker decides."""
+        if self.snapshot_epoch == 0 or is_audience_record_id(delivery["change"]["record_id"]):
+            return True
+        if self.snapshot_position is None:
+            # The latest snapshot is not published: its epoch's deltas wait for it.
+            return delivery.get("snapshot_epoch", 0) < self.snapshot_epoch
+        source_offset = delivery.get("source_offset", -1)
+        return source_offset < 0 or source_offset >= self.snapshot_position
 
 
 class Replayer:
@@ -350,7 +366,14 @@ class Replayer:
 
     async def _replay(self, view: ReplayView, progress: _Progress) -> None:
         assert self._runtime is not None  # noqa: S101 - submit refuses without Kafka
-        wanted = _Range(view.consent_id, view.from_sequence, view.since)
+        consent = await asyncio.to_thread(self._service.get_consent, view.consent_id)
+        wanted = _Range(
+            view.consent_id,
+            view.from_sequence,
+            view.since,
+            consent.snapshot_epoch,
+            consent.snapshot_position,
+        )
         topic = self._runtime.topics.deliveries
         tp = TopicPartition(
             topic, partition_for_consent(view.consent_id, self._settings.partitions)

@@ -54,6 +54,7 @@ from portability.delivery.retry_schedule import RetrySchedule
 from portability.delivery.sender import Outcome, WebhookSender
 from portability.delivery.stats import DeliveryStats
 from portability.delivery.status import StatusBoard
+from portability.privacy import is_audience_record_id
 from portability.runtime import Runtime
 from portability.wire.dead_letters import HEADER_PREFIX, DeadLetter
 from portability.wire.errors import WireFormatError
@@ -75,7 +76,6 @@ _REPLAYED_FROM = (
 )
 _HANDOVER_ASK_S = 1.0
 _AFTER_ALL = 1 << 62  # the epoch part of an order that comes after every delta and page
-_AUDIENCE_SUFFIX = "/audience"  # figures' record ids: derived counts no snapshot holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +116,19 @@ class _Item:
         return self.notification["event_id"] if self.notification is not None else ""
 
     @property
-    def order(self) -> tuple[int, int, int]:
+    def order(self) -> tuple[int, int, int, int]:
         """Place in the lane: by snapshot epoch, then a snapshot's pages before its deltas,
-        then deltas by sequence; other notifications after everything."""
+        then deltas by sequence; other notifications after everything.
+
+        Pages go by position, then number: a snapshot built again (its builder failed half
+        way) stands at a later position, so its pages follow the first build's instead of
+        interleaving with them.
+        """
         if self.delivery is not None:
-            return (self.epoch, 1, self.delivery["sequence"])
+            return (self.epoch, 1, self.delivery["sequence"], 0)
         if self.page is not None:
-            return (self.page.epoch, 0, self.page.page)
-        return (_AFTER_ALL, 2, 0)
+            return (self.page.epoch, 0, self.page.position, self.page.page)
+        return (_AFTER_ALL, 2, 0, 0)
 
     @property
     def epoch(self) -> int:
@@ -138,8 +143,8 @@ class _Item:
     @property
     def in_snapshot(self) -> bool:
         """Whether the delta's change is one a snapshot at ``position`` could hold."""
-        return self.delivery is not None and not self.delivery["change"]["record_id"].endswith(
-            _AUDIENCE_SUFFIX
+        return self.delivery is not None and not is_audience_record_id(
+            self.delivery["change"]["record_id"]
         )
 
     @property

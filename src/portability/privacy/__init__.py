@@ -13,6 +13,7 @@ from portability.privacy.audience import (
     audience_marker,
     audience_record_id,
     figures_change,
+    is_audience_record_id,
     platform_headers,
     update_change,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "default_policy_path",
     "figures_change",
     "for_subject",
+    "is_audience_record_id",
     "is_tracked",
     "load_policy",
     "platform_headers",

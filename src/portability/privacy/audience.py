@@ -107,6 +107,12 @@ def audience_record_id(post_id: str) -> str:
     return post_id + _AUDIENCE_SUFFIX
 
 
+def is_audience_record_id(record_id: str) -> bool:
+    """Whether ``record_id`` names a post's audience figures: derived counts, not a record
+    of the user's (no snapshot or archive holds them)."""
+    return record_id.endswith(_AUDIENCE_SUFFIX)
+
+
 def update_change(source_partition: int, entries: Sequence[AudienceEntry]) -> AccountChange:
     """The audience update carrying ``entries`` (in source order) to their partition."""
     offsets = ",".join(str(entry["source_offset"]) for entry in entries)
