@@ -12,6 +12,7 @@ import pytest
 from portability.broker import EmbeddedBroker
 from portability.consent.errors import NotFoundError
 from portability.consent.replays import ReplayInProgressError, ReplayStore
+from portability.consent.transfers import SnapshotFacts, TransferStore
 from portability.delivery.replay import (
     INTERRUPTED_BY_RESTART,
     Replayer,
@@ -216,3 +217,29 @@ async def test_stopping_fails_the_replays_it_was_running(stack: ReplayStack) -> 
     assert stopped.last_error is not None
     assert "the API stopped" in stopped.last_error
     assert stack.replayer.store.get(elsewhere.replay_id).state == "pending"
+
+
+async def test_a_replay_leaves_out_what_the_consents_snapshot_holds(stack: ReplayStack) -> None:
+    app = stack.register("app-r9")
+    consent = stack.service.grant(
+        "u9", "app-r9", ["all"], user_region="DE", initial_snapshot=True
+    ).consent_id
+    transfers = TransferStore(stack.engine)
+    [snapshot] = transfers.claim()
+    published = SnapshotFacts(
+        position=5, partition=0, last_page_offset=0, record_count=4, pages=1, policy_version="v"
+    )
+    transfers.mark_snapshot_published(snapshot.transfer_id, published)
+    # Deltas of changes at source offsets 2..8: the snapshot holds those before 5.
+    records = []
+    for sequence, source_offset in enumerate(range(2, 9), start=1):
+        record = delivery(consent, app.app_id, sequence, user_id="u9")
+        record.update(source_offset=source_offset, snapshot_epoch=1)
+        records.append(record)
+    await stack.produce(records)
+
+    view = await stack.replayer.submit(consent, "app", from_sequence=1)
+    done = await stack.replayer.wait(view.replay_id)
+
+    assert done.state == "done"
+    assert stack.sequences(consent) == [4, 5, 6, 7]  # source offsets 5, 6, 7, 8
