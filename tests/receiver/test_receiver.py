@@ -16,7 +16,13 @@ import pytest
 from portability.delivery.payload import delta_event, notification_event
 from portability.delivery.signing import SigningError, generate_secret, webhook_headers
 from portability.receiver import ReceiverStats, ReceivingApp, run_receiver
-from portability.wire.notifications import AUTHORIZATION_REMOVED, authorization_removed, event_id
+from portability.wire.notifications import (
+    AUTHORIZATION_REMOVED,
+    SnapshotPage,
+    authorization_removed,
+    event_id,
+    snapshot_page,
+)
 from portability.wire.records import DeliveryRecord
 
 APP_ID = "app-1"
@@ -495,3 +501,71 @@ async def test_without_retaining_deltas_duplicates_are_known_by_sequence(secret:
     assert receiver.deltas(CONSENT_ID) == []
     assert receiver.received_ids() == set()
     assert stats.latency_p50_ms is not None
+
+
+def snapshot_page_body(page: int, last: bool, position: int = 40, epoch: int = 1) -> bytes:
+    """A portability.snapshot page as the delivery worker posts it (one profile record)."""
+    record = {
+        "record_id": "user-1",
+        "category": "profile",
+        "occurred_at": "2025-01-31T00:00:00.000Z",
+        "change_id": f"change-snap-{page}",
+        "record": {
+            "username": "ada",
+            "display_name": f"Ada p{page}",
+            "bio": "",
+            "region": "FR",
+            "is_private": False,
+        },
+    }
+    notification = snapshot_page(
+        consent_id=CONSENT_ID,
+        app_id=APP_ID,
+        user_id="user-1",
+        page=SnapshotPage("trf_1", epoch, page, last, 0, position),
+        categories=["profile"],
+        policy_version="v1",
+        records=json.dumps([record]).encode(),
+        record_count=1,
+        taken_at=datetime(2025, 1, 31, tzinfo=UTC),
+    )
+    return notification_event(notification)[1]
+
+
+async def test_a_snapshot_is_kept_in_order_and_restarts_the_sequence(
+    receiver: ReceivingApp, sender: Sender
+) -> None:
+    await sender.send([delivery(1), delivery(2)])
+    for page, last in ((1, False), (1, False), (2, True)):  # page 1 delivered twice
+        assert (await sender.send_body(snapshot_page_body(page, last)))[0] == 204
+    # The deltas the snapshot held (3 to 6) are not sent: 7 continues the sequence.
+    await sender.send([delivery(7), delivery(8)])
+
+    snapshot = receiver.snapshot(CONSENT_ID)
+    assert snapshot is not None
+    assert (snapshot.snapshot_id, snapshot.epoch, snapshot.pages, snapshot.complete) == (
+        "trf_1",
+        1,
+        2,
+        True,
+    )
+    assert [r["change_id"] for r in snapshot.records] == ["change-snap-1", "change-snap-2"]
+    assert snapshot.deltas_before == 2
+    stats = receiver.stats()
+    assert (stats.snapshot_pages, stats.snapshots_completed, stats.snapshot_records) == (2, 1, 2)
+    assert stats.duplicates == 1  # the page delivered twice
+    assert (stats.gaps_detected, stats.missing_sequences) == (0, 0)
+
+
+async def test_a_snapshot_page_out_of_order_is_refused(
+    receiver: ReceivingApp, sender: Sender
+) -> None:
+    status, _, body = await sender.send_body(snapshot_page_body(2, True))
+
+    assert status == 400
+    assert body["error"] == "out_of_order"
+    # A later build of the same snapshot (another position) starts a fresh copy.
+    assert (await sender.send_body(snapshot_page_body(1, True, position=41)))[0] == 204
+    snapshot = receiver.snapshot(CONSENT_ID)
+    assert snapshot is not None
+    assert (snapshot.position, snapshot.pages, snapshot.complete) == ("0:41", 1, True)

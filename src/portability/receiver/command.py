@@ -129,11 +129,13 @@ def _signals_set(stop: asyncio.Event) -> Iterator[None]:
 def _log_stats(stats: ReceiverStats, *, final: bool) -> None:
     fields = {k: v for k, v in dataclasses.asdict(stats).items() if v is not None}
     _log.info(
-        "receiver %s: %d requests, %d deltas, %d duplicates, %d gaps, %d missing, "
-        "%d verification failures, %d replays requested",
+        "receiver %s: %d requests, %d deltas, %d snapshot pages (%d complete), %d duplicates, "
+        "%d gaps, %d missing, %d verification failures, %d replays requested",
         "final counters" if final else "counters",
         stats.requests,
         stats.deltas_received,
+        stats.snapshot_pages,
+        stats.snapshots_completed,
         stats.duplicates,
         stats.gaps_detected,
         stats.missing_sequences,
