@@ -88,7 +88,7 @@ async def _pipeline(broker: EmbeddedBroker, data_dir: Path) -> AsyncIterator[Loc
         api_platform_token=_PLATFORM_TOKEN,
         api_rate_limit_per_minute=1_000_000,
     )
-    async with local_pipeline(settings) as pipeline:
+    async with local_pipeline(settings, transfers=False) as pipeline:
         yield pipeline
 
 

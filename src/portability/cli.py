@@ -664,6 +664,14 @@ def demo(
     revoke_fraction: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of consents revoked mid-stream.")
     ] = 0.05,
+    late_grants: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Consents granted mid-stream with a snapshot, to users with history; each "
+            "app's copy (snapshot, then deltas) is checked against the platform's state.",
+        ),
+    ] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the simulation.")] = 7,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
@@ -672,7 +680,7 @@ def demo(
     """Run the whole pipeline on an embedded broker with a simulated platform and app.
 
     Exits non-zero if any delivery failed verification, leaked after a revocation, or went
-    missing.
+    missing, or if a late grant's copy (snapshot, then deltas) differs from the platform's.
     """
     from portability.demo import DemoOptions, run_demo
 
@@ -683,6 +691,7 @@ def demo(
         apps=apps,
         consent_fraction=consent_fraction,
         revoke_fraction=revoke_fraction,
+        late_grants=late_grants,
         seed=seed,
     )
     with Live(console=console, refresh_per_second=4, transient=True) as live:
@@ -693,7 +702,10 @@ def demo(
     if report.failures:
         console.print("[red]FAILED:[/red] " + "; ".join(report.failures))
         raise typer.Exit(1)
-    console.print("[green]OK[/green]: every expected delta arrived once, verified, in order.")
+    snapshots = "; every snapshot copy equals the platform's state" if late_grants else ""
+    console.print(
+        f"[green]OK[/green]: every expected delta arrived once, verified, in order{snapshots}."
+    )
 
 
 # --- apps and consents ------------------------------------------------------------------------

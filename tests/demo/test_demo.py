@@ -1,9 +1,10 @@
-"""The demo end to end, small: it must report every expected delta and nothing else."""
+"""The demo end to end, small: it must report every expected delta and nothing else, and
+every late grant's copy (snapshot, then deltas) equal to the platform's state."""
 
 from __future__ import annotations
 
 from portability.broker import EmbeddedBroker
-from portability.demo import DemoOptions, Progress, run_demo
+from portability.demo import DemoOptions, DemoReport, Progress, run_demo
 from portability.settings import Settings
 
 
@@ -16,26 +17,71 @@ async def test_small_demo_delivers_everything_it_should(
         if not seen or seen[-1] != progress.phase:
             seen.append(progress.phase)
 
-    options = DemoOptions(users=300, events=1_500, rate=3_000, revoke_fraction=0.1, bad_records=2)
+    # Two seconds of changes: the late grants' snapshots are usually taken while they flow.
+    options = DemoOptions(
+        users=300, events=3_000, rate=1_500, revoke_fraction=0.1, late_grants=3, bad_records=2
+    )
     report = await run_demo(
         options, settings.model_copy(update={"kafka_bootstrap": broker.bootstrap}), on_progress
     )
 
     assert report.failures == []
-    assert report.progress.produced == 1_500
+    assert report.progress.produced == 3_000
     assert report.expected > 0
     assert report.missing == 0
     assert report.leaks == 0
     assert report.unexpected == 0
     assert report.verification_failures == 0
     assert report.gaps == 0
-    assert report.progress.verified == report.expected + report.revoked_in_flight
+    assert (
+        report.progress.verified == report.expected + report.revoked_in_flight + report.late_deltas
+    )
     assert report.progress.dead_lettered == report.progress.bad_records_sent == 2
     assert report.progress.revoked > 0
     # Every revoked consent's app was told, and no delta of it came after the event.
     assert report.removals_missing == 0
     assert report.deltas_after_removal == 0
+    # The late grants got their snapshots mid-stream, then deltas: each copy is the platform's.
+    assert report.progress.late_grants == 3
+    assert report.progress.snapshots_completed == 3
+    assert report.copies_equal == 3
+    assert report.snapshot_records > 0
+    assert report.snapshot_doubled == 0
     assert report.latency_p99_ms is not None
     assert seen[0] == "granting consents"
     assert "streaming changes" in seen
     assert seen[-1] == "done"
+
+
+def test_report_fails_on_snapshot_mismatches() -> None:
+    progress = Progress(phase="done", late_grants=5, snapshots_completed=4)
+    report = DemoReport(
+        progress=progress,
+        consents=10,
+        users=100,
+        apps=2,
+        expected=50,
+        missing=0,
+        unexpected=0,
+        leaks=0,
+        revoked_in_flight=0,
+        removals_missing=0,
+        deltas_after_removal=0,
+        verification_failures=0,
+        gaps=0,
+        snapshot_records=12,
+        copies_equal=2,
+        snapshot_doubled=1,
+        late_deltas=7,
+        retries=0,
+        latency_p50_ms=None,
+        latency_p95_ms=None,
+        latency_p99_ms=None,
+    )
+
+    assert report.failures == [
+        "1 late grants whose snapshot did not complete",
+        "2 snapshot copies differ from the platform's state",
+        "1 changes arrived both in a snapshot and as a delta after it",
+    ]
+    assert report.as_dict()["copies_equal"] == 2

@@ -1,8 +1,10 @@
 """The whole pipeline in one process: what the demo and the benchmarks run.
 
 A broker (embedded unless ``settings.kafka_bootstrap`` names one), a consent store in
-``settings.data_dir``, the outbox relay, the matcher, the delivery worker, a reference
-receiving app over real HTTP and a simulated platform, started and stopped in order.
+``settings.data_dir``, the outbox relay, the matcher, the delivery worker, the current-state
+view (every partition, outside any group) with its transfer builder (snapshots of ongoing
+consents), a reference receiving app over real HTTP and a simulated platform, started and
+stopped in order.
 """
 
 from __future__ import annotations
@@ -23,8 +25,13 @@ from portability.receiver import ReceivingApp, run_receiver
 from portability.runtime import Runtime
 from portability.settings import Settings
 from portability.simulation import PlatformPublisher
+from portability.transfers.builder import TransferBuilder
+from portability.transfers.state import StateView
 
 __all__ = ["DemoError", "LocalPipeline", "local_pipeline"]
+
+_BUILDER_POLL_S = 0.1
+_STOP_TIMEOUT_S = 10.0
 
 
 class DemoError(PortabilityError):
@@ -44,6 +51,9 @@ class LocalPipeline:
     receiver: ReceivingApp
     receiver_url: str
     publisher: PlatformPublisher
+    # The transfers role, when asked for: it decodes every change, so it costs latency.
+    state_view: StateView | None = None
+    builder: TransferBuilder | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def check_alive(self) -> None:
@@ -54,7 +64,9 @@ class LocalPipeline:
 
 
 @contextlib.asynccontextmanager
-async def local_pipeline(settings: Settings) -> AsyncIterator[LocalPipeline]:
+async def local_pipeline(
+    settings: Settings, *, transfers: bool = True
+) -> AsyncIterator[LocalPipeline]:
     """Start every part, yield handles on them, and stop them all at the end."""
     async with contextlib.AsyncExitStack() as stack:
         bootstrap = settings.kafka_bootstrap
@@ -66,6 +78,14 @@ async def local_pipeline(settings: Settings) -> AsyncIterator[LocalPipeline]:
         stack.callback(engine.dispose)
         init_schema(engine)
         receiver = ReceivingApp()
+        # One view holds every partition (static assignment): it alone builds the snapshots.
+        state_view = (
+            StateView(
+                runtime, "portability-demo-state", partitions=list(range(settings.partitions))
+            )
+            if transfers
+            else None
+        )
         pipeline = LocalPipeline(
             runtime=runtime,
             engine=engine,
@@ -73,6 +93,8 @@ async def local_pipeline(settings: Settings) -> AsyncIterator[LocalPipeline]:
             relay=OutboxRelay(engine, runtime),
             matcher=Matcher(runtime),
             worker=DeliveryWorker(runtime),
+            state_view=state_view,
+            builder=None if state_view is None else TransferBuilder(runtime, engine, state_view),
             receiver=receiver,
             receiver_url=await stack.enter_async_context(run_receiver(receiver)),
             publisher=PlatformPublisher(runtime),
@@ -83,6 +105,8 @@ async def local_pipeline(settings: Settings) -> AsyncIterator[LocalPipeline]:
 
 async def _start(pipeline: LocalPipeline, stack: contextlib.AsyncExitStack) -> None:
     stop_relay = asyncio.Event()
+    stop_builder = asyncio.Event()
+    view = pipeline.state_view
     for component in (pipeline.relay, pipeline.publisher, pipeline.matcher, pipeline.worker):
         await component.start()
         stack.push_async_callback(component.stop)
@@ -91,11 +115,29 @@ async def _start(pipeline: LocalPipeline, stack: contextlib.AsyncExitStack) -> N
         asyncio.create_task(pipeline.matcher.run(), name="matcher"),
         asyncio.create_task(pipeline.worker.run(), name="delivery worker"),
     ]
+    builder: list[asyncio.Task[None]] = []
+    if view is not None and pipeline.builder is not None:
+        await view.start()
+        stack.push_async_callback(view.stop)
+        builder.append(
+            asyncio.create_task(
+                pipeline.builder.run(stop_builder, poll_interval_s=_BUILDER_POLL_S),
+                name="transfer builder",
+            )
+        )
+        tasks += [asyncio.create_task(view.run(), name="current-state view"), *builder]
 
     async def stop_tasks() -> None:
         stop_relay.set()
-        await asyncio.gather(pipeline.matcher.stop(), pipeline.worker.stop())
-        await asyncio.wait(tasks, timeout=10)
+        stop_builder.set()
+        # The builder first: it reads the view, which must still be running meanwhile.
+        if builder:
+            await asyncio.wait(builder, timeout=_STOP_TIMEOUT_S)
+        stops = [pipeline.matcher.stop(), pipeline.worker.stop()]
+        if view is not None:
+            stops.append(view.stop())
+        await asyncio.gather(*stops)
+        await asyncio.wait(tasks, timeout=_STOP_TIMEOUT_S)
         for task in tasks:
             task.cancel()
 

@@ -21,6 +21,8 @@ class Progress:
     verified: int = 0
     duplicates: int = 0
     revoked: int = 0
+    late_grants: int = 0  # consents granted mid-stream with a snapshot
+    snapshots_completed: int = 0  # of those, snapshots whose last page the app received
     bad_records_sent: int = 0
     dead_lettered: int = 0
 
@@ -36,6 +38,10 @@ class Progress:
             ("deltas verified at the app", self.verified),
             ("duplicates", self.duplicates),
             ("consents revoked mid-stream", self.revoked),
+            (
+                "late grants with snapshots / snapshots completed",
+                f"{self.late_grants} / {self.snapshots_completed}",
+            ),
             (
                 "bad records injected / dead-lettered",
                 f"{self.bad_records_sent} / {self.dead_lettered}",
@@ -60,6 +66,10 @@ class DemoReport:
     deltas_after_removal: int
     verification_failures: int
     gaps: int
+    snapshot_records: int  # records in the completed snapshots of the late grants
+    copies_equal: int  # late grants whose copy (snapshot, then deltas) equals the platform's
+    snapshot_doubled: int  # changes that arrived both in a snapshot and as a delta after it
+    late_deltas: int  # deltas the late grants received (after their snapshots)
     retries: int
     latency_p50_ms: float | None
     latency_p95_ms: float | None
@@ -81,6 +91,13 @@ class DemoReport:
             "bad records not dead-lettered": max(
                 0, self.progress.bad_records_sent - self.progress.dead_lettered
             ),
+            "late grants whose snapshot did not complete": (
+                self.progress.late_grants - self.progress.snapshots_completed
+            ),
+            "snapshot copies differ from the platform's state": (
+                self.progress.snapshots_completed - self.copies_equal
+            ),
+            "changes arrived both in a snapshot and as a delta after it": self.snapshot_doubled,
         }
         return [f"{count} {what}" for what, count in checks.items() if count]
 
@@ -98,6 +115,13 @@ class DemoReport:
             ("deltas after authorization.removed", self.deltas_after_removal),
             ("signature verification failures", self.verification_failures),
             ("sequence gaps", self.gaps),
+            ("snapshot records", self.snapshot_records),
+            ("deltas after the snapshots", self.late_deltas),
+            (
+                "copies equal to the platform (snapshot + deltas)",
+                f"{self.copies_equal} of {self.progress.late_grants}",
+            ),
+            ("changes both in a snapshot and a later delta", self.snapshot_doubled),
             ("delivery retries", self.retries),
             ("latency p50 / p95 / p99 (ms)", _latency(self)),
         ):

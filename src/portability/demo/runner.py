@@ -2,8 +2,10 @@
 
 It starts (or uses) a broker, a consent store in a temporary folder, the outbox relay, the
 matcher, the delivery worker, a receiving app that verifies every signature, and a simulated
-platform; grants consents, streams changes, revokes some consents mid-stream, injects a few
-undecodable records, then reports what arrived against what had to.
+platform; grants consents, streams changes, grants a few more mid-stream with a snapshot,
+revokes some consents mid-stream, injects a few undecodable records, then reports what arrived
+against what had to, and whether each late consent's copy (snapshot, then deltas) equals the
+platform's state.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+from portability.demo.copies import Copy, CopyCheck, check_copy
 from portability.demo.local import DemoError, LocalPipeline, local_pipeline
 from portability.demo.report import DemoReport, Progress
 from portability.demo.scenario import Oracle, choose_grants
-from portability.privacy import audience_record_id
+from portability.privacy import audience_record_id, current_policy
 from portability.settings import Settings
 from portability.simulation import ChangeFactory, user_ids
+from portability.wire.records import CATEGORIES, Category
 
 __all__ = ["DemoError", "DemoOptions", "run_demo"]
 
@@ -42,6 +46,7 @@ class DemoOptions:
     apps: int = 3
     consent_fraction: float = 0.1
     revoke_fraction: float = 0.05
+    late_grants: int = 5  # consents granted mid-stream with a snapshot, to users with history
     bad_records: int = 3
     drain_timeout_s: float = 30.0
     seed: int = 7
@@ -56,7 +61,7 @@ async def run_demo(
     """Run the scenario and return its report; ``on_progress`` is called a few times a second."""
     with tempfile.TemporaryDirectory(prefix="portability-demo-") as folder:
         settings = settings.model_copy(update={"data_dir": Path(folder)})
-        async with local_pipeline(settings) as pipeline:
+        async with local_pipeline(settings, transfers=options.late_grants > 0) as pipeline:
             return await _Scenario(pipeline, options, on_progress).run()
 
 
@@ -70,8 +75,11 @@ class _Scenario:
         self.rnd = random.Random(options.seed)
         self.oracle = Oracle()
         self.users = user_ids(options.users)
+        self.app_ids = [f"demo-app-{i}" for i in range(1, options.apps + 1)]
         self.progress = Progress(phase="starting")
         self.started = time.monotonic()
+        # The platform's state for each late consent, once the stream has ended.
+        self.platform_copies: dict[str, Copy] = {}
 
     async def run(self) -> DemoReport:
         await self._grant()
@@ -82,8 +90,7 @@ class _Scenario:
 
     async def _grant(self) -> None:
         self._tick("granting consents")
-        app_ids = [f"demo-app-{i}" for i in range(1, self.options.apps + 1)]
-        for app_id in app_ids:
+        for app_id in self.app_ids:
             app = await asyncio.to_thread(
                 self.p.service.register_app,
                 f"Demo app {app_id[-1]}",
@@ -91,7 +98,7 @@ class _Scenario:
                 app_id,
             )
             self.p.receiver.add_app(app_id, app.signing_secret)
-        grants = choose_grants(self.users, app_ids, self.options.consent_fraction, self.rnd)
+        grants = choose_grants(self.users, self.app_ids, self.options.consent_fraction, self.rnd)
         for user, app_id, categories in grants:
             view = await asyncio.to_thread(self.p.service.grant, user, app_id, categories)
             self.oracle.add_consent(view)
@@ -114,6 +121,7 @@ class _Scenario:
         factory = ChangeFactory(self.users, seed=options.seed)
         chunk = max(1, int(options.rate * _TICK_S))
         revoke_at = options.events // 2
+        late_at = options.events // 2
         bad_at = {
             int(options.events * (i + 1) / (options.bad_records + 1))
             for i in range(options.bad_records)
@@ -130,6 +138,8 @@ class _Scenario:
                 await self.p.publisher.publish_raw(user, _UNDECODABLE)
                 self.progress.bad_records_sent += 1
                 bad_at.discard(marker)
+            if sent < late_at <= sent + size:
+                await self._grant_late()
             if sent < revoke_at <= sent + size:
                 await self._revoke_some()
             sent += size
@@ -137,6 +147,30 @@ class _Scenario:
             self._tick("streaming changes")
             # Pace to the requested rate without drifting.
             await asyncio.sleep(max(0.0, begun + sent / options.rate - time.monotonic()))
+
+    async def _grant_late(self) -> None:
+        """Grant consents with a snapshot to users who have history but no consent yet.
+
+        Each covers at least one category the user already has changes in, so that most
+        snapshots hold records; changes keep flowing while the snapshots are taken.
+        """
+        consenting = {c.user_id for c in self.oracle.consents.values()}
+        history = self.oracle.changed_categories()
+        candidates = sorted(user for user in history if user not in consenting)
+        count = min(self.options.late_grants, len(candidates))
+        for user in self.rnd.sample(candidates, count):
+            had = sorted(history[user])
+            categories: set[Category] = {self.rnd.choice(had)}
+            categories.update(self.rnd.sample(list(CATEGORIES), self.rnd.randint(0, 2)))
+            view = await asyncio.to_thread(
+                self.p.service.grant,
+                user,
+                self.rnd.choice(self.app_ids),
+                sorted(categories),
+                initial_snapshot=True,
+            )
+            self.oracle.add_late_consent(view)
+            self.progress.late_grants += 1
 
     def _consenting_users(self) -> list[str]:
         """Users with a consent still active: only their records are decoded (and checked)."""
@@ -146,6 +180,7 @@ class _Scenario:
         )
 
     async def _revoke_some(self) -> None:
+        # Only initial consents: the late ones are checked by their copy, kept active.
         consents = sorted(self.oracle.consents)
         count = int(len(consents) * self.options.revoke_fraction)
         for consent_id in self.rnd.sample(consents, count):
@@ -158,6 +193,9 @@ class _Scenario:
 
     async def _drain(self) -> None:
         self._tick("draining")
+        # Nothing changes on the platform any more: its state is known once and for all.
+        policy = current_policy(self.p.runtime.settings)
+        self.platform_copies = {c: self.oracle.platform_copy(c, policy) for c in self.oracle.late}
         deadline = time.monotonic() + self.options.drain_timeout_s
         while time.monotonic() < deadline:
             comparison = self.oracle.compare(self._received())
@@ -165,6 +203,7 @@ class _Scenario:
                 comparison.missing == 0
                 and self._removals_missing() == 0
                 and self.p.worker.pending == 0
+                and all(check.equal for check in self._copy_checks().values())
             ):
                 return
             await asyncio.sleep(_TICK_S)
@@ -182,7 +221,8 @@ class _Scenario:
         return sum(1 for c in self.oracle.revoked_at if self.p.receiver.removal(c) is None)
 
     def _received(self) -> dict[str, str]:
-        """Each delta id the app accepted, with its consent.
+        """Each delta id the app accepted, with its consent (but the late consents': their
+        copies are checked instead, see :meth:`_copy_checks`).
 
         A post's audience figures are the pipeline's own aggregate, not a platform change the
         oracle knows: they are checked by the privacy tests, not here.
@@ -191,8 +231,17 @@ class _Scenario:
         return {
             d.id: c
             for c in receiver.consent_ids()
+            if c not in self.oracle.late
             for d in receiver.deltas(c)
             if not d.record_id.endswith(audience_record_id(""))
+        }
+
+    def _copy_checks(self) -> dict[str, CopyCheck]:
+        """Each late consent's snapshot and copy against the platform's state (from the
+        drain on, when that state is known)."""
+        return {
+            consent_id: check_copy(self.p.receiver, consent_id, self.platform_copies[consent_id])
+            for consent_id in self.oracle.late
         }
 
     def _tick(self, phase: str) -> None:
@@ -208,12 +257,18 @@ class _Scenario:
         self.progress.dead_lettered = (
             self.p.matcher.stats.dead_lettered + self.p.worker.stats.dead_lettered
         )
+        self.progress.snapshots_completed = sum(
+            1
+            for consent_id in self.oracle.late
+            if (snapshot := self.p.receiver.snapshot(consent_id)) is not None and snapshot.complete
+        )
         self.on_progress(self.progress)
 
     def _report(self) -> DemoReport:
         self._tick("done")
         stats = self.p.receiver.stats()
         comparison = self.oracle.compare(self._received())
+        checks = list(self._copy_checks().values())
         return DemoReport(
             progress=self.progress,
             consents=len(self.oracle.consents),
@@ -228,6 +283,10 @@ class _Scenario:
             deltas_after_removal=stats.deltas_after_removal,
             verification_failures=stats.verification_failures,
             gaps=stats.missing_sequences,
+            snapshot_records=sum(c.records for c in checks if c.complete),
+            copies_equal=sum(1 for c in checks if c.equal),
+            snapshot_doubled=sum(c.doubled for c in checks),
+            late_deltas=sum(c.deltas for c in checks),
             retries=self.p.worker.stats.retries,
             latency_p50_ms=stats.latency_p50_ms,
             latency_p95_ms=stats.latency_p95_ms,

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from portability.consent import ConsentView
+from portability.demo.copies import Copy, platform_copy
 from portability.matching import delta_id
+from portability.privacy import PrivacyPolicy
 from portability.wire.records import CATEGORIES, AccountChange, Category
 
 __all__ = ["Expectations", "Oracle", "choose_grants"]
@@ -46,9 +48,15 @@ class Oracle:
     category, and was granted before the change occurred. For a revoked consent, changes that
     occurred before the revocation was acknowledged may still arrive (they may be on the
     wire); any that occurred after it are leaks.
+
+    Consents granted late with a snapshot (``late``) are not compared delta by delta: their
+    deltas start at the snapshot's position, not at the grant. The app's copy of them (the
+    snapshot, then the deltas) must equal the platform's state instead
+    (:meth:`platform_copy`, :mod:`portability.demo.copies`).
     """
 
     consents: dict[str, ConsentView] = field(default_factory=dict)
+    late: dict[str, ConsentView] = field(default_factory=dict)
     revoked_at: dict[str, datetime] = field(default_factory=dict)
     _by_user: dict[str, list[ConsentView]] = field(default_factory=lambda: defaultdict(list))
     _changes: list[AccountChange] = field(default_factory=list)
@@ -56,6 +64,23 @@ class Oracle:
     def add_consent(self, consent: ConsentView) -> None:
         self.consents[consent.consent_id] = consent
         self._by_user[consent.user_id].append(consent)
+
+    def add_late_consent(self, consent: ConsentView) -> None:
+        """A consent granted with a snapshot: checked by its copy, not delta by delta."""
+        self.late[consent.consent_id] = consent
+
+    def changed_categories(self) -> dict[str, set[Category]]:
+        """Each user with changes recorded so far, with the categories they were in."""
+        found: dict[str, set[Category]] = defaultdict(set)
+        for change in self._changes:
+            found[change["user_id"]].add(change["category"])
+        return found
+
+    def platform_copy(self, consent_id: str, policy: PrivacyPolicy) -> Copy:
+        """The platform's state of a late consent's user and categories, after every change
+        recorded so far."""
+        consent = self.late[consent_id]
+        return platform_copy(self._changes, consent.user_id, consent.categories, policy)
 
     def revoked(self, consent_id: str, acknowledged_at: datetime) -> None:
         self.revoked_at[consent_id] = acknowledged_at

@@ -1,0 +1,137 @@
+"""The demo's check of snapshots: an app's copy, rebuilt, against the platform's state.
+
+A consent granted with a snapshot receives the user's current records of the granted
+categories first, then only the deltas from the snapshot's position on. The app's copy is
+the snapshot's records with those deltas applied in sequence order; it must equal the
+platform's state (every change the oracle recorded, as the privacy policy lets it leave)
+record by record, and no change may arrive both in the snapshot and as a delta after it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from portability.delivery.payload import Delta, delta_event, format_timestamp
+from portability.privacy import PrivacyPolicy, audience_record_id, for_subject
+from portability.receiver import ReceivingApp
+from portability.wire.records import AccountChange, DeliveryRecord, with_record_type
+
+__all__ = ["Copy", "CopyCheck", "check_copy", "platform_copy", "received_copy"]
+
+# (category, record id) -> the record, its time and change id, as the webhook contract has them.
+Copy = dict[tuple[str, str], dict[str, Any]]
+
+# Audience figures of posts are the pipeline's own aggregate, never a platform record: they
+# are not in snapshots and are left out of both sides.
+_AUDIENCE_SUFFIX = audience_record_id("")
+
+
+@dataclass(frozen=True, slots=True)
+class CopyCheck:
+    """One consent's snapshot and copy, as the app has them now."""
+
+    complete: bool  # the snapshot's last page arrived
+    records: int  # records in the snapshot's pages
+    equal: bool  # complete, and the rebuilt copy equals the platform's state
+    doubled: int  # changes both in the snapshot and among the deltas after it
+    deltas: int  # deltas of the consent received (after the snapshot or not)
+
+
+def platform_copy(
+    changes: Iterable[AccountChange],
+    user_id: str,
+    categories: Collection[str],
+    policy: PrivacyPolicy,
+) -> Copy:
+    """The user's records of ``categories`` after ``changes`` in order, as the policy ships
+    them: upserts replace, deletes remove, what never leaves is left out."""
+    state: Copy = {}
+    for change in changes:
+        if change["user_id"] != user_id or change["category"] not in categories:
+            continue
+        if change["record_id"].endswith(_AUDIENCE_SUFFIX):
+            continue
+        shaped = for_subject(policy, change)
+        if shaped is None:
+            continue
+        key = (shaped["category"], shaped["record_id"])
+        if shaped["operation"] == "delete":
+            state.pop(key, None)
+        else:
+            state[key] = _as_delivered(shaped)
+    return state
+
+
+def received_copy(receiver: ReceivingApp, consent_id: str) -> Copy | None:
+    """The app's copy: the latest snapshot's records, then the deltas that arrived after its
+    first page, in sequence order; None until the snapshot is complete."""
+    snapshot = receiver.snapshot(consent_id)
+    if snapshot is None or not snapshot.complete:
+        return None
+    state: Copy = {
+        (r["category"], r["record_id"]): {
+            "record": r["record"],
+            "occurred_at": r["occurred_at"],
+            "change_id": r["change_id"],
+        }
+        for r in snapshot.records
+    }
+    for delta in sorted(_after_snapshot(receiver, consent_id), key=lambda d: d.sequence):
+        key = (delta.category, delta.record_id)
+        if delta.operation == "delete":
+            state.pop(key, None)
+        else:
+            state[key] = {
+                "record": delta.record,
+                "occurred_at": format_timestamp(delta.occurred_at),
+                "change_id": delta.change_id,
+            }
+    return state
+
+
+def check_copy(receiver: ReceivingApp, consent_id: str, expected: Copy) -> CopyCheck:
+    """Compare the app's copy of ``consent_id`` with ``expected`` (see :func:`platform_copy`)."""
+    snapshot = receiver.snapshot(consent_id)
+    deltas = len(receiver.deltas(consent_id))
+    if snapshot is None:
+        return CopyCheck(complete=False, records=0, equal=False, doubled=0, deltas=deltas)
+    in_snapshot = {r["change_id"] for r in snapshot.records}
+    after = {d.change_id for d in _after_snapshot(receiver, consent_id)}
+    return CopyCheck(
+        complete=snapshot.complete,
+        records=snapshot.record_count,
+        equal=received_copy(receiver, consent_id) == expected,
+        doubled=len(in_snapshot & after),
+        deltas=deltas,
+    )
+
+
+def _after_snapshot(receiver: ReceivingApp, consent_id: str) -> list[Delta]:
+    snapshot = receiver.snapshot(consent_id)
+    received = receiver.deltas(consent_id)
+    if snapshot is not None:
+        received = received[snapshot.deltas_before :]
+    return [d for d in received if not d.record_id.endswith(_AUDIENCE_SUFFIX)]
+
+
+def _as_delivered(change: AccountChange) -> dict[str, Any]:
+    """The change's record, time and id exactly as a ``portability.delta`` body carries them."""
+    delivery: DeliveryRecord = {
+        "delta_id": "dlt_demo",
+        "consent_id": "cns_demo",
+        "app_id": "app_demo",
+        "user_id": change["user_id"],
+        "sequence": 1,
+        "change": with_record_type(change),
+        "matched_at": change["occurred_at"],
+    }
+    _, body = delta_event([delivery])
+    delta = json.loads(body)["data"]["deltas"][0]
+    return {
+        "record": delta["record"],
+        "occurred_at": delta["occurred_at"],
+        "change_id": delta["change_id"],
+    }
