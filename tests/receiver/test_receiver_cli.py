@@ -166,5 +166,5 @@ async def test_it_receives_logs_and_stops_cleanly_on_ctrl_c(running: tuple[Runni
     code = await asyncio.wait_for(receiver.process.wait(), LINE_TIMEOUT_S)
 
     assert code == 0, "".join(receiver.stderr)
-    assert "2 requests, 2 deltas, 0 duplicates" in final
+    assert "2 requests, 2 deltas, 0 snapshot pages (0 complete), 0 duplicates" in final
     assert "1 verification failures" in final
