@@ -4,41 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from portability.delivery.payload import delta_event
+from portability.demo.copies import as_delivered
 from portability.runtime import Runtime
 from portability.simulation import PlatformPublisher
 from portability.transfers import Snapshot, StateView
-from portability.wire.records import AccountChange, DeliveryRecord, with_record_type
+from portability.wire.records import AccountChange
 from portability.wire.topics import partition_for_user
 
 Key = tuple[str, str, str]
 # What a record's current state is, as the webhook contract renders it.
 Expected = dict[Key, dict[str, Any]]
-
-
-def contract_view(change: AccountChange) -> dict[str, Any]:
-    """The change's record, time and id exactly as a ``portability.delta`` body carries them."""
-    delivery: DeliveryRecord = {
-        "delta_id": "dlt_test",
-        "consent_id": "cns_test",
-        "app_id": "app_test",
-        "user_id": change["user_id"],
-        "sequence": 1,
-        "change": with_record_type(change),
-        "matched_at": change["occurred_at"],
-    }
-    _, body = delta_event([delivery])
-    delta = json.loads(body)["data"]["deltas"][0]
-    return {
-        "record": delta["record"],
-        "occurred_at": delta["occurred_at"],
-        "change_id": delta["change_id"],
-    }
 
 
 def expected_state(changes: Iterable[AccountChange]) -> Expected:
@@ -49,7 +28,7 @@ def expected_state(changes: Iterable[AccountChange]) -> Expected:
         if change["operation"] == "delete":
             state.pop(key, None)
         else:
-            state[key] = contract_view(change)
+            state[key] = as_delivered(change)
     return state
 
 

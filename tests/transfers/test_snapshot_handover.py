@@ -18,6 +18,7 @@ import pytest_asyncio
 
 from pipeline_harness import APP_A, Pipeline, pipeline_settings, running_pipeline
 from portability.broker import EmbeddedBroker
+from portability.consent import ConsentView
 from portability.consent.transfers import TransferStore, TransferView
 from portability.delivery.payload import Delta
 from portability.privacy import current_policy, for_subject
@@ -64,6 +65,13 @@ class Stream:
         self._pipeline = pipeline
         self.user = user
         self.published: list[AccountChange] = []
+
+    async def grant_with_snapshot(self) -> ConsentView:
+        consent = await asyncio.to_thread(
+            self._pipeline.service.grant, self.user, APP_A, list(GRANTED), initial_snapshot=True
+        )
+        self._pipeline.active_consents.add(consent.consent_id)
+        return consent
 
     def batch(self) -> list[AccountChange]:
         categories: Sequence[Category] = [*GRANTED, "activity", "direct_message"]
@@ -227,10 +235,7 @@ async def test_a_consent_granted_while_changes_stream_gets_snapshot_then_exact_d
     # The user has history before the grant; changes keep coming while the snapshot is
     # taken and after it.
     await stream.run(STREAM_BATCHES // 2)
-    consent = await asyncio.to_thread(
-        pipeline.service.grant, stream.user, APP_A, list(GRANTED), initial_snapshot=True
-    )
-    pipeline.active_consents.add(consent.consent_id)
+    consent = await stream.grant_with_snapshot()
     during = await stream.run_while(
         lambda: published_snapshot(pipeline, consent.consent_id, 1) is None
     )
@@ -245,10 +250,7 @@ async def test_a_consent_granted_while_changes_stream_gets_snapshot_then_exact_d
 async def test_a_resync_replaces_the_copy_and_continues_exactly(pipeline: Pipeline) -> None:
     stream = Stream(pipeline, "snapshot-user-2")
     await stream.run(5)
-    consent = await asyncio.to_thread(
-        pipeline.service.grant, stream.user, APP_A, list(GRANTED), initial_snapshot=True
-    )
-    pipeline.active_consents.add(consent.consent_id)
+    consent = await stream.grant_with_snapshot()
     await stream.run(5)
     await assert_handed_over_exactly(pipeline, stream, consent.consent_id, epoch=1)
 
@@ -265,10 +267,7 @@ async def test_a_resync_replaces_the_copy_and_continues_exactly(pipeline: Pipeli
 async def test_a_restarted_worker_knows_the_snapshot_was_delivered(pipeline: Pipeline) -> None:
     stream = Stream(pipeline, "snapshot-user-3")
     await stream.run(5)
-    consent = await asyncio.to_thread(
-        pipeline.service.grant, stream.user, APP_A, list(GRANTED), initial_snapshot=True
-    )
-    pipeline.active_consents.add(consent.consent_id)
+    consent = await stream.grant_with_snapshot()
     await stream.run(5)
     await assert_handed_over_exactly(pipeline, stream, consent.consent_id, epoch=1)
 

@@ -19,7 +19,7 @@ from portability.privacy import PrivacyPolicy, audience_record_id, for_subject
 from portability.receiver import ReceivingApp
 from portability.wire.records import AccountChange, DeliveryRecord, with_record_type
 
-__all__ = ["Copy", "CopyCheck", "check_copy", "platform_copy", "received_copy"]
+__all__ = ["Copy", "CopyCheck", "as_delivered", "check_copy", "platform_copy", "received_copy"]
 
 # (category, record id) -> the record, its time and change id, as the webhook contract has them.
 Copy = dict[tuple[str, str], dict[str, Any]]
@@ -61,7 +61,7 @@ def platform_copy(
         if shaped["operation"] == "delete":
             state.pop(key, None)
         else:
-            state[key] = _as_delivered(shaped)
+            state[key] = as_delivered(shaped)
     return state
 
 
@@ -117,8 +117,9 @@ def _after_snapshot(receiver: ReceivingApp, consent_id: str) -> list[Delta]:
     return [d for d in received if not d.record_id.endswith(_AUDIENCE_SUFFIX)]
 
 
-def _as_delivered(change: AccountChange) -> dict[str, Any]:
-    """The change's record, time and id exactly as a ``portability.delta`` body carries them."""
+def as_delivered(change: AccountChange) -> dict[str, Any]:
+    """The change's record, time and id exactly as a ``portability.delta`` body carries them
+    (built through :func:`delta_event`, the worker's own rendering)."""
     delivery: DeliveryRecord = {
         "delta_id": "dlt_demo",
         "consent_id": "cns_demo",
