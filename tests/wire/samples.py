@@ -122,4 +122,5 @@ def delivery(nested: AccountChange) -> DeliveryRecord:
         "matched_at": LATER,
         "policy_version": "2025-05-01",
         "source_offset": 1_234,
+        "rendered": None,
     }
