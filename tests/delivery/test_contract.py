@@ -27,10 +27,13 @@ from jsonschema import Draft202012Validator
 
 from portability.delivery.payload import (
     UNVERSIONED,
+    delivery_head,
     delta_event,
     event_schema,
+    head_delta_event,
     notification_event,
     parse_delta_event,
+    rendered_delta,
 )
 from portability.delivery.signing import generate_secret, webhook_headers
 from portability.matching.matcher import delta_id
@@ -266,6 +269,83 @@ async def test_a_consumer_on_the_old_schema_reads_this_builds_deliveries(
     assert isinstance(decoded, dict)
     assert "policy_version" not in decoded
     assert decoded["delta_id"] == delivery["delta_id"]
+
+
+async def test_bodies_of_matcher_rendered_deltas_are_the_bodies_rendered_by_the_worker(
+    codec: AvroCodec,
+) -> None:
+    """The worker builds bodies of the matcher's renderings, read without decoding the change
+    (a head): byte for byte the bodies it renders itself of records without one."""
+    deliveries = as_deliveries(every_kind_of_change(), "2026-11-privacy-v3")
+    plain = [await through_the_topic(codec, delivery) for delivery in deliveries]
+    heads = []
+    for delivery in deliveries:
+        written = {**delivery, "change": with_record_type(delivery["change"])}
+        head = codec.delivery_head(
+            codec.encode(SchemaName.DELIVERY, {**written, "rendered": rendered_delta(delivery)})
+        )
+        assert head is not None
+        heads.append(head)
+
+    for start in range(0, len(deliveries), 4):
+        built = head_delta_event(heads[start : start + 4])
+        assert built == delta_event(plain[start : start + 4])
+        assert_valid(json.loads(built[1]))
+    assert head_delta_event(heads) == delta_event(plain)
+
+
+def previous_delivery_schema() -> dict[str, Any]:
+    """The Delivery schema before ``rendered``, whose change came after the sequence."""
+    schema: dict[str, Any] = json.loads(schema_text(SchemaName.DELIVERY))
+    fields = {field["name"]: field for field in schema["fields"]}
+    order = ["delta_id", "consent_id", "app_id", "user_id", "sequence", "change"]
+    order += ["matched_at", "policy_version", "source_offset"]
+    schema["fields"] = [fields[name] for name in order]
+    return schema
+
+
+async def test_a_delivery_from_a_writer_before_renderings_is_rendered_by_the_worker(
+    codec: AvroCodec,
+) -> None:
+    """An old matcher's Delivery (no rendering, the change in the middle) decodes by field
+    name; the worker renders it, and the body is the one a rendering would have given."""
+    old_writer = previous_delivery_schema()
+    schema_id = await codec.registry.register(
+        codec.subject(SchemaName.DELIVERY), json.dumps(old_writer)
+    )
+    (delivery,) = as_deliveries(every_kind_of_change()[:1], "2026-11-privacy-v3")
+    framed = io.BytesIO()
+    framed.write(struct.pack(">bI", 0, schema_id))
+    written = {**delivery, "change": with_record_type(delivery["change"])}
+    fastavro.schemaless_writer(framed, fastavro.parse_schema(old_writer), written)
+
+    assert codec.delivery_head(framed.getvalue()) is None  # not this build's layout
+    decoded: Any = await codec.decode_fetching(SchemaName.DELIVERY, framed.getvalue())
+
+    assert decoded["rendered"] is None
+    head = delivery_head(decoded)
+    assert head["rendered"] == rendered_delta(delivery)
+    assert head_delta_event([head]) == delta_event([delivery])
+    assert_valid(json.loads(head_delta_event([head])[1]))
+
+
+async def test_a_consumer_before_renderings_reads_this_builds_deliveries(
+    codec: AvroCodec,
+) -> None:
+    (delivery,) = as_deliveries(every_kind_of_change()[:1], "2026-11-privacy-v3")
+    written = {**delivery, "change": with_record_type(delivery["change"])}
+    framed = codec.encode(SchemaName.DELIVERY, {**written, "rendered": rendered_delta(delivery)})
+
+    body = io.BytesIO(framed[5:])  # past the Confluent frame: magic byte and schema id
+    current = fastavro.parse_schema(json.loads(schema_text(SchemaName.DELIVERY)))
+    old = fastavro.parse_schema(previous_delivery_schema())
+    decoded = fastavro.schemaless_reader(body, current, old)
+
+    assert isinstance(decoded, dict)
+    assert "rendered" not in decoded
+    for key in ("delta_id", "sequence", "matched_at", "policy_version"):
+        assert decoded[key] == delivery[key]  # type: ignore[literal-required]
+    assert decoded["change"]["record"] == delivery["change"]["record"]
 
 
 @pytest.mark.parametrize("reason", get_args(RemovalReason))

@@ -31,6 +31,7 @@ import waiting
 from portability.broker import EmbeddedBroker, free_port
 from portability.consent import ConsentService, OutboxRelay, create_store_engine, init_schema
 from portability.delivery import DeliveryWorker
+from portability.delivery.payload import rendered_delta
 from portability.matching.matcher import delta_id
 from portability.receiver import ReceivingApp
 from portability.runtime import Runtime
@@ -104,7 +105,11 @@ class World:
         async with OutboxRelay(self.engine, self.runtime) as relay:
             await relay.publish_pending()
 
-    async def produce(self, app_id: str, consent_id: str, count: int) -> list[DeliveryRecord]:
+    async def produce(
+        self, app_id: str, consent_id: str, count: int, *, rendered: bool = True
+    ) -> list[DeliveryRecord]:
+        """Deltas of the consent, rendered as the matcher renders them unless ``rendered`` is
+        False (as an older matcher wrote them)."""
         earlier = self.produced.setdefault(consent_id, [])
         records: list[DeliveryRecord] = []
         for _ in range(count):
@@ -120,6 +125,16 @@ class World:
                     "matched_at": datetime.now(UTC),
                 }
             )
+            if rendered:
+                records[-1]["rendered"] = rendered_delta(records[-1])
+        await self.produce_raw(
+            consent_id,
+            [self.runtime.codec.encode(SchemaName.DELIVERY, dict(record)) for record in records],
+        )
+        earlier += records
+        return records
+
+    async def produce_raw(self, consent_id: str, values: list[bytes]) -> None:
         producer = self.runtime.kafka.producer("test-deliveries")
         await producer.start()
         try:
@@ -127,17 +142,15 @@ class World:
             acks = [
                 await producer.send(
                     self.runtime.topics.deliveries,
-                    self.runtime.codec.encode(SchemaName.DELIVERY, dict(record)),
+                    value,
                     key=consent_id.encode(),
                     partition=partition_for_consent(consent_id, partitions),
                 )
-                for record in records
+                for value in values
             ]
             await asyncio.gather(*acks)
         finally:
             await producer.stop()
-        earlier += records
-        return records
 
     async def committed(self) -> int:
         """Offsets the delivery group committed on the deliveries topic, summed."""
@@ -387,6 +400,36 @@ async def test_exhausted_retries_dead_letter_with_their_history(world: World) ->
     # Parked before the last attempt: the letter says where the record was stored then.
     assert letter["stored_at"].startswith(world.runtime.topics.deliveries_retry)
     assert record["delta_id"] not in endpoint.receiver.received_ids()
+
+
+async def test_rendered_and_older_deltas_arrive_alike_and_a_cut_one_is_dead_lettered(
+    world: World,
+) -> None:
+    """The worker reads the matcher's renderings without decoding the change, renders an older
+    writer's deltas itself (same bodies), and dead-letters a record cut short."""
+    endpoint = Endpoint()
+    async with serving(endpoint):
+        await world.register("app-m", endpoint.url, endpoint.receiver)
+        await world.produce("app-m", "cns_m", 3)
+        await world.produce("app-m", "cns_m", 3, rendered=False)
+        await world.produce("app-m", "cns_m", 3)
+        [whole] = await world.produce("app-m", "cns_cut", 1)
+        cut = world.runtime.codec.encode(SchemaName.DELIVERY, dict(whole))[:30]
+        await world.produce_raw("cns_cut", [cut])
+        async with running(DeliveryWorker(world.runtime)) as worker:
+            await wait_until(lambda: endpoint.receiver.stats().deltas_received == 10, "delivered")
+            await wait_until(lambda: worker.pending == 0, "worker idle")
+            [letter] = await read_dead_letters(world, 1)
+    assert "undecodable delivery head" in letter["reason"]
+    assert_in_sequence(endpoint.receiver, world)
+    # Rendered by the matcher or by the worker, each delta as the contract renders its change.
+    expected = [
+        json.loads(rendered_delta({**r, "rendered": None})) for r in world.produced["cns_m"]
+    ]
+    got = endpoint.receiver.deltas("cns_m")
+    assert [(d.change_id, d.record) for d in got] == [
+        (e["change_id"], e["record"]) for e in expected
+    ]
 
 
 async def test_gone_endpoint_is_disabled_and_the_app_can_read_why(world: World) -> None:

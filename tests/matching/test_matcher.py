@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
+from portability.delivery.payload import rendered_delta
 from portability.matching import Matcher
 from portability.runtime import Runtime
 from portability.simulation import ChangeFactory, PlatformPublisher
@@ -109,6 +110,9 @@ async def test_matches_only_consenting_users_and_granted_categories(runtime: Run
     ]
     assert {d["consent_id"] for d in decoded} == {"c_alice"}
     assert all(d["change"]["user_id"] == "alice" for d in decoded)
+    # Each delta rendered as the worker would render it of the change, which it need not decode.
+    for d in decoded:
+        assert d["rendered"] == rendered_delta({**d, "rendered": None})
     # Only alice's changes were decoded: the others were dropped on their key.
     assert matcher.stats.changes_decoded == 3
 

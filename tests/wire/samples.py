@@ -126,4 +126,5 @@ def delivery(nested: AccountChange) -> DeliveryRecord:
         "policy_version": "2025-05-01",
         "source_offset": 1_234,
         "snapshot_epoch": 0,
+        "rendered": None,
     }

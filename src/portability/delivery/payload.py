@@ -18,9 +18,13 @@ Every body built here is described by the JSON Schema ``schemas/webhooks/events.
 (:func:`event_schema`), which is installed with the package next to the Avro schemas; the
 contract tests validate what this module builds against it.
 
-Building a body runs once per delivery request: records are not deep-copied, datetimes nested in
-a record are converted by the JSON encoder as it meets them, and a record is shallow-copied only
-when it carries fastavro's ``-type`` union hint, which must not leak into the contract.
+Each delta's JSON object is rendered once, by the matcher (:func:`render_change`,
+:func:`render_delta`), and travels in the Delivery record's ``rendered`` field; a request's
+body is then spliced around the rendered deltas, byte for byte what encoding the whole document
+would give. A record without a rendering (from an older writer) is rendered from its change
+when it is read. Rendering converts datetimes nested in a record as the JSON encoder meets them,
+and shallow-copies a record only when it carries fastavro's ``-type`` union hint, which must not
+leak into the contract.
 """
 
 from __future__ import annotations
@@ -30,14 +34,19 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar, cast
 
 import orjson
 
 from portability.errors import PortabilityError
-from portability.wire.records import DeliveryRecord, NotificationRecord
+from portability.wire.records import (
+    AccountChange,
+    DeliveryHead,
+    DeliveryRecord,
+    NotificationRecord,
+)
 from portability.wire.schemas import schema_dir
 
 __all__ = [
@@ -48,13 +57,18 @@ __all__ = [
     "DeltaEvent",
     "PayloadError",
     "UnknownEventTypeError",
+    "delivery_head",
     "delta_event",
     "event_schema",
     "event_schema_path",
     "format_timestamp",
+    "head_delta_event",
     "message_id",
     "notification_event",
     "parse_delta_event",
+    "render_change",
+    "render_delta",
+    "rendered_delta",
 ]
 
 DELTA_EVENT_TYPE: Final = "portability.delta"
@@ -63,6 +77,7 @@ UNVERSIONED: Final = "unversioned"
 # Relative to the schema folder (``schemas/`` in a checkout, ``wire/avro/`` when installed).
 EVENT_SCHEMA_FILE: Final = "webhooks/events.schema.json"
 _RECORD_TYPE_KEY: Final = "-type"
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _OPERATIONS: Final = frozenset({"upsert", "delete"})
 
 _T = TypeVar("_T")
@@ -181,18 +196,99 @@ def delta_event(records: Sequence[DeliveryRecord]) -> tuple[str, bytes]:
         ValueError: ``records`` is empty, mixes consents, or is not in ascending sequence.
     """
     _check_batch(records)
-    first = records[0]
+    return message_id(record["delta_id"] for record in records), _delta_body(
+        records[0],
+        format_timestamp(records[-1]["matched_at"]),
+        [rendered_delta(record) for record in records],
+    )
+
+
+def head_delta_event(heads: Sequence[DeliveryHead]) -> tuple[str, bytes]:
+    """:func:`delta_event` of deliveries read as heads (:meth:`AvroCodec.delivery_head`).
+
+    The deltas' JSON is the heads' rendering, so the body is the one :func:`delta_event`
+    builds of the same records, byte for byte, without rendering anything again.
+    """
+    _check_batch(heads)
+    return message_id(head["delta_id"] for head in heads), _delta_body(
+        heads[0],
+        format_timestamp(_EPOCH + timedelta(milliseconds=heads[-1]["matched_at_ms"])),
+        [head["rendered"] for head in heads],
+    )
+
+
+def _delta_body(first: DeliveryRecord | DeliveryHead, timestamp: str, deltas: list[bytes]) -> bytes:
+    """The event around already rendered deltas, copied in (``orjson.Fragment``), not parsed:
+    each delta is rendered once, by the matcher, whatever retries and replays follow."""
     document = {
         "type": DELTA_EVENT_TYPE,
-        "timestamp": format_timestamp(records[-1]["matched_at"]),
+        "timestamp": timestamp,
         "data": {
             "consent_id": first["consent_id"],
             "app_id": first["app_id"],
             "user_id": first["user_id"],
-            "deltas": [_delta_object(record) for record in records],
+            "deltas": [orjson.Fragment(delta) for delta in deltas],
         },
     }
-    return message_id(record["delta_id"] for record in records), _encode(document)
+    return _encode(document)
+
+
+def render_change(change: AccountChange, policy_version: str) -> bytes:
+    """The JSON of a change as every delta of it carries it: a delta object without its id
+    and sequence, which :func:`render_delta` adds per consent. The matcher renders a change
+    once, however many consents it matches."""
+    return _encode(_change_object(change, policy_version))
+
+
+def render_delta(delta_id: str, sequence: int, change_json: bytes) -> bytes:
+    """A delta's JSON object, as ``data.deltas`` carries it, from :func:`render_change`'s."""
+    # Same bytes as encoding the whole object: the id and sequence are its first keys.
+    return b"".join(
+        (b'{"id":', _encode(delta_id), b',"sequence":', b"%d," % sequence, change_json[1:])
+    )
+
+
+def rendered_delta(delivery: DeliveryRecord) -> bytes:
+    """The delivery's delta object: the matcher's rendering if it has one, else rendered here."""
+    rendered = delivery.get("rendered")
+    if rendered is not None:
+        return rendered
+    change_json = render_change(delivery["change"], delivery.get("policy_version", UNVERSIONED))
+    return render_delta(delivery["delta_id"], delivery["sequence"], change_json)
+
+
+def delivery_head(delivery: DeliveryRecord) -> DeliveryHead:
+    """The head of a decoded delivery, for a record :meth:`AvroCodec.delivery_head` cannot read.
+
+    The same head as that reads: every field but the change, datetimes as epoch milliseconds
+    under the field's name with ``_ms``, the change's ``record_id`` and ``occurred_at_ms``, and
+    the rendering (rendered here if the record has none).
+
+    Raises:
+        TypeError: The change's record holds a value JSON cannot carry.
+    """
+    head: dict[str, Any] = {
+        f"{key}_ms" if isinstance(value, datetime) else key: (
+            _millis(value) if isinstance(value, datetime) else value
+        )
+        for key, value in delivery.items()
+        if key != "change"
+    }
+    head.setdefault("policy_version", UNVERSIONED)  # a record built in process may lack them
+    head.setdefault("source_offset", -1)
+    head.setdefault("snapshot_epoch", 0)
+    head["rendered"] = rendered_delta(delivery)
+    change = delivery["change"]
+    head["record_id"] = change["record_id"]
+    head["occurred_at_ms"] = _millis(change["occurred_at"])
+    return cast(DeliveryHead, head)
+
+
+def _millis(moment: datetime) -> int:
+    """Epoch milliseconds, exactly (no float), truncated as the contract's timestamps are."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def notification_event(notification: NotificationRecord) -> tuple[str, bytes]:
@@ -314,7 +410,7 @@ def _event_schema_text() -> str:
     return path.read_text(encoding="utf-8")
 
 
-def _check_batch(records: Sequence[DeliveryRecord]) -> None:
+def _check_batch(records: Sequence[DeliveryRecord] | Sequence[DeliveryHead]) -> None:
     if not records:
         raise ValueError("a delta event needs at least one delivery record")
     consent_id = records[0]["consent_id"]
@@ -333,23 +429,20 @@ def _check_batch(records: Sequence[DeliveryRecord]) -> None:
         previous = record["sequence"]
 
 
-def _delta_object(delivery: DeliveryRecord) -> dict[str, Any]:
-    change = delivery["change"]
+def _change_object(change: AccountChange, policy_version: str) -> dict[str, Any]:
+    """A delta object without ``id`` and ``sequence`` (see :func:`render_delta`)."""
     record = change["record"]
     if record is not None and _RECORD_TYPE_KEY in record:
         # A shallow copy without the hint; the caller's record stays as it was.
         record = {key: value for key, value in record.items() if key != _RECORD_TYPE_KEY}
     return {
-        "id": delivery["delta_id"],
-        "sequence": delivery["sequence"],
         "change_id": change["change_id"],
         "category": change["category"],
         "operation": change["operation"],
         "record_id": change["record_id"],
         "occurred_at": format_timestamp(change["occurred_at"]),
         "record": record,
-        # Deliveries decoded from Avro always carry it; a record built in process may not.
-        "policy_version": delivery.get("policy_version", UNVERSIONED),
+        "policy_version": policy_version,
     }
 
 
@@ -371,7 +464,7 @@ _ASCII_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), default=_json_de
 _ORJSON_OPTIONS: Final = orjson.OPT_PASSTHROUGH_DATETIME
 
 
-def _encode(document: dict[str, Any]) -> bytes:
+def _encode(document: object) -> bytes:
     try:
         return orjson.dumps(document, default=_json_default, option=_ORJSON_OPTIONS)
     except orjson.JSONEncodeError:

@@ -38,6 +38,7 @@ __all__ = ["Outcome", "WebhookSender"]
 log = logging.getLogger(__name__)
 
 _BODY_EXCERPT = 4096
+_ALLOWED_URLS_KEPT = 10_000  # distinct webhook URLs remembered as allowed
 _RETRIABLE_4XX = frozenset({408, 429})
 _HONOURS_RETRY_AFTER = frozenset({429, 503})
 _DELAY_SECONDS = re.compile(r"-?\d+(\.\d+)?")
@@ -83,6 +84,9 @@ class WebhookSender:
                 inject one to craft DNS answers.
         """
         self._policy = EgressPolicy.from_settings(settings)
+        # URLs that passed check_url: its answer depends on the URL and the (fixed) rules
+        # only, and parsing a URL for every request costs more than building the body.
+        self._allowed_urls: set[str] = set()
         self._base_resolver = resolver
         self._connect_timeout_s = settings.delivery_connect_timeout_s
         self._total_timeout_s = settings.delivery_timeout_s
@@ -132,7 +136,11 @@ class WebhookSender:
         url = app["webhook_url"]
         try:
             # aiohttp skips the resolver for literal IP hosts: they are checked here.
-            self._policy.check_url(url)
+            if url not in self._allowed_urls:
+                self._policy.check_url(url)
+                if len(self._allowed_urls) >= _ALLOWED_URLS_KEPT:
+                    self._allowed_urls.clear()  # bounded; checking again is only slower
+                self._allowed_urls.add(url)
             async with self._session.post(
                 url, data=body, headers=headers, allow_redirects=False
             ) as response:

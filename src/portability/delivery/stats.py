@@ -40,6 +40,11 @@ class LatencyHistogram:
         for moment in moments:
             self.observe(now - moment.timestamp())
 
+    def observe_since_ms(self, moments_ms: Iterable[int], now: float) -> None:
+        """:meth:`observe_since` of epoch milliseconds (as delivery heads carry them)."""
+        for moment_ms in moments_ms:
+            self.observe(now - moment_ms / 1000)
+
     def cumulative(self) -> list[tuple[float, int]]:
         """``(upper bound, observations at or below it)``, ending with ``(inf, count)``."""
         running, buckets = 0, []

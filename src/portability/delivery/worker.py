@@ -49,7 +49,7 @@ from portability.delivery.directory import Directory
 from portability.delivery.endpoints import Endpoint, Endpoints
 from portability.delivery.offsets import OffsetTracker
 from portability.delivery.parking import Attempt, ParkingTicket, RecordKind, now_utc
-from portability.delivery.payload import delta_event, notification_event
+from portability.delivery.payload import delivery_head, head_delta_event, notification_event
 from portability.delivery.retry_schedule import RetrySchedule
 from portability.delivery.sender import Outcome, WebhookSender
 from portability.delivery.stats import DeliveryStats
@@ -59,7 +59,7 @@ from portability.runtime import Runtime
 from portability.wire.dead_letters import HEADER_PREFIX, DeadLetter
 from portability.wire.errors import WireFormatError
 from portability.wire.notifications import AUTHORIZATION_REMOVED, SnapshotPage
-from portability.wire.records import AppRecord, DeliveryRecord, NotificationRecord
+from portability.wire.records import AppRecord, DeliveryHead, NotificationRecord
 from portability.wire.schemas import SchemaName
 from portability.wire.topics import partition_for_consent
 
@@ -86,6 +86,14 @@ class _Handover:
     position: int
 
 
+# The retry state of a record not tried yet; tickets are immutable, so one of each kind serves
+# every record (a ticket's identity matters only once it is read from the retry topic).
+_FRESH: dict[RecordKind, ParkingTicket] = {
+    "delivery": ParkingTicket("delivery"),
+    "notification": ParkingTicket("notification"),
+}
+
+
 @dataclass(slots=True)
 class _Item:
     """A delta (``delivery``) or a notification waiting in a lane.
@@ -97,9 +105,9 @@ class _Item:
     tp: TopicPartition
     offset: int
     raw: bytes
-    delivery: DeliveryRecord | None = None
+    delivery: DeliveryHead | None = None  # a delta is kept as its head: see _decode
     notification: NotificationRecord | None = None
-    ticket: ParkingTicket = field(default_factory=lambda: ParkingTicket("delivery"))
+    ticket: ParkingTicket = _FRESH["delivery"]
     stored: ParkingTicket | None = None  # None: not on the retry topic with this ticket
     parking: bool = False  # a copy is on its way to the retry topic
     replayed_from: bytes | None = None  # dead-letter offset, when an operator replayed it
@@ -133,7 +141,7 @@ class _Item:
     @property
     def epoch(self) -> int:
         """The snapshot epoch a delta was matched under (0: none)."""
-        return self.delivery.get("snapshot_epoch", 0) if self.delivery is not None else 0
+        return self.delivery["snapshot_epoch"] if self.delivery is not None else 0
 
     @property
     def carries_data(self) -> bool:
@@ -143,9 +151,7 @@ class _Item:
     @property
     def in_snapshot(self) -> bool:
         """Whether the delta's change is one a snapshot at ``position`` could hold."""
-        return self.delivery is not None and not is_audience_record_id(
-            self.delivery["change"]["record_id"]
-        )
+        return self.delivery is not None and not is_audience_record_id(self.delivery["record_id"])
 
     @property
     def app_id(self) -> str:
@@ -288,7 +294,10 @@ class DeliveryWorker:
         return tp.topic != self._topics.deliveries_retry and tp.partition in self._loading
 
     async def _accept(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        self._trackers.setdefault(tp, OffsetTracker()).add(record.offset)
+        tracker = self._trackers.get(tp)
+        if tracker is None:
+            tracker = self._trackers[tp] = OffsetTracker()
+        tracker.add(record.offset)
         item = await self._decode(tp, record)
         if item is None:
             return
@@ -332,24 +341,39 @@ class DeliveryWorker:
         self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
     ) -> _Item | None:
         kind: RecordKind = "notification" if tp.topic == self._topics.notifications else "delivery"
-        ticket = ParkingTicket(kind)
+        ticket = _FRESH[kind]
         try:
             if tp.topic == self._topics.deliveries_retry:
                 ticket = ParkingTicket.from_headers(record.headers or ())
-            schema = SchemaName.DELIVERY if ticket.kind == "delivery" else SchemaName.NOTIFICATION
-            decoded = await self._runtime.codec.decode_fetching(schema, record.value)
-        except (WireFormatError, ValueError) as error:
+            if ticket.kind == "delivery":
+                # As a rule read off the bytes, without decoding the change (see _decoded_head).
+                delivery = self._runtime.codec.delivery_head(
+                    record.value
+                ) or await self._decoded_head(record.value)
+            else:
+                notification = await self._runtime.codec.decode_fetching(
+                    SchemaName.NOTIFICATION, record.value
+                )
+        # TypeError: a change whose record JSON cannot carry (it cannot be rendered).
+        except (WireFormatError, ValueError, TypeError) as error:
             await self._dead_letter_record(tp, record, str(error))
             return None
         item = _Item(tp, record.offset, record.value, ticket=ticket)
-        # A replayed record that fails again must stay tied to the letter it came from.
-        item.replayed_from = dict(record.headers or ()).get(_REPLAYED_FROM)
+        if record.headers:
+            # A replayed record that fails again must stay tied to the letter it came from.
+            item.replayed_from = dict(record.headers).get(_REPLAYED_FROM)
         if ticket.kind == "delivery":
-            item.delivery = decoded  # type: ignore[assignment]
+            item.delivery = delivery
         else:
-            item.notification = decoded  # type: ignore[assignment]
+            item.notification = notification  # type: ignore[assignment]
             item.page = SnapshotPage.of(item.notification)  # type: ignore[arg-type]
         return item
+
+    async def _decoded_head(self, value: bytes | None) -> DeliveryHead:
+        """The head of a delta written with another schema than this build's, or without a
+        rendering: decoded in full, and its change rendered here."""
+        decoded = await self._runtime.codec.decode_fetching(SchemaName.DELIVERY, value)
+        return delivery_head(decoded)  # type: ignore[arg-type]
 
     def _lane(self, consent_id: str, partition: int) -> _Lane:
         lane = self._lanes.get(consent_id)
@@ -547,7 +571,9 @@ class DeliveryWorker:
         if notification is not None:
             msg_id, body = notification_event(notification)
             return await self._sender.post_event(app, msg_id, body)
-        msg_id, body = delta_event([item.delivery for item in items if item.delivery is not None])
+        msg_id, body = head_delta_event(
+            [item.delivery for item in items if item.delivery is not None]
+        )
         return await self._sender.post_event(app, msg_id, body)
 
     async def _give_up(
@@ -608,8 +634,8 @@ class DeliveryWorker:
         else:
             self.stats.deltas_delivered += len(items)
             self.stats.finished(last["app_id"], "delta", "delivered", len(items))
-            self.stats.latency.observe_since(
-                (i.delivery["change"]["occurred_at"] for i in items if i.delivery), time.time()
+            self.stats.latency.observe_since_ms(
+                (i.delivery["occurred_at_ms"] for i in items if i.delivery), time.time()
             )
             self.stats.last_sequence[lane.consent_id] = last["sequence"]
             self.status.delivered(lane.consent_id, last["app_id"], last["sequence"])
@@ -617,7 +643,9 @@ class DeliveryWorker:
 
     def _release(self, item: _Item) -> None:
         """The record's current location is no longer needed: its offset may be committed."""
-        self._trackers.get(item.tp, OffsetTracker()).done(item.offset)
+        tracker = self._trackers.get(item.tp)
+        if tracker is not None:  # None: its partition was revoked, the offset is not ours
+            tracker.done(item.offset)
 
     # -- parking ------------------------------------------------------------------------------
 
@@ -708,7 +736,9 @@ class DeliveryWorker:
             stage="delivery",
         )
         await self._send_dead_letter(letter)
-        self._trackers.get(tp, OffsetTracker()).done(record.offset)
+        tracker = self._trackers.get(tp)
+        if tracker is not None:
+            tracker.done(record.offset)
 
     async def _send_dead_letter(self, letter: DeadLetter) -> None:
         await self._producer.send_and_wait(

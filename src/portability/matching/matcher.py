@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
+from portability.delivery.payload import render_change, render_delta
 from portability.matching.checkpoints import CheckpointStore
 from portability.matching.consent_index import ConsentIndex
 from portability.matching.stats import MatcherStats
@@ -287,12 +288,15 @@ class Matcher:
         """
         now = datetime.now(UTC)
         version = self._policy.version
+        # Rendered here, once per change, so that the delivery worker never decodes the change.
+        change_json = render_change(change, version)
         sends: list[asyncio.Future[object]] = []
         for consent in matched:
             sequence = sequences.get(consent.consent_id, 0) + 1
             sequences[consent.consent_id] = sequence
+            identity = delta_id(consent.consent_id, change["change_id"])
             delivery: DeliveryRecord = {
-                "delta_id": delta_id(consent.consent_id, change["change_id"]),
+                "delta_id": identity,
                 "consent_id": consent.consent_id,
                 "app_id": consent.app_id,
                 "user_id": consent.user_id,
@@ -302,6 +306,7 @@ class Matcher:
                 "policy_version": version,
                 "source_offset": source_offset,
                 "snapshot_epoch": consent.snapshot_epoch,
+                "rendered": render_delta(identity, sequence, change_json),
             }
             value = self._codec.encode(SchemaName.DELIVERY, dict(delivery))
             sends.append(

@@ -14,7 +14,9 @@ from typing import Any
 
 import fastavro
 
+from portability.wire.delivery_head import HeadReader
 from portability.wire.errors import SchemaRegistryError, UnknownSchemaIdError, WireFormatError
+from portability.wire.records import DeliveryHead
 from portability.wire.registry import SchemaRegistry
 from portability.wire.schemas import SchemaName, parsed_schema, schema_text
 
@@ -34,6 +36,9 @@ class AvroCodec:
         self._headers: dict[SchemaName, bytes] = {}
         # (writer schema id, reader schema name) -> parsed writer schema
         self._writers: dict[int, Any] = {}
+        # The Delivery schema whose records delivery_head reads directly, and its reader.
+        self._head_schema_id: int | None = None
+        self._head_reader: HeadReader | None = None
 
     @property
     def registry(self) -> SchemaRegistry:
@@ -46,6 +51,9 @@ class AvroCodec:
             self._writer_ids[name] = schema_id
             self._headers[name] = _HEADER.pack(_MAGIC, schema_id)
             self._writers[schema_id] = parsed_schema(name)
+        self._head_reader = HeadReader.of(json.loads(schema_text(SchemaName.DELIVERY)))
+        if self._head_reader is not None:
+            self._head_schema_id = self._writer_ids[SchemaName.DELIVERY]
 
     def subject(self, name: SchemaName) -> str:
         return f"{self._prefix}{name.value}-value"
@@ -85,6 +93,17 @@ class AvroCodec:
         if not isinstance(decoded, dict):
             raise WireFormatError(f"{name.value} body is not a record")
         return decoded
+
+    def delivery_head(self, data: bytes | None) -> DeliveryHead | None:
+        """The head of a framed Delivery record, read without decoding its change.
+
+        Returns None for a record written with another schema than this build's, or without
+        a rendering: decode it with :meth:`decode_fetching` then. Raises
+        :class:`WireFormatError` as :meth:`decode` does.
+        """
+        if self.frame_schema_id(data) != self._head_schema_id or self._head_reader is None:
+            return None
+        return self._head_reader.read(data, _HEADER.size)  # type: ignore[arg-type]  # not None
 
     @staticmethod
     def frame_schema_id(data: bytes | None) -> int:

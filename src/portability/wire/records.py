@@ -21,6 +21,7 @@ __all__ = [
     "Category",
     "ChangeContext",
     "ConsentRecord",
+    "DeliveryHead",
     "DeliveryRecord",
     "DeliveryStatusRecord",
     "MatcherCheckpoint",
@@ -136,6 +137,32 @@ class DeliveryRecord(TypedDict):
     source_offset: NotRequired[int]
     # The consent's snapshot epoch when matched; 0 from a writer that predates snapshots.
     snapshot_epoch: NotRequired[int]
+    # The delta's JSON object in the webhook contract, rendered by the matcher; None (the
+    # default) from a writer that does not render: the delivery worker then renders change.
+    rendered: NotRequired[bytes | None]
+
+
+class DeliveryHead(TypedDict):
+    """What the delivery worker keeps of a Delivery record: no change, only its rendering.
+
+    Every field of the record but ``change``, under the same name, except that a timestamp
+    is kept as epoch milliseconds (as on the wire: most are never formatted) under its name
+    with ``_ms``; and of the change, ``record_id`` and ``occurred_at_ms``. See
+    :mod:`portability.wire.delivery_head`.
+    """
+
+    delta_id: str
+    consent_id: str
+    app_id: str
+    user_id: str
+    sequence: int
+    matched_at_ms: int
+    policy_version: str
+    source_offset: int
+    snapshot_epoch: int  # 0 from a writer that predates snapshots
+    rendered: bytes  # the delta's JSON object, as the contract carries it in data.deltas
+    record_id: str  # the change's
+    occurred_at_ms: int  # the change's: for the end-to-end latency
 
 
 class DeliveryStatusRecord(TypedDict):
