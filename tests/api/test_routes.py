@@ -234,6 +234,8 @@ def test_status_without_a_delivery_reader_reports_nulls(
         "last_http_status": None,
         "last_response": None,
         "endpoint_disabled": None,
+        "snapshot_epoch": 1,  # an ongoing grant asks for its snapshot by default
+        "snapshot_delivered": None,  # unknown without delivery status
     }
 
 
@@ -244,9 +246,8 @@ def test_status_reports_the_latest_delivery_state(
     consent = client.post("/v1/consents", headers=PLATFORM, json=grant_body(app.app_id)).json()
     cid = consent["consent_id"]
     board.available = True
-    assert (
-        client.get(f"/v1/consents/{cid}/status", headers=app.headers).json()["last_sequence"] == 0
-    )
+    nothing_yet = client.get(f"/v1/consents/{cid}/status", headers=app.headers).json()
+    assert (nothing_yet["last_sequence"], nothing_yet["snapshot_delivered"]) == (0, False)
     delivered = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     later = delivered + timedelta(seconds=5)
     board.apply(
@@ -260,9 +261,11 @@ def test_status_reports_the_latest_delivery_state(
             "last_error": "HTTP 503",
             "last_status": 503,
             "updated_at": later,
+            "snapshot_epoch_delivered": 1,
         },
     )
     body = client.get(f"/v1/consents/{cid}/status", headers=app.headers).json()
+    assert (body["snapshot_epoch"], body["snapshot_delivered"]) == (1, True)
     assert body["last_sequence"] == 17
     assert body["failing"] is True
     assert body["failure_reason"] == "HTTP 503"

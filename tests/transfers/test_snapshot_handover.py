@@ -217,6 +217,9 @@ async def assert_handed_over_exactly(
         and for_subject(policy, c) is not None
     }
     assert set(after_ids) == granted_from_position
+    status = pipeline.worker.status.get(consent_id)
+    assert status is not None
+    assert status.get("snapshot_epoch_delivered") == epoch
     stats = pipeline.receiver.stats()
     assert stats.duplicates == 0
     assert stats.gaps_detected == 0

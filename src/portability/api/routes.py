@@ -255,11 +255,14 @@ def consent_status(
         removal_reason=consent.removal_reason,
         categories=list(consent.categories),
         mode=consent.mode,
-        **_delivery_fields(context.status_board, consent_id),
+        snapshot_epoch=consent.snapshot_epoch,
+        **_delivery_fields(context.status_board, consent_id, consent.snapshot_epoch),
     )
 
 
-def _delivery_fields(board: DeliveryStatusBoard, consent_id: str) -> dict[str, Any]:
+def _delivery_fields(
+    board: DeliveryStatusBoard, consent_id: str, snapshot_epoch: int
+) -> dict[str, Any]:
     """The status's delivery fields: null when unknown, "nothing yet" when none published."""
     fields: dict[str, Any] = {
         "delivery_status_available": board.available,
@@ -275,8 +278,15 @@ def _delivery_fields(board: DeliveryStatusBoard, consent_id: str) -> dict[str, A
         return fields
     delivery = board.get(consent_id)
     if delivery is None:
-        return fields | {"last_sequence": 0, "failing": False, "endpoint_disabled": False}
+        return fields | {
+            "last_sequence": 0,
+            "failing": False,
+            "endpoint_disabled": False,
+            "snapshot_delivered": False if snapshot_epoch else None,
+        }
+    delivered_epoch = delivery.get("snapshot_epoch_delivered", 0)
     return fields | {
+        "snapshot_delivered": delivered_epoch >= snapshot_epoch if snapshot_epoch else None,
         "last_delivered_at": delivery["last_delivered_at"],
         "last_sequence": delivery["last_sequence"],
         "failing": delivery["failing"],

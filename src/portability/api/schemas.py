@@ -276,6 +276,15 @@ class ConsentStatusResponse(BaseModel):
         description="The app's endpoint was disabled (410 Gone, or failing too long); "
         "deliveries resume when the app sets a new webhook URL.",
     )
+    snapshot_epoch: int = Field(
+        default=0,
+        description="The consent's latest snapshot (0: none; 1 at the grant, one more per resync).",
+    )
+    snapshot_delivered: bool | None = Field(
+        default=None,
+        description="Whether that snapshot's last page was delivered (its deltas then flow); "
+        "null without a snapshot or without delivery status.",
+    )
 
 
 class ReplayRequest(_Body):

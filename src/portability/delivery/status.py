@@ -56,6 +56,10 @@ class StatusBoard:
             last_response=outcome.body_excerpt or None,
         )
 
+    def snapshot_delivered(self, consent_id: str, app_id: str, epoch: int) -> None:
+        """The last page of the consent's snapshot ``epoch`` was delivered."""
+        self._update(consent_id, app_id, snapshot_epoch_delivered=epoch)
+
     def endpoint_disabled(self, consent_id: str, app_id: str, reason: str) -> None:
         """The consent's endpoint was disabled: the app reads why in its consent status."""
         self._update(
@@ -79,6 +83,7 @@ class StatusBoard:
             "updated_at": datetime.now(UTC),
             "last_response": None,
             "endpoint_disabled": False,
+            "snapshot_epoch_delivered": 0,
         }
         self._latest[consent_id] = {**record, **changes, "updated_at": datetime.now(UTC)}  # type: ignore[typeddict-item]
         self._dirty.add(consent_id)

@@ -480,6 +480,8 @@ class DeliveryWorker:
             return known
         handover = self._handovers[lane.consent_id] = _Handover(epoch, position)
         self._handover_asked.pop(lane.consent_id, None)
+        if lane.queue:  # the status this worker publishes must not forget it
+            self.status.snapshot_delivered(lane.consent_id, lane.queue[0].app_id, epoch)
         return handover
 
     async def _wait(self, lane: _Lane, seconds: float) -> None:
@@ -628,6 +630,7 @@ class DeliveryWorker:
             if page is not None and page.last:
                 self._handovers[lane.consent_id] = _Handover(page.epoch, page.position)
                 self.stats.snapshots_delivered += 1
+                self.status.snapshot_delivered(lane.consent_id, items[0].app_id, page.epoch)
                 lane.changed.set()
             self.stats.notifications_delivered += len(items)
             self.stats.finished(items[0].app_id, "notification", "delivered", len(items))

@@ -176,6 +176,7 @@ class DeliveryStatusRecord(TypedDict):
     updated_at: datetime
     last_response: NotRequired[str | None]
     endpoint_disabled: NotRequired[bool]
+    snapshot_epoch_delivered: NotRequired[int]
 
 
 class NotificationRecord(TypedDict):
