@@ -78,6 +78,11 @@ class Endpoints:
             self._by_app[app_id] = endpoint
         return endpoint
 
+    @property
+    def paced(self) -> bool:
+        """Whether requests wait for a rate limit (:meth:`pace` returns at once when not)."""
+        return self._settings.delivery_endpoint_rate_per_s > 0
+
     def all(self) -> list[Endpoint]:
         return list(self._by_app.values())
 

@@ -38,7 +38,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -193,6 +193,8 @@ class DeliveryWorker:
         self._runtime = runtime
         self._settings = runtime.settings
         self._topics = runtime.topics
+        self._deliveries_topic = runtime.topics.deliveries
+        self._codec = runtime.codec
         self._consumer: AIOKafkaConsumer = runtime.kafka.group_consumer(
             runtime.settings.delivery_group, client_id
         )
@@ -285,7 +287,11 @@ class DeliveryWorker:
                 if tp not in assigned or self._is_loading(tp):
                     continue  # fetched before a rebalance or the retry records: read again
                 for record in records:
-                    await self._accept(tp, record)
+                    # Synchronous as a rule: a coroutine per record cost more than the rest of
+                    # accepting it. Awaited only when the record needs I/O to be placed.
+                    waiting = self._accept(tp, record)
+                    if waiting is not None:
+                        await waiting
             await self._resume_loaded()
 
     # -- reading ------------------------------------------------------------------------------
@@ -293,22 +299,51 @@ class DeliveryWorker:
     def _is_loading(self, tp: TopicPartition) -> bool:
         return tp.topic != self._topics.deliveries_retry and tp.partition in self._loading
 
-    async def _accept(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+    def _accept(
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
+    ) -> Awaitable[None] | None:
+        """Take a record in; what is left to await when it needs I/O (None as a rule).
+
+        A fresh delta whose head reads off its bytes is placed at once; anything else (a
+        notification, a parked copy, a record to decode in full or to dead-letter) goes
+        through :meth:`_decode`, which may have to fetch a schema or send a dead letter.
+        """
         tracker = self._trackers.get(tp)
         if tracker is None:
             tracker = self._trackers[tp] = OffsetTracker()
         tracker.add(record.offset)
+        if tp.topic == self._deliveries_topic:
+            try:
+                head = self._codec.delivery_head(record.value)
+            except WireFormatError:
+                head = None  # _decode reads it again and dead-letters it with the reason
+            if head is not None:
+                item = _Item(tp, record.offset, record.value, delivery=head)
+                if record.headers:
+                    # A replayed record that fails again must stay tied to the letter it came from.
+                    item.replayed_from = dict(record.headers).get(_REPLAYED_FROM)
+                return self._place(tp, item)
+        return self._accept_decoded(tp, record)
+
+    async def _accept_decoded(
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
+    ) -> None:
         item = await self._decode(tp, record)
-        if item is None:
-            return
+        if item is not None:
+            waiting = self._place(tp, item)
+            if waiting is not None:
+                await waiting
+
+    def _place(self, tp: TopicPartition, item: _Item) -> Awaitable[None] | None:
+        """Put a decoded record in its lane; what is left to await (parking), if anything."""
         consent_id = item.consent_id
         if tp.topic == self._topics.deliveries_retry:
             self._accept_parked(consent_id, item)
-            return
+            return None
         if item.carries_data and self.directory.is_stopped(consent_id):
             self.stats.dropped_stopped_consent += 1
             self._release(item)
-            return
+            return None
         lane = self._lane(consent_id, tp.partition)
         lane.insert(item)
         if item.notification is not None and item.notification["event_type"] == (
@@ -318,7 +353,8 @@ class DeliveryWorker:
             # delta may follow the event that says the flow stopped.
             self.directory.mark_stopped(consent_id)
         if lane.parked:
-            await self._park(lane)  # behind its parked records, durably
+            return self._park(lane)  # behind its parked records, durably
+        return None
 
     def _accept_parked(self, consent_id: str, item: _Item) -> None:
         """A record read from the retry topic: our own copy coming back, or one to rebuild."""
@@ -388,8 +424,9 @@ class DeliveryWorker:
 
     async def _drive(self, lane: _Lane) -> None:
         """Deliver the lane's records in order until it is empty."""
+        # No yield first: the lane is made by the reader, which puts the record in before it
+        # next awaits, and its whole fetched batch before it next awaits the consumer.
         try:
-            await asyncio.sleep(0)  # let the caller put the first record in
             while lane.queue and not self._stopping.is_set():
                 lane.changed.clear()
                 wait = await self._ready_in(lane)
@@ -560,7 +597,8 @@ class DeliveryWorker:
         endpoint = self.endpoints.get(app["app_id"], app["webhook_url"])
         # The endpoint's slot first: lanes queueing for a slow endpoint hold no global slot.
         async with endpoint.slots:
-            await self.endpoints.pace(endpoint)
+            if self.endpoints.paced:  # a coroutine per request saved when there is no limit
+                await self.endpoints.pace(endpoint)
             async with self._slots:
                 self.stats.requests += 1
                 outcome = await self._post(app, items)
