@@ -51,6 +51,7 @@ from portability.wire.records import (
     with_record_type,
 )
 from portability.wire.schemas import schema_dir, schema_text
+from wire.samples import previous_delivery_schema
 
 Document = dict[str, Any]
 
@@ -292,16 +293,6 @@ async def test_bodies_of_matcher_rendered_deltas_are_the_bodies_rendered_by_the_
         assert built == delta_event(plain[start : start + 4])
         assert_valid(json.loads(built[1]))
     assert head_delta_event(heads) == delta_event(plain)
-
-
-def previous_delivery_schema() -> dict[str, Any]:
-    """The Delivery schema before ``rendered``, whose change came after the sequence."""
-    schema: dict[str, Any] = json.loads(schema_text(SchemaName.DELIVERY))
-    fields = {field["name"]: field for field in schema["fields"]}
-    order = ["delta_id", "consent_id", "app_id", "user_id", "sequence", "change"]
-    order += ["matched_at", "policy_version", "source_offset"]
-    schema["fields"] = [fields[name] for name in order]
-    return schema
 
 
 async def test_a_delivery_from_a_writer_before_renderings_is_rendered_by_the_worker(

@@ -7,6 +7,7 @@ values round-trip exactly.
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from portability.wire.records import (
     DeliveryRecord,
     with_record_type,
 )
+from portability.wire.schemas import SchemaName, schema_text
 
 MOMENT = datetime(2024, 5, 1, 12, 30, 45, 123_000, tzinfo=UTC)
 LATER = datetime(2025, 5, 1, 0, 0, 0, 1_000, tzinfo=UTC)
@@ -128,3 +130,13 @@ def delivery(nested: AccountChange) -> DeliveryRecord:
         "snapshot_epoch": 0,
         "rendered": None,
     }
+
+
+def previous_delivery_schema() -> dict[str, Any]:
+    """The Delivery schema before ``rendered``: the change after the sequence."""
+    schema: dict[str, Any] = json.loads(schema_text(SchemaName.DELIVERY))
+    fields = {field["name"]: field for field in schema["fields"]}
+    order = ["delta_id", "consent_id", "app_id", "user_id", "sequence", "change"]
+    order += ["matched_at", "policy_version", "source_offset"]
+    schema["fields"] = [fields[name] for name in order]
+    return schema

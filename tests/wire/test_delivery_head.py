@@ -19,7 +19,7 @@ from portability.wire.delivery_head import HeadReader
 from portability.wire.records import DeliveryRecord
 from portability.wire.schemas import schema_text
 
-from .samples import change, delivery, tagged
+from .samples import change, delivery, previous_delivery_schema, tagged
 
 
 def rendered(record: DeliveryRecord) -> DeliveryRecord:
@@ -159,16 +159,6 @@ def test_a_new_long_field_before_the_change_is_read_under_its_name() -> None:
     head = reader.read(avro_body(schema, record), 0)
     assert head is not None
     assert head["epoch"] == 300  # type: ignore[typeddict-item]
-
-
-def previous_delivery_schema() -> dict[str, Any]:
-    """The Delivery schema before ``rendered``: the change after the sequence."""
-    schema: dict[str, Any] = json.loads(schema_text(SchemaName.DELIVERY))
-    fields = {field["name"]: field for field in schema["fields"]}
-    order = ["delta_id", "consent_id", "app_id", "user_id", "sequence", "change"]
-    order += ["matched_at", "policy_version", "source_offset"]
-    schema["fields"] = [fields[name] for name in order]
-    return schema
 
 
 def avro_body(schema: dict[str, Any], record: Any) -> bytes:
