@@ -34,7 +34,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, cast
 
@@ -46,6 +46,9 @@ from portability.wire.records import (
     DeliveryHead,
     DeliveryRecord,
     NotificationRecord,
+    format_timestamp,
+    from_millis,
+    to_millis,
 )
 from portability.wire.schemas import schema_dir
 
@@ -77,7 +80,6 @@ UNVERSIONED: Final = "unversioned"
 # Relative to the schema folder (``schemas/`` in a checkout, ``wire/avro/`` when installed).
 EVENT_SCHEMA_FILE: Final = "webhooks/events.schema.json"
 _RECORD_TYPE_KEY: Final = "-type"
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _OPERATIONS: Final = frozenset({"upsert", "delete"})
 
 _T = TypeVar("_T")
@@ -148,26 +150,6 @@ class DeltaEvent:
     timestamp: datetime | None = None
 
 
-def format_timestamp(moment: datetime) -> str:
-    """Format a datetime as the contract does: ISO-8601 UTC, milliseconds, ``Z``.
-
-    A naive datetime is taken as UTC, which is what Avro ``timestamp-millis`` means.
-
-    Args:
-        moment: The datetime to format.
-
-    Returns:
-        For example ``"2025-01-31T12:00:00.123Z"`` (sub-millisecond digits are truncated).
-    """
-    if moment.tzinfo is not UTC:  # the common case (fastavro's output) skips both checks
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        elif moment.utcoffset():
-            moment = moment.astimezone(UTC)
-    # Any zero-offset tzinfo formats as "+00:00": swap that suffix for the shorter "Z".
-    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
-
-
 def message_id(delta_ids: Iterable[str]) -> str:
     """Derive the webhook message id of a request from the delta ids it carries.
 
@@ -212,7 +194,7 @@ def head_delta_event(heads: Sequence[DeliveryHead]) -> tuple[str, bytes]:
     _check_batch(heads)
     return message_id(head["delta_id"] for head in heads), _delta_body(
         heads[0],
-        format_timestamp(_EPOCH + timedelta(milliseconds=heads[-1]["matched_at_ms"])),
+        format_timestamp(from_millis(heads[-1]["matched_at_ms"])),
         [head["rendered"] for head in heads],
     )
 
@@ -269,7 +251,7 @@ def delivery_head(delivery: DeliveryRecord) -> DeliveryHead:
     """
     head: dict[str, Any] = {
         f"{key}_ms" if isinstance(value, datetime) else key: (
-            _millis(value) if isinstance(value, datetime) else value
+            to_millis(value) if isinstance(value, datetime) else value
         )
         for key, value in delivery.items()
         if key != "change"
@@ -280,15 +262,8 @@ def delivery_head(delivery: DeliveryRecord) -> DeliveryHead:
     head["rendered"] = rendered_delta(delivery)
     change = delivery["change"]
     head["record_id"] = change["record_id"]
-    head["occurred_at_ms"] = _millis(change["occurred_at"])
+    head["occurred_at_ms"] = to_millis(change["occurred_at"])
     return cast(DeliveryHead, head)
-
-
-def _millis(moment: datetime) -> int:
-    """Epoch milliseconds, exactly (no float), truncated as the contract's timestamps are."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def notification_event(notification: NotificationRecord) -> tuple[str, bytes]:

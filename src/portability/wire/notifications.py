@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
-from portability.wire.records import NotificationRecord, RemovalReason
+from portability.wire.records import NotificationRecord, RemovalReason, format_timestamp
 
 __all__ = [
     "AUTHORIZATION_REMOVED",
@@ -89,17 +89,12 @@ def download_ready(
         attributes={
             "transfer_id": transfer_id,
             "download_url": download_url,
-            "expires_at": format_millis(expires_at),
+            "expires_at": format_timestamp(expires_at),
             "size_bytes": str(size_bytes),
             "sha256": sha256,
             "categories": ",".join(categories),
         },
     )
-
-
-def format_millis(moment: datetime) -> str:
-    """ISO-8601 UTC with milliseconds and ``Z``, as every timestamp in the webhook contract."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ should not copy every record into an object. Timestamps are timezone-aware ``dat
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NotRequired, TypedDict
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "NotificationRecord",
     "PostFigures",
     "RemovalReason",
+    "format_timestamp",
     "from_millis",
     "to_millis",
     "with_record_type",
@@ -226,9 +227,39 @@ def with_record_type(change: AccountChange) -> AccountChange:
     return tagged
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """Format a datetime as the contract does: ISO-8601 UTC, milliseconds, ``Z``.
+
+    A naive datetime is taken as UTC, which is what Avro ``timestamp-millis`` means.
+
+    Args:
+        moment: The datetime to format.
+
+    Returns:
+        For example ``"2025-01-31T12:00:00.123Z"`` (sub-millisecond digits are truncated).
+    """
+    if moment.tzinfo is not UTC:  # the common case (fastavro's output) skips both checks
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        elif moment.utcoffset():
+            moment = moment.astimezone(UTC)
+    # Any zero-offset tzinfo formats as "+00:00": swap that suffix for the shorter "Z".
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
 def to_millis(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    """Epoch milliseconds, exactly (no float), truncated as the contract's timestamps are.
+
+    A naive datetime is taken as UTC, which is what Avro ``timestamp-millis`` means.
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def from_millis(millis: int) -> datetime:
-    return datetime.fromtimestamp(millis / 1000, tz=UTC)
+    """The aware UTC datetime of epoch milliseconds, exactly (the inverse of :func:`to_millis`)."""
+    return _EPOCH + timedelta(milliseconds=millis)
