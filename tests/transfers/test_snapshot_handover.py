@@ -20,20 +20,19 @@ from pipeline_harness import APP_A, Pipeline, pipeline_settings, running_pipelin
 from portability.broker import EmbeddedBroker
 from portability.consent import ConsentView
 from portability.consent.transfers import TransferStore, TransferView
-from portability.delivery.payload import Delta
+from portability.demo.copies import Copy, deltas_after_snapshot, received_copy
 from portability.privacy import current_policy, for_subject
 from portability.transfers.builder import TransferBuilder
 from portability.wire.records import AccountChange, Category
 from portability.wire.schemas import SchemaName
 from portability.wire.topics import partition_for_user
-from transfers.helpers import Expected, expected_state, of_user, running_view
+from transfers.helpers import expected_state, of_user, running_view
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 GRANTED: list[Category] = ["profile", "post", "follow"]
 STREAM_BATCHES = 30
 BATCH_SIZE = 8
-AUDIENCE_SUFFIX = "/audience"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -99,48 +98,20 @@ class Stream:
         await asyncio.sleep(0.01)  # pacing the platform's traffic, not waiting for a result
 
 
-def platform_state(changes: Sequence[AccountChange], user: str) -> Expected:
-    """The user's granted records as the privacy policy lets them leave, after ``changes``."""
+def platform_state(changes: Sequence[AccountChange], user: str) -> Copy:
+    """The user's granted records as the privacy policy lets them leave, after ``changes``:
+    computed by the transfers tests' own model, independently of the demo's."""
     policy = current_policy()
     shaped = [s for c in changes if (s := for_subject(policy, c)) is not None]
-    return of_user(expected_state(shaped), user, GRANTED)
+    granted = of_user(expected_state(shaped), user, GRANTED)
+    return {(category, record_id): value for (_, category, record_id), value in granted.items()}
 
 
-def rebuilt_state(pipeline: Pipeline, consent_id: str, user: str) -> Expected:
-    """The receiver's copy: the latest snapshot's records, then the deltas received after it
-    in sequence order (figures of post audiences are not platform records: left out)."""
-    snapshot = pipeline.receiver.snapshot(consent_id)
-    assert snapshot is not None
-    assert snapshot.complete
-    state: Expected = {
-        (user, r["category"], r["record_id"]): {
-            "record": r["record"],
-            "occurred_at": r["occurred_at"],
-            "change_id": r["change_id"],
-        }
-        for r in snapshot.records
-    }
-    for delta in sorted(deltas_after_snapshot(pipeline, consent_id), key=lambda d: d.sequence):
-        key = (user, delta.category, delta.record_id)
-        if delta.operation == "delete":
-            state.pop(key, None)
-        else:
-            state[key] = {
-                "record": delta.record,
-                "occurred_at": delta.occurred_at.isoformat(timespec="milliseconds").replace(
-                    "+00:00", "Z"
-                ),
-                "change_id": delta.change_id,
-            }
-    return state
-
-
-def deltas_after_snapshot(pipeline: Pipeline, consent_id: str) -> list[Delta]:
-    """The deltas received since the consent's latest snapshot began, but audience figures."""
-    snapshot = pipeline.receiver.snapshot(consent_id)
-    assert snapshot is not None
-    received = pipeline.receiver.deltas(consent_id)[snapshot.deltas_before :]
-    return [d for d in received if not d.record_id.endswith(AUDIENCE_SUFFIX)]
+def rebuilt_state(pipeline: Pipeline, consent_id: str) -> Copy:
+    """The receiver's copy: the latest snapshot's records, then the deltas after it."""
+    copy = received_copy(pipeline.receiver, consent_id)
+    assert copy is not None, "the snapshot is not complete"
+    return copy
 
 
 async def source_offsets(pipeline: Pipeline, user: str) -> dict[str, int]:
@@ -187,12 +158,12 @@ async def assert_handed_over_exactly(
     await pipeline.wait_until(
         lambda: (
             _complete(pipeline, consent_id, epoch)
-            and rebuilt_state(pipeline, consent_id, stream.user) == expected
+            and rebuilt_state(pipeline, consent_id) == expected
         ),
         f"receiver's copy of consent {consent_id} equal to the platform's state",
         60,
     )
-    assert rebuilt_state(pipeline, consent_id, stream.user) == expected
+    assert rebuilt_state(pipeline, consent_id) == expected
     snapshot = pipeline.receiver.snapshot(consent_id)
     assert snapshot is not None
     assert snapshot.pages > 1  # paged, as asked for
@@ -203,7 +174,7 @@ async def assert_handed_over_exactly(
     # changes of the granted categories from that position on.
     position = int((transfer.position or "").split(":")[1])
     offsets = await source_offsets(pipeline, stream.user)
-    after_ids = [d.change_id for d in deltas_after_snapshot(pipeline, consent_id)]
+    after_ids = [d.change_id for d in deltas_after_snapshot(pipeline.receiver, consent_id)]
     assert min((offsets[c] for c in after_ids), default=position) >= position
     assert len(after_ids) == len(set(after_ids))
     in_snapshot = {record["change_id"] for record in snapshot.records}

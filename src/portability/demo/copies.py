@@ -14,19 +14,23 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from portability.delivery.payload import Delta, delta_event, format_timestamp
-from portability.privacy import PrivacyPolicy, audience_record_id, for_subject
+from portability.delivery.payload import UNVERSIONED, Delta, format_timestamp, render_change
+from portability.privacy import PrivacyPolicy, for_subject, is_audience_record_id
 from portability.receiver import ReceivingApp
-from portability.wire.records import AccountChange, DeliveryRecord, with_record_type
+from portability.wire.records import AccountChange
 
-__all__ = ["Copy", "CopyCheck", "as_delivered", "check_copy", "platform_copy", "received_copy"]
+__all__ = [
+    "Copy",
+    "CopyCheck",
+    "as_delivered",
+    "check_copy",
+    "deltas_after_snapshot",
+    "platform_copy",
+    "received_copy",
+]
 
 # (category, record id) -> the record, its time and change id, as the webhook contract has them.
 Copy = dict[tuple[str, str], dict[str, Any]]
-
-# Audience figures of posts are the pipeline's own aggregate, never a platform record: they
-# are not in snapshots and are left out of both sides.
-_AUDIENCE_SUFFIX = audience_record_id("")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +56,8 @@ def platform_copy(
     for change in changes:
         if change["user_id"] != user_id or change["category"] not in categories:
             continue
-        if change["record_id"].endswith(_AUDIENCE_SUFFIX):
-            continue
+        if is_audience_record_id(change["record_id"]):
+            continue  # the pipeline's own aggregate, never in a snapshot: left out of both sides
         shaped = for_subject(policy, change)
         if shaped is None:
             continue
@@ -79,7 +83,7 @@ def received_copy(receiver: ReceivingApp, consent_id: str) -> Copy | None:
         }
         for r in snapshot.records
     }
-    for delta in sorted(_after_snapshot(receiver, consent_id), key=lambda d: d.sequence):
+    for delta in sorted(deltas_after_snapshot(receiver, consent_id), key=lambda d: d.sequence):
         key = (delta.category, delta.record_id)
         if delta.operation == "delete":
             state.pop(key, None)
@@ -99,7 +103,7 @@ def check_copy(receiver: ReceivingApp, consent_id: str, expected: Copy) -> CopyC
     if snapshot is None:
         return CopyCheck(complete=False, records=0, equal=False, doubled=0, deltas=deltas)
     in_snapshot = {r["change_id"] for r in snapshot.records}
-    after = {d.change_id for d in _after_snapshot(receiver, consent_id)}
+    after = {d.change_id for d in deltas_after_snapshot(receiver, consent_id)}
     return CopyCheck(
         complete=snapshot.complete,
         records=snapshot.record_count,
@@ -109,28 +113,19 @@ def check_copy(receiver: ReceivingApp, consent_id: str, expected: Copy) -> CopyC
     )
 
 
-def _after_snapshot(receiver: ReceivingApp, consent_id: str) -> list[Delta]:
+def deltas_after_snapshot(receiver: ReceivingApp, consent_id: str) -> list[Delta]:
+    """The deltas received since the consent's latest snapshot began, but audience figures."""
     snapshot = receiver.snapshot(consent_id)
     received = receiver.deltas(consent_id)
     if snapshot is not None:
         received = received[snapshot.deltas_before :]
-    return [d for d in received if not d.record_id.endswith(_AUDIENCE_SUFFIX)]
+    return [d for d in received if not is_audience_record_id(d.record_id)]
 
 
 def as_delivered(change: AccountChange) -> dict[str, Any]:
     """The change's record, time and id exactly as a ``portability.delta`` body carries them
-    (built through :func:`delta_event`, the worker's own rendering)."""
-    delivery: DeliveryRecord = {
-        "delta_id": "dlt_demo",
-        "consent_id": "cns_demo",
-        "app_id": "app_demo",
-        "user_id": change["user_id"],
-        "sequence": 1,
-        "change": with_record_type(change),
-        "matched_at": change["occurred_at"],
-    }
-    _, body = delta_event([delivery])
-    delta = json.loads(body)["data"]["deltas"][0]
+    (rendered by :func:`render_change`, the matcher's own rendering)."""
+    delta = json.loads(render_change(change, UNVERSIONED))
     return {
         "record": delta["record"],
         "occurred_at": delta["occurred_at"],

@@ -24,7 +24,7 @@ from portability.demo.copies import Copy, CopyCheck, check_copy
 from portability.demo.local import DemoError, LocalPipeline, local_pipeline
 from portability.demo.report import DemoReport, Progress
 from portability.demo.scenario import Oracle, choose_grants
-from portability.privacy import audience_record_id, current_policy
+from portability.privacy import current_policy, is_audience_record_id
 from portability.settings import Settings
 from portability.simulation import ChangeFactory, user_ids
 from portability.wire.records import CATEGORIES, Category
@@ -237,7 +237,7 @@ class _Scenario:
             for c in receiver.consent_ids()
             if c not in self.oracle.late
             for d in receiver.deltas(c)
-            if not d.record_id.endswith(audience_record_id(""))
+            if not is_audience_record_id(d.record_id)
         }
 
     def _copy_checks(self) -> dict[str, CopyCheck]:
