@@ -318,10 +318,8 @@ class DeliveryWorker:
             except WireFormatError:
                 head = None  # _decode reads it again and dead-letters it with the reason
             if head is not None:
-                item = _Item(tp, record.offset, record.value, delivery=head)
-                if record.headers:
-                    # A replayed record that fails again must stay tied to the letter it came from.
-                    item.replayed_from = dict(record.headers).get(_REPLAYED_FROM)
+                item = _received(tp, record, _FRESH["delivery"])
+                item.delivery = head
                 return self._place(tp, item)
         return self._accept_decoded(tp, record)
 
@@ -394,10 +392,7 @@ class DeliveryWorker:
         except (WireFormatError, ValueError, TypeError) as error:
             await self._dead_letter_record(tp, record, str(error))
             return None
-        item = _Item(tp, record.offset, record.value, ticket=ticket)
-        if record.headers:
-            # A replayed record that fails again must stay tied to the letter it came from.
-            item.replayed_from = dict(record.headers).get(_REPLAYED_FROM)
+        item = _received(tp, record, ticket)
         if ticket.kind == "delivery":
             item.delivery = delivery
         else:
@@ -896,6 +891,17 @@ class DeliveryWorker:
             self._trackers.pop(tp, None)
         self._loading -= numbers
         self._wake_reader()
+
+
+def _received(
+    tp: TopicPartition, record: ConsumerRecord[bytes, bytes], ticket: ParkingTicket
+) -> _Item:
+    """A lane item for a record as read, its delta or notification still to be set."""
+    item = _Item(tp, record.offset, record.value, ticket=ticket)
+    if record.headers:
+        # A replayed record that fails again must stay tied to the letter it came from.
+        item.replayed_from = dict(record.headers).get(_REPLAYED_FROM)
+    return item
 
 
 def _where(item: _Item) -> dict[str, str]:
