@@ -42,6 +42,7 @@ __all__ = [
     "new_api_key",
     "new_signing_secret",
     "publish_consent",
+    "require_consent",
     "snapshot_transfer",
 ]
 
@@ -444,7 +445,7 @@ class ConsentService:
         """
         at = utc_now() if now is None else normalize(now, "now")
         with Session(self._engine) as session, session.begin():
-            consent = _require_consent(session, consent_id, for_update=True)
+            consent = require_consent(session, consent_id, for_update=True)
             if consent.status != "active":
                 return ConsentView.of(consent)
             return _end_consent(session, consent, reason, at)
@@ -476,7 +477,7 @@ class ConsentService:
             NotFoundError: No such consent.
         """
         with Session(self._engine) as session:
-            return ConsentView.of(_require_consent(session, consent_id))
+            return ConsentView.of(require_consent(session, consent_id))
 
     def list_consents(
         self, user_id: str | None = None, app_id: str | None = None, status: str | None = None
@@ -529,13 +530,13 @@ def _require_app(session: Session, app_id: str, *, for_update: bool = False) -> 
     return app
 
 
-def _require_consent(session: Session, consent_id: str, *, for_update: bool = False) -> Consent:
+def require_consent(session: Session, consent_id: str, *, for_update: bool = False) -> Consent:
     query = select(Consent).where(col(Consent.consent_id) == consent_id)
     if for_update:
         query = query.with_for_update()
     consent = session.exec(query).first()
     if consent is None:
-        raise NotFoundError(f"no consent {consent_id!r}")
+        raise NotFoundError(f"no consent {consent_id!r}: check the id")
     return consent
 
 

@@ -34,7 +34,12 @@ from portability.consent.models import (
     TransferKind,
     TransferState,
 )
-from portability.consent.service import outbox_payload, publish_consent, snapshot_transfer
+from portability.consent.service import (
+    outbox_payload,
+    publish_consent,
+    require_consent,
+    snapshot_transfer,
+)
 from portability.settings import Settings
 from portability.wire.notifications import download_ready
 from portability.wire.records import Category
@@ -147,10 +152,7 @@ class TransferStore:
                 transfer in progress.
         """
         with Session(self._engine) as session, session.begin():
-            query = select(Consent).where(col(Consent.consent_id) == consent_id)
-            consent = session.exec(query.with_for_update()).first()
-            if consent is None:
-                raise NotFoundError(f"no consent {consent_id!r}: check the id")
+            consent = require_consent(session, consent_id, for_update=True)
             _check_transferable(consent)
             running = session.exec(
                 select(Transfer.transfer_id).where(
@@ -285,10 +287,7 @@ class TransferStore:
         """
         now = utc_now()
         with Session(self._engine) as session, session.begin():
-            query = select(Consent).where(col(Consent.consent_id) == consent_id)
-            consent = session.exec(query.with_for_update()).first()
-            if consent is None:
-                raise NotFoundError(f"no consent {consent_id!r}: check the id")
+            consent = require_consent(session, consent_id, for_update=True)
             if consent.status != "active" or consent.mode != "ongoing":
                 raise ConflictError(
                     f"consent {consent_id!r} is {consent.status} and {consent.mode}: a snapshot "
@@ -332,8 +331,7 @@ class TransferStore:
             row.policy_version = facts.policy_version
             row.position = f"{facts.partition}:{facts.position}"
             session.add(row)
-            query = select(Consent).where(col(Consent.consent_id) == row.consent_id)
-            consent = session.exec(query.with_for_update()).one()
+            consent = require_consent(session, row.consent_id, for_update=True)
             if consent.snapshot_epoch == row.snapshot_epoch and consent.status == "active":
                 consent.snapshot_position = facts.position
                 consent.snapshot_last_page_offset = facts.last_page_offset
@@ -346,9 +344,7 @@ class TransferStore:
     def consent_published(self, consent_id: str) -> bool:
         """Whether the consent's current state is on the consents topic (relayed)."""
         with Session(self._engine) as session:
-            consent = session.get(Consent, consent_id)
-            if consent is None:
-                raise NotFoundError(f"no consent {consent_id!r}: check the id")
+            consent = require_consent(session, consent_id)
             event = session.get(OutboxEvent, consent.version)
             # A row already pruned from the outbox was published long ago.
             return event is None or event.published_at is not None
