@@ -59,6 +59,7 @@ from typing import Any
 import aiohttp
 from aiokafka import AIOKafkaConsumer
 
+from benchmarks.delivery_floor import measure_floor
 from benchmarks.delivery_receiver import ReceivedRequest, ReceiverProcess, ReceiverReport
 from benchmarks.measurement import InvalidRunError, bench_settings
 from benchmarks.population import Records, consent_records, produce
@@ -80,6 +81,7 @@ __all__ = ["Size", "main"]
 _SEED = 11
 _POLL_S = 0.02
 _BODY_EXCERPT = 4096  # as the worker's sender reads an answer
+_TARGET = 0.7  # the ratio the issue asks of the worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +324,7 @@ async def _bench(
         )
     worker = _best(results, valid, "worker")
     _print_cpu_ratio(results, valid)
+    await _print_floor(runtime, workload, worker, baseline)
     print_ratio("delivery", worker.rate / baseline.rate if baseline.rate else 0.0)
     if len(valid) < len(results):
         # After the ratio line, so that the output keeps its shape; the exit status says it.
@@ -748,6 +751,52 @@ def _print_cpu_ratio(results: list[_Run], valid: list[_Run]) -> None:
         f"{costs['baseline']:.1f} us; ratio {costs['baseline'] / costs['worker']:.2f} "
         "(for information: the ratio below is of delivery rates)"
     )
+
+
+async def _print_floor(runtime: Runtime, workload: _Workload, worker: _Run, baseline: _Run) -> None:
+    """What any worker spends per delta, and the ratios that alone would leave it (see
+    :mod:`benchmarks.delivery_floor`)."""
+    post_us, worker_us = baseline.sender_us_per_delta, worker.sender_us_per_delta
+    if post_us is None or worker_us is None:
+        print("floor: not measured (no CPU times on this platform)")
+        return
+    try:
+        floor = await measure_floor(
+            runtime, workload.total, worker.report.requests, workload.secrets
+        )
+    except InvalidRunError as error:
+        print(f"floor: not measured: {error}")
+        return
+    # The CPU the receiver (baseline run) and the broker (worker run) take per delta: what a
+    # worker spread over every core would share them with.
+    receiver_us = _us_per_delta(baseline, baseline.cpu.receiver)
+    broker_us = _us_per_delta(worker, worker.cpu.broker)
+    cores = os.cpu_count() or 1
+    print(
+        f"floor, CPU per delta that no worker skips: reading from Kafka {floor.read_us:.1f} us "
+        f"+ building and signing bodies {floor.build_sign_us:.1f} us + posting (the baseline's) "
+        f"{post_us:.1f} us = {floor.per_delta_us(post_us):.1f} us; reading heads with this "
+        f"build's reader {floor.head_us:.1f} us (for information)"
+    )
+    shared_us = receiver_us + broker_us
+    spare_us = floor.spare_us(_TARGET, post_us, baseline.rate, cores, shared_us)
+    print(
+        "ceiling: a worker doing only the floor's steps would reach ratio "
+        f"{floor.ceiling(post_us, baseline.rate):.2f} in one process, "
+        f"{floor.ceiling(post_us, baseline.rate, cores, shared_us):.2f} over all {cores} cores "
+        f"shared with the receiver ({receiver_us:.1f} us per delta) and the broker "
+        f"({broker_us:.1f} us); at ratio {_TARGET} over all cores, "
+        f"{max(spare_us, 0.0):.1f} us per delta would be left for the rest of its work. "
+        f"This worker spends {worker_us:.1f} us per delta in one process, "
+        f"{worker_us - floor.per_delta_us(post_us):.1f} us above the floor"
+    )
+
+
+def _us_per_delta(result: _Run, share: float | None) -> float:
+    """CPU us per delta of a process that took ``share`` of a core over ``result``'s run."""
+    if share is None or not result.deltas:
+        return 0.0
+    return share * result.seconds / result.deltas * 1e6
 
 
 def _share(value: float | None) -> str:
