@@ -87,6 +87,20 @@ class Settings(BaseSettings):
             "instead of holding them (and the partition's offsets) in memory."
         ),
     )
+    delivery_max_in_hand: PositiveInt = Field(
+        default=20_000,
+        description=(
+            "Records the delivery worker holds in memory, read and neither finished nor "
+            "parked, at most: beyond it, it reads no new deliveries until some finish."
+        ),
+    )
+    delivery_max_parked: PositiveInt = Field(
+        default=100_000,
+        description=(
+            "Parked records the delivery worker keeps in memory (about 2 KB each), at most: "
+            "beyond it, it reads no new deliveries, for any app, until some are delivered."
+        ),
+    )
     delivery_endpoint_concurrency: PositiveInt = Field(
         default=16, description="Requests in flight at once to one app's endpoint."
     )

@@ -462,3 +462,69 @@ async def test_gone_endpoint_is_disabled_and_the_app_can_read_why(world: World) 
             )
             await wait_until(lambda: worker.pending == 0, "worker idle")
     assert_in_sequence(endpoint.receiver, world)
+
+
+def _bounded(world: World, **bounds: int) -> DeliveryWorker:
+    """A worker with smaller bounds on the records it holds (see run())."""
+    settings = world.runtime.settings.model_copy(update=bounds)
+    return DeliveryWorker(dataclasses.replace(world.runtime, settings=settings))
+
+
+async def test_an_outage_with_more_records_than_the_bound_resumes_when_the_endpoint_does(
+    world: World,
+) -> None:
+    """Every record in hand belongs to a down endpoint: they are parked (their copies must be
+    read back to free them), and all of them arrive, in order, once it answers again."""
+    async with serving(Endpoint(down=True)) as endpoint:
+        await world.register("app-b", endpoint.url, endpoint.receiver)
+        for index in range(6):
+            await world.produce("app-b", f"cns_b{index}", 10)
+        async with running(_bounded(world, delivery_max_in_hand=20)) as worker:
+            await wait_until(lambda: worker.stats.parked >= 60, "all 60 parked")
+            await wait_until(lambda: worker.in_hand == 0, "every copy read back")
+            assert worker.reading_paused is None  # parked records are not records in hand
+            endpoint.down = False
+            await wait_until(lambda: endpoint.receiver.stats().deltas_received == 60, "delivered")
+            await wait_until(lambda: worker.pending == 0, "worker idle")
+    assert_in_sequence(endpoint.receiver, world)
+
+
+async def test_an_app_down_for_longer_than_the_bound_does_not_stop_another_app(
+    world: World,
+) -> None:
+    async with serving(Endpoint()) as healthy:
+        await world.register("app-down", f"http://127.0.0.1:{free_port()}", None)  # refused
+        await world.register("app-ok", healthy.url, healthy.receiver)
+        for index in range(6):
+            await world.produce("app-down", f"cns_d{index}", 10)
+        async with running(_bounded(world, delivery_max_in_hand=20)) as worker:
+            await wait_until(lambda: worker.parked == 60, "the down app's 60 records parked")
+            for index in range(4):
+                await world.produce("app-ok", f"cns_ok{index}", 5)
+            await wait_until(
+                lambda: healthy.receiver.stats().deltas_received == 20, "the other app served"
+            )
+            assert worker.parked == 60  # still owed to the down app, in memory and on the topic
+    for index in range(4):
+        got = healthy.receiver.deltas(f"cns_ok{index}")
+        assert [d.sequence for d in got] == [1, 2, 3, 4, 5]
+
+
+async def test_too_many_parked_records_pause_reading_until_they_are_delivered(
+    world: World,
+) -> None:
+    """Memory is bounded: past delivery_max_parked the worker reads no new deliveries (and
+    says why) until the parked ones go out; nothing is lost or reordered."""
+    async with serving(Endpoint(down=True)) as endpoint:
+        await world.register("app-c", endpoint.url, endpoint.receiver)
+        for index in range(6):
+            await world.produce("app-c", f"cns_c{index}", 10)
+        async with running(_bounded(world, delivery_max_parked=30)) as worker:
+            await wait_until(lambda: worker.reading_paused == "parked", "reading paused")
+            for index in range(6):
+                await world.produce("app-c", f"cns_c{index}", 2)
+            endpoint.down = False
+            await wait_until(lambda: endpoint.receiver.stats().deltas_received == 72, "delivered")
+            await wait_until(lambda: worker.pending == 0, "worker idle")
+            assert worker.reading_paused is None
+    assert_in_sequence(endpoint.receiver, world)

@@ -15,22 +15,28 @@ class OffsetTracker:
     """
 
     def __init__(self) -> None:
-        self._pending: deque[int] = deque()
-        self._done: set[int] = set()
+        self._pending: deque[int] = deque()  # arrival order, up to the first one not done
+        self._open: set[int] = set()  # not done
         self._committable: int | None = None
 
     def __len__(self) -> int:
+        """Offsets not committable yet: not done, or done behind one that is not."""
         return len(self._pending)
+
+    @property
+    def outstanding(self) -> int:
+        """Offsets not done: the records still held for this partition."""
+        return len(self._open)
 
     def add(self, offset: int) -> None:
         self._pending.append(offset)
+        self._open.add(offset)
 
     def done(self, offset: int) -> None:
-        self._done.add(offset)
-        while self._pending and self._pending[0] in self._done:
-            finished = self._pending.popleft()
-            self._done.discard(finished)
-            self._committable = finished + 1
+        """Mark ``offset`` done; done twice, or never added, it changes nothing."""
+        self._open.discard(offset)
+        while self._pending and self._pending[0] not in self._open:
+            self._committable = self._pending.popleft() + 1
 
     def take_committable(self) -> int | None:
         """The offset to commit if it advanced since the last call, else None."""

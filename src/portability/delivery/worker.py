@@ -67,7 +67,7 @@ __all__ = ["DeliveryWorker"]
 
 log = logging.getLogger(__name__)
 
-_MAX_PENDING = 20_000
+_FULL_POLL_MS = 50  # reading only parked copies back, how often the bounds are re-checked
 _COMMIT_INTERVAL_S = 0.1
 _STATUS_EVERY = 10  # status is informational: flushed every tenth commit round (1 s)
 _IDLE_RECHECK_S = 5.0
@@ -212,6 +212,7 @@ class DeliveryWorker:
         self._handovers: dict[str, _Handover] = {}  # latest snapshot delivered, per consent
         self._handover_asked: dict[str, float] = {}  # when the committed offset was asked
         self._capacity = asyncio.Event()
+        self._paused: str | None = None  # why reading was paused when last checked
         self._stopping = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         self.stats = DeliveryStats()
@@ -250,7 +251,31 @@ class DeliveryWorker:
     @property
     def pending(self) -> int:
         """Records received and not yet finished (parked ones count until they are done)."""
-        return sum(len(tracker) for tracker in self._trackers.values())
+        return sum(tracker.outstanding for tracker in self._trackers.values())
+
+    @property
+    def in_hand(self) -> int:
+        """Records read from deliveries or notifications and not finished: bounded by
+        ``delivery_max_in_hand``. A parked record counts here until its copy is read back."""
+        return self._outstanding(parked=False)
+
+    @property
+    def reading_paused(self) -> str | None:
+        """Why new deliveries are not read now: ``in_hand`` or ``parked`` (a bound is
+        reached; see :meth:`run`); None while they are."""
+        if self.in_hand >= self._settings.delivery_max_in_hand:
+            return "in_hand"
+        if self._outstanding(parked=True) >= self._settings.delivery_max_parked:
+            return "parked"
+        return None
+
+    def _outstanding(self, *, parked: bool) -> int:
+        retry = self._topics.deliveries_retry
+        return sum(
+            tracker.outstanding
+            for tp, tracker in self._trackers.items()
+            if (tp.topic == retry) == parked
+        )
 
     @property
     def parked(self) -> int:
@@ -275,13 +300,22 @@ class DeliveryWorker:
         return sum(1 for lane in lanes if lane.queue and lane.queue[0].ticket.failures > 0)
 
     async def run(self) -> None:
-        """Consume and dispatch until :meth:`stop`."""
+        """Consume and dispatch until :meth:`stop`.
+
+        Two bounds keep memory in check: records in hand (``delivery_max_in_hand``) and
+        parked records (``delivery_max_parked``, counted apart so that one app's long outage
+        does not stop the others' deliveries before it). At either, no new deliveries or
+        notifications are read, but the retry topic still is: the copies of records being
+        parked must come back to free them, or an outage of every endpoint would leave the
+        worker waiting on itself.
+        """
         while not self._stopping.is_set():
-            if self.pending >= _MAX_PENDING:
-                self._capacity.clear()
-                await self._capacity.wait()
-                continue
-            batch = await self._consumer.getmany(timeout_ms=200)
+            paused = self.reading_paused
+            self._note_pause(paused)
+            if paused is None:
+                batch = await self._consumer.getmany(timeout_ms=200)
+            else:
+                batch = await self._read_parked_only()
             assigned = self._consumer.assignment()
             for tp, records in batch.items():
                 if tp not in assigned or self._is_loading(tp):
@@ -293,6 +327,42 @@ class DeliveryWorker:
                     if waiting is not None:
                         await waiting
             await self._resume_loaded()
+
+    async def _read_parked_only(self) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        retry = [
+            tp for tp in self._consumer.assignment() if tp.topic == self._topics.deliveries_retry
+        ]
+        if not retry:  # getmany() of no partition would read them all
+            self._capacity.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._capacity.wait(), _FULL_POLL_MS / 1000)
+            return {}
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+        batch = await self._consumer.getmany(*retry, timeout_ms=_FULL_POLL_MS)
+        return batch
+
+    def _note_pause(self, paused: str | None) -> None:
+        """Tell operators once when parked records stop the reading (in hand is mere load)."""
+        if paused == self._paused:
+            return
+        self._paused = paused
+        if paused != "parked":
+            return
+        owed: dict[str, int] = {}
+        for lane in self._lanes.values():
+            if lane.parked and lane.queue:
+                owed[lane.queue[0].app_id] = owed.get(lane.queue[0].app_id, 0) + len(lane.queue)
+        apps = ", ".join(
+            f"{app_id} ({count:,})" for app_id, count in sorted(owed.items(), key=_count)[:5]
+        )
+        log.warning(
+            "delivery reading paused: %d parked records reach PORTABILITY_DELIVERY_MAX_PARKED "
+            "(%d); no app gets new deliveries until some are delivered. Most parked: %s",
+            self._outstanding(parked=True),
+            self._settings.delivery_max_parked,
+            apps or "-",
+            extra={"event": "delivery.paused", "reason": paused},
+        )
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -812,7 +882,7 @@ class DeliveryWorker:
         self._wake_reader()
 
     def _wake_reader(self) -> None:
-        if self.pending < _MAX_PENDING:
+        if self.in_hand < self._settings.delivery_max_in_hand:
             self._capacity.set()
 
     async def _commit_loop(self) -> None:
@@ -916,6 +986,10 @@ def _copy_headers(item: _Item) -> list[tuple[str, bytes]]:
     if item.replayed_from is not None:
         headers.append((_REPLAYED_FROM, item.replayed_from))
     return headers
+
+
+def _count(entry: tuple[str, int]) -> int:
+    return -entry[1]  # most first
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

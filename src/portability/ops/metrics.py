@@ -257,6 +257,14 @@ _ROLE_SPECS = (
         "Records waiting in parked lanes (their copies are on the retry topic).",
     ),
     MetricSpec(
+        "portability_delivery_reading_paused",
+        "gauge",
+        "1 while the worker reads no new deliveries because a bound is reached: reason "
+        "in_hand (PORTABILITY_DELIVERY_MAX_IN_HAND, load) or parked "
+        "(PORTABILITY_DELIVERY_MAX_PARKED, outages).",
+        ("reason",),
+    ),
+    MetricSpec(
         "portability_delivery_retrying_consents",
         "gauge",
         "Consents whose next request is a retry (waiting in memory or parked).",
@@ -421,6 +429,9 @@ def _delivery_samples(worker: DeliveryWorker, families: _Families) -> None:
     families.add("portability_delivery_parked", [], stats.parked)
     families.add("portability_delivery_pending_records", [], worker.pending)
     families.add("portability_delivery_parked_records", [], worker.parked)
+    paused = worker.reading_paused
+    for reason in ("in_hand", "parked"):
+        families.add("portability_delivery_reading_paused", [reason], 1 if paused == reason else 0)
     families.add("portability_delivery_retrying_consents", [], worker.retrying)
     families.add("portability_endpoints_disabled", [], stats.endpoints_disabled)
     families.add("portability_delivery_snapshots_delivered", [], stats.snapshots_delivered)
