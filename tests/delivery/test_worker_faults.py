@@ -38,11 +38,13 @@ from portability.runtime import Runtime
 from portability.settings import Settings
 from portability.simulation import ChangeFactory
 from portability.wire.dead_letters import DeadLetter
+from portability.wire.notifications import SnapshotPage, snapshot_page
 from portability.wire.records import DeliveryRecord
 from portability.wire.schemas import SchemaName
 from portability.wire.topics import partition_for_consent
 
 DEADLINE_S = 60.0
+_SNAPSHOT_POSITION = 1_000  # of the snapshot pages below: every produced delta comes after it
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -106,10 +108,16 @@ class World:
             await relay.publish_pending()
 
     async def produce(
-        self, app_id: str, consent_id: str, count: int, *, rendered: bool = True
+        self,
+        app_id: str,
+        consent_id: str,
+        count: int,
+        *,
+        rendered: bool = True,
+        snapshot_epoch: int = 0,
     ) -> list[DeliveryRecord]:
         """Deltas of the consent, rendered as the matcher renders them unless ``rendered`` is
-        False (as an older matcher wrote them)."""
+        False (as an older matcher wrote them); ``snapshot_epoch``: matched under it."""
         earlier = self.produced.setdefault(consent_id, [])
         records: list[DeliveryRecord] = []
         for _ in range(count):
@@ -123,6 +131,8 @@ class World:
                     "sequence": len(earlier) + len(records) + 1,
                     "change": change,
                     "matched_at": datetime.now(UTC),
+                    "snapshot_epoch": snapshot_epoch,
+                    "source_offset": _SNAPSHOT_POSITION + len(earlier) + len(records),
                 }
             )
             if rendered:
@@ -134,14 +144,31 @@ class World:
         earlier += records
         return records
 
-    async def produce_raw(self, consent_id: str, values: list[bytes]) -> None:
+    async def produce_last_snapshot_page(self, app_id: str, consent_id: str) -> None:
+        """The one (empty) page of the consent's first snapshot, as a builder publishes it."""
+        page = SnapshotPage("trf_test", 1, 1, True, 0, _SNAPSHOT_POSITION)
+        notification = snapshot_page(
+            consent_id=consent_id,
+            app_id=app_id,
+            user_id=f"user-{consent_id}",
+            page=page,
+            categories=["post"],
+            policy_version="test",
+            records=b"[]",
+            record_count=0,
+            taken_at=datetime.now(UTC),
+        )
+        value = self.runtime.codec.encode(SchemaName.NOTIFICATION, dict(notification))
+        await self.produce_raw(consent_id, [value], self.runtime.topics.notifications)
+
+    async def produce_raw(self, consent_id: str, values: list[bytes], topic: str = "") -> None:
         producer = self.runtime.kafka.producer("test-deliveries")
         await producer.start()
         try:
             partitions = self.runtime.settings.partitions
             acks = [
                 await producer.send(
-                    self.runtime.topics.deliveries,
+                    topic or self.runtime.topics.deliveries,
                     value,
                     key=consent_id.encode(),
                     partition=partition_for_consent(consent_id, partitions),
@@ -527,4 +554,23 @@ async def test_too_many_parked_records_pause_reading_until_they_are_delivered(
             await wait_until(lambda: endpoint.receiver.stats().deltas_received == 72, "delivered")
             await wait_until(lambda: worker.pending == 0, "worker idle")
             assert worker.reading_paused is None
+    assert_in_sequence(endpoint.receiver, world)
+
+
+async def test_a_full_worker_still_reads_the_snapshot_its_held_deltas_wait_for(
+    world: World,
+) -> None:
+    """Deltas held for their consent's snapshot fill the in-hand bound: the snapshot's page,
+    on notifications, is still read, delivered first, and lets them go."""
+    async with serving(Endpoint()) as endpoint:
+        await world.register("app-s", endpoint.url, endpoint.receiver)
+        await world.produce("app-s", "cns_s", 30, snapshot_epoch=1)
+        async with running(_bounded(world, delivery_max_in_hand=10)) as worker:
+            await wait_until(lambda: worker.reading_paused == "in_hand", "held deltas fill it")
+            assert worker.awaiting_snapshot == 1
+            assert endpoint.receiver.stats().requests == 0
+            await world.produce_last_snapshot_page("app-s", "cns_s")
+            await wait_until(lambda: endpoint.receiver.stats().deltas_received == 30, "delivered")
+            await wait_until(lambda: worker.pending == 0, "worker idle")
+    assert endpoint.receiver.stats().snapshots_completed == 1
     assert_in_sequence(endpoint.receiver, world)

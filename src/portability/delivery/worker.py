@@ -67,7 +67,7 @@ __all__ = ["DeliveryWorker"]
 
 log = logging.getLogger(__name__)
 
-_FULL_POLL_MS = 50  # reading only parked copies back, how often the bounds are re-checked
+_FULL_POLL_MS = 50  # reading no new deliveries, how often the bounds are re-checked
 _COMMIT_INTERVAL_S = 0.1
 _STATUS_EVERY = 10  # status is informational: flushed every tenth commit round (1 s)
 _IDLE_RECHECK_S = 5.0
@@ -304,10 +304,11 @@ class DeliveryWorker:
 
         Two bounds keep memory in check: records in hand (``delivery_max_in_hand``) and
         parked records (``delivery_max_parked``, counted apart so that one app's long outage
-        does not stop the others' deliveries before it). At either, no new deliveries or
-        notifications are read, but the retry topic still is: the copies of records being
-        parked must come back to free them, or an outage of every endpoint would leave the
-        worker waiting on itself.
+        does not stop the others' deliveries before it). At either, no new deliveries are
+        read, but the retry topic and notifications still are, or the worker could wait on
+        itself: the copies of records being parked must come back to free them (when every
+        endpoint is down), and deltas held for a snapshot wait for its pages. Notifications
+        are few (removals, pages), and a removal should not wait behind a full worker.
         """
         while not self._stopping.is_set():
             paused = self.reading_paused
@@ -315,7 +316,7 @@ class DeliveryWorker:
             if paused is None:
                 batch = await self._consumer.getmany(timeout_ms=200)
             else:
-                batch = await self._read_parked_only()
+                batch = await self._read_while_full()
             assigned = self._consumer.assignment()
             for tp, records in batch.items():
                 if tp not in assigned or self._is_loading(tp):
@@ -328,17 +329,17 @@ class DeliveryWorker:
                         await waiting
             await self._resume_loaded()
 
-    async def _read_parked_only(self) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
-        retry = [
-            tp for tp in self._consumer.assignment() if tp.topic == self._topics.deliveries_retry
-        ]
-        if not retry:  # getmany() of no partition would read them all
+    async def _read_while_full(self) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """Records of the retry topic and notifications only (see :meth:`run`)."""
+        still_read = (self._topics.deliveries_retry, self._topics.notifications)
+        partitions = [tp for tp in self._consumer.assignment() if tp.topic in still_read]
+        if not partitions:  # getmany() of no partition would read them all
             self._capacity.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._capacity.wait(), _FULL_POLL_MS / 1000)
             return {}
         batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-        batch = await self._consumer.getmany(*retry, timeout_ms=_FULL_POLL_MS)
+        batch = await self._consumer.getmany(*partitions, timeout_ms=_FULL_POLL_MS)
         return batch
 
     def _note_pause(self, paused: str | None) -> None:
