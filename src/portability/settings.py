@@ -97,8 +97,9 @@ class Settings(BaseSettings):
     delivery_max_parked: PositiveInt = Field(
         default=100_000,
         description=(
-            "Parked records the delivery worker keeps in memory (about 2 KB each), at most: "
-            "beyond it, it reads no new deliveries, for any app, until some are delivered."
+            "Parked records the delivery worker keeps in memory (about 2 KB each): beyond "
+            "it, waiting parked consents are spilled (their records stay on the retry topic "
+            "only, read back when due), down to half of it."
         ),
     )
     delivery_endpoint_concurrency: PositiveInt = Field(

@@ -537,23 +537,60 @@ async def test_an_app_down_for_longer_than_the_bound_does_not_stop_another_app(
         assert [d.sequence for d in got] == [1, 2, 3, 4, 5]
 
 
-async def test_too_many_parked_records_pause_reading_until_they_are_delivered(
+# Retries far enough apart that parked lanes wait (and may spill) between two attempts, and
+# enough of them that nothing is dead-lettered while the endpoint is down.
+_SPILL_RETRIES = {"delivery_retry_schedule_s": [0, 0.05, *[1.0] * 40]}
+
+
+async def test_past_the_parked_bound_waiting_lanes_leave_memory_and_return_in_order(
     world: World,
 ) -> None:
-    """Memory is bounded: past delivery_max_parked the worker reads no new deliveries (and
-    says why) until the parked ones go out; nothing is lost or reordered."""
-    async with serving(Endpoint(down=True)) as endpoint:
+    """Parked lanes past delivery_max_parked are spilled (their records stay only on the
+    retry topic) while other apps are served; when the endpoint answers they are read back
+    and everything arrives once, in sequence."""
+    async with serving(Endpoint(down=True)) as endpoint, serving(Endpoint()) as healthy:
         await world.register("app-c", endpoint.url, endpoint.receiver)
+        await world.register("app-ok", healthy.url, healthy.receiver)
         for index in range(6):
             await world.produce("app-c", f"cns_c{index}", 10)
-        async with running(_bounded(world, delivery_max_parked=30)) as worker:
-            await wait_until(lambda: worker.reading_paused == "parked", "reading paused")
-            for index in range(6):
+        worker = _bounded(world, delivery_max_parked=20, **_SPILL_RETRIES)
+        async with running(worker):
+            await wait_until(lambda: worker.spilled >= 30, "lanes spilled")
+            # Held in memory: at most the bound (spilling brings it down to half).
+            assert worker.pending - worker.in_hand <= 20
+            for index in range(6):  # later deltas of spilled consents join their spill
                 await world.produce("app-c", f"cns_c{index}", 2)
+            for index in range(3):
+                await world.produce("app-ok", f"cns_ok{index}", 5)
+            await wait_until(
+                lambda: healthy.receiver.stats().deltas_received == 15, "the other app served"
+            )
+            await wait_until(lambda: worker.parked == 72, "every record of app-c parked")
             endpoint.down = False
             await wait_until(lambda: endpoint.receiver.stats().deltas_received == 72, "delivered")
             await wait_until(lambda: worker.pending == 0, "worker idle")
+            assert worker.stats.reloaded >= 30
             assert worker.reading_paused is None
+    assert_in_sequence(_merged(endpoint.receiver, healthy.receiver), world)
+    assert endpoint.receiver.stats().duplicates == 0
+
+
+async def test_a_worker_stopped_with_spilled_lanes_leaves_them_to_the_next(world: World) -> None:
+    """Spilled records are not in memory, so only the pinned commit keeps them: a new worker
+    reads them again from the retry topic and delivers them all, in order."""
+    async with serving(Endpoint(down=True)) as endpoint:
+        await world.register("app-r", endpoint.url, endpoint.receiver)
+        for index in range(6):
+            await world.produce("app-r", f"cns_r{index}", 10)
+        first = _bounded(world, delivery_max_parked=20, **_SPILL_RETRIES)
+        async with running(first):
+            await wait_until(lambda: first.spilled >= 30, "lanes spilled")
+            await wait_until(lambda: first.parked == 60, "every record parked")
+        endpoint.down = False
+        second = _bounded(world, delivery_max_parked=20, **_SPILL_RETRIES)
+        async with running(second):
+            await wait_until(lambda: endpoint.receiver.stats().deltas_received == 60, "delivered")
+            await wait_until(lambda: second.pending == 0, "worker idle")
     assert_in_sequence(endpoint.receiver, world)
 
 

@@ -116,6 +116,15 @@ class Endpoints:
         # Others wait for the probe's verdict (or the rest of the open period).
         return max(remaining, self._settings.delivery_circuit_open_s / 10)
 
+    def refusing(self, endpoint: Endpoint) -> bool:
+        """Whether no request may go to ``endpoint`` now (disabled, or its circuit open):
+        :meth:`wait_s` without making the caller the probe."""
+        if endpoint.disabled:
+            return True
+        if endpoint.state is CircuitState.OPEN:
+            return endpoint.opened_at + endpoint.open_for_s > self._clock()
+        return False
+
     def record(self, endpoint: Endpoint, outcome: Outcome) -> None:
         """Update the circuit and the failure streak with one attempt's outcome."""
         was_probe, endpoint.probing = endpoint.probing, False

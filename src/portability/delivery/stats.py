@@ -67,6 +67,8 @@ class DeliveryStats:
     dropped_in_snapshot: int = 0  # deltas a delivered snapshot already held
     parked: int = 0  # records copied to the retry topic
     parked_loaded: int = 0  # parked records read back after a restart or rebalance
+    spilled: int = 0  # parked records let out of memory (spilled lanes)
+    reloaded: int = 0  # spilled records read back from the retry topic
     endpoints_disabled: int = 0
     last_sequence: dict[str, int] = field(default_factory=dict)
     # (app_id, "delta" | "notification", "delivered" | "dead_lettered") -> records
@@ -95,6 +97,8 @@ class DeliveryStats:
             "dropped_in_snapshot": self.dropped_in_snapshot,
             "parked": self.parked,
             "parked_loaded": self.parked_loaded,
+            "spilled": self.spilled,
+            "reloaded": self.reloaded,
             "endpoints_disabled": self.endpoints_disabled,
             "consents_delivered_to": len(self.last_sequence),
         }

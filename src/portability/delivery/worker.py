@@ -15,7 +15,8 @@ the copy comes back from the broker. So an offset is committed only when its del
 nothing: on assignment the retry partition is read to its end before the deliveries of the
 same partition number, so a parked consent's lane is rebuilt, in sequence, before anything
 newer of it is delivered. After a crash a delta may be delivered again, always with the same
-id and sequence.
+id and sequence. Past ``delivery_max_parked`` parked records in memory, waiting parked lanes
+are *spilled*: out of memory, read back from the retry topic when due (see _manage_spills).
 
 Notifications (``authorization.removed``) come from their own topic, partitioned like the
 deliveries, and join the consent's lane: they are posted alone, after the consent's deltas,
@@ -68,6 +69,8 @@ __all__ = ["DeliveryWorker"]
 log = logging.getLogger(__name__)
 
 _FULL_POLL_MS = 50  # reading no new deliveries, how often the bounds are re-checked
+_SPILL_TO = 0.5  # spilling parked lanes brings the parked records held down to this share
+_RELOAD_CHECK_S = 0.25  # how often spilled lanes are checked for being due
 _COMMIT_INTERVAL_S = 0.1
 _STATUS_EVERY = 10  # status is informational: flushed every tenth commit round (1 s)
 _IDLE_RECHECK_S = 5.0
@@ -110,6 +113,8 @@ class _Item:
     ticket: ParkingTicket = _FRESH["delivery"]
     stored: ParkingTicket | None = None  # None: not on the retry topic with this ticket
     parking: bool = False  # a copy is on its way to the retry topic
+    copied: ParkingTicket | None = None  # the retry state that copy carries
+    reread: bool = False  # read back after a spill: its offset is not tracked (the pin holds)
     replayed_from: bytes | None = None  # dead-letter offset, when an operator replayed it
     page: SnapshotPage | None = None  # set for a snapshot page
 
@@ -165,6 +170,15 @@ class _Item:
 
 
 @dataclass(slots=True)
+class _Spill:
+    """What is left in memory of a spilled lane: its records are on the retry topic only."""
+
+    records: int
+    not_before: float  # the head's retry time, as in its ticket
+    app_id: str
+
+
+@dataclass(slots=True)
 class _Lane:
     consent_id: str
     partition: int
@@ -173,6 +187,13 @@ class _Lane:
     in_flight: int = 0  # leading items of the queue in the request being made
     parked: bool = False  # its records live on the retry topic until the lane empties
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Spilling (see DeliveryWorker._spill): the retry offset kept uncommitted for the lane's
+    # records while they are out of memory or read back, until the lane empties.
+    pin: int | None = None
+    spill: _Spill | None = None
+    spill_wanted: bool = False
+    reloading: bool = False  # its records are being read back from the retry topic
+    finished: tuple[int, int, int, int] | None = None  # order of the latest record finished
 
     def insert(self, item: _Item) -> None:
         """Add in order: appended as a rule, sorted in when read back from the retry topic."""
@@ -209,6 +230,10 @@ class DeliveryWorker:
         self._lanes: dict[str, _Lane] = {}
         self._trackers: dict[TopicPartition, OffsetTracker] = {}
         self._loading: set[int] = set()  # partitions whose retry records are being read
+        self._spilled: set[str] = set()  # consents whose lanes are spilled
+        self._rewinds: dict[TopicPartition, int] = {}  # retry partition -> end of the re-read
+        self._reread_held = 0  # records read back in rewinds and not finished (not tracked)
+        self._reloads_checked = 0.0
         self._handovers: dict[str, _Handover] = {}  # latest snapshot delivered, per consent
         self._handover_asked: dict[str, float] = {}  # when the committed offset was asked
         self._capacity = asyncio.Event()
@@ -265,9 +290,14 @@ class DeliveryWorker:
         reached; see :meth:`run`); None while they are."""
         if self.in_hand >= self._settings.delivery_max_in_hand:
             return "in_hand"
-        if self._outstanding(parked=True) >= self._settings.delivery_max_parked:
+        if self._parked_in_memory() >= self._settings.delivery_max_parked:
             return "parked"
         return None
+
+    def _parked_in_memory(self) -> int:
+        """Parked records held in memory: those tracked on the retry topic, but the pins of
+        spilled lanes (their records are out), and those read back in rewinds (untracked)."""
+        return self._outstanding(parked=True) - len(self._spilled) + self._reread_held
 
     def _outstanding(self, *, parked: bool) -> int:
         retry = self._topics.deliveries_retry
@@ -280,7 +310,16 @@ class DeliveryWorker:
     @property
     def parked(self) -> int:
         """Records waiting in parked lanes."""
-        return sum(len(lane.queue) for lane in self._lanes.values() if lane.parked)
+        return sum(
+            len(lane.queue) + (lane.spill.records if lane.spill is not None else 0)
+            for lane in self._lanes.values()
+            if lane.parked
+        )
+
+    @property
+    def spilled(self) -> int:
+        """Parked records out of memory (spilled lanes), to be read back when due."""
+        return sum(lane.spill.records for lane in self._lanes.values() if lane.spill is not None)
 
     @property
     def awaiting_snapshot(self) -> int:
@@ -297,20 +336,27 @@ class DeliveryWorker:
     def retrying(self) -> int:
         """Consents whose next request is a retry (waiting in memory or parked)."""
         lanes = self._lanes.values()
-        return sum(1 for lane in lanes if lane.queue and lane.queue[0].ticket.failures > 0)
+        return sum(
+            1
+            for lane in lanes
+            if lane.spill is not None or (lane.queue and lane.queue[0].ticket.failures > 0)
+        )
 
     async def run(self) -> None:
         """Consume and dispatch until :meth:`stop`.
 
         Two bounds keep memory in check: records in hand (``delivery_max_in_hand``) and
         parked records (``delivery_max_parked``, counted apart so that one app's long outage
-        does not stop the others' deliveries before it). At either, no new deliveries are
-        read, but the retry topic and notifications still are, or the worker could wait on
-        itself: the copies of records being parked must come back to free them (when every
-        endpoint is down), and deltas held for a snapshot wait for its pages. Notifications
-        are few (removals, pages), and a removal should not wait behind a full worker.
+        does not stop the others' deliveries). Past the second, waiting parked lanes are
+        spilled out of memory (see :meth:`_spill`). At either, if that is not enough, no new
+        deliveries are read, but the retry topic and notifications still are, or the worker
+        could wait on itself: the copies of records being parked must come back to free them
+        (when every endpoint is down), and deltas held for a snapshot wait for its pages.
+        Notifications are few (removals, pages), and a removal should not wait behind a full
+        worker.
         """
         while not self._stopping.is_set():
+            await self._manage_spills()
             paused = self.reading_paused
             self._note_pause(paused)
             if paused is None:
@@ -346,6 +392,8 @@ class DeliveryWorker:
         """Tell operators once when parked records stop the reading (in hand is mere load)."""
         if paused == self._paused:
             return
+        if paused == "parked" and any(lane.spill_wanted for lane in self._lanes.values()):
+            return  # lanes are being spilled: over in a moment
         self._paused = paused
         if paused != "parked":
             return
@@ -358,8 +406,9 @@ class DeliveryWorker:
         )
         log.warning(
             "delivery reading paused: %d parked records reach PORTABILITY_DELIVERY_MAX_PARKED "
-            "(%d); no app gets new deliveries until some are delivered. Most parked: %s",
-            self._outstanding(parked=True),
+            "(%d) and none can leave memory now (their endpoints take requests again); no app "
+            "gets new deliveries until some are delivered. Most parked: %s",
+            self._parked_in_memory(),
             self._settings.delivery_max_parked,
             apps or "-",
             extra={"event": "delivery.paused", "reason": paused},
@@ -379,6 +428,9 @@ class DeliveryWorker:
         notification, a parked copy, a record to decode in full or to dead-letter) goes
         through :meth:`_decode`, which may have to fetch a schema or send a dead letter.
         """
+        rewound_to = self._rewinds.get(tp)
+        if rewound_to is not None and record.offset < rewound_to:
+            return self._reread(tp, record)
         tracker = self._trackers.get(tp)
         if tracker is None:
             tracker = self._trackers[tp] = OffsetTracker()
@@ -430,6 +482,16 @@ class DeliveryWorker:
         lane = self._lane(consent_id, item.tp.partition)
         lane.parked = True
         known = lane.find(item.identity)
+        if lane.spill is not None:
+            # The copy of a record that came after the spill joins the spilled ones: on the
+            # retry topic only, past the lane's pin.
+            if known is not None:
+                lane.queue.remove(known)
+                self._release(known)
+            self._release(item)
+            lane.spill.records += 1
+            self.stats.spilled += 1
+            return
         if known is None:
             item.stored = item.ticket
             lane.insert(item)
@@ -438,8 +500,11 @@ class DeliveryWorker:
         if known.tp != item.tp or known.offset != item.offset:
             self._release(known)  # the older copy (or the source record) is superseded
         known.tp, known.offset, known.raw = item.tp, item.offset, item.raw
-        known.stored = item.ticket
-        known.parking = False
+        # Our own copy carries the state it was sent with (the same object: not stale); a
+        # copy from elsewhere (another worker's, before a rebalance), the state read.
+        own = known.parking and known.copied is not None
+        known.stored = known.copied if own else item.ticket
+        known.parking, known.copied, known.reread = False, None, False
         lane.changed.set()
 
     async def _decode(
@@ -495,6 +560,14 @@ class DeliveryWorker:
         try:
             while lane.queue and not self._stopping.is_set():
                 lane.changed.clear()
+                if lane.spill_wanted:
+                    self._spill(lane)
+                    continue
+                if lane.spill is not None or lane.reloading:
+                    # Nothing of it goes out before its spilled records are back in order.
+                    await self._park(lane)
+                    await self._wait(lane, _IDLE_RECHECK_S)
+                    continue
                 wait = await self._ready_in(lane)
                 if not lane.queue:
                     break  # the rest was dropped: a delivered snapshot holds it
@@ -509,7 +582,13 @@ class DeliveryWorker:
                     lane.in_flight = 0
         finally:
             lane.task = None
-            if not lane.queue and self._lanes.get(lane.consent_id) is lane:
+            if (
+                not lane.queue
+                and lane.spill is None
+                and not lane.reloading
+                and self._lanes.get(lane.consent_id) is lane
+            ):
+                self._unpin(lane)
                 del self._lanes[lane.consent_id]
 
     async def _ready_in(self, lane: _Lane) -> float:
@@ -528,9 +607,11 @@ class DeliveryWorker:
         if wait <= 0 and endpoint is not None:
             # Asked only when the head is due: in a half-open circuit the asker is the probe.
             wait = self.endpoints.wait_s(endpoint)
-        if wait >= self._settings.delivery_park_after_s and not lane.parked:
+        if wait >= self._settings.delivery_park_after_s:
+            # Parks the lane, or, parked already, stores the retry state its records got
+            # since (a disabled endpoint's attempts leave it to here). A copy coming back
+            # wakes the lane.
             await self._park(lane)
-            return _IDLE_RECHECK_S
         return max(wait, 0.0)
 
     async def _held_for_snapshot(self, lane: _Lane) -> bool:
@@ -652,6 +733,7 @@ class DeliveryWorker:
         for item in items:
             item.ticket = ParkingTicket(item.kind, failures, time.time() + wait, history)
         if lane.parked:
+            lane.in_flight = 0  # the attempt is over: these records are no longer on the wire
             await self._park(lane)  # the new retry state must be as durable as the old
 
     async def _attempt(self, items: list[_Item]) -> Outcome:
@@ -724,6 +806,7 @@ class DeliveryWorker:
             if lane.queue and lane.queue[0] is item:
                 lane.queue.popleft()
             self._release(item)
+        lane.finished = items[-1].order
         last = items[-1].delivery
         if dropped:
             self.stats.dropped_stopped_consent += len(items)
@@ -750,6 +833,11 @@ class DeliveryWorker:
 
     def _release(self, item: _Item) -> None:
         """The record's current location is no longer needed: its offset may be committed."""
+        if item.reread:
+            # Not tracked: the lane's pin holds the retry partition's commit.
+            item.reread = False
+            self._reread_held -= 1
+            return
         tracker = self._trackers.get(item.tp)
         if tracker is not None:  # None: its partition was revoked, the offset is not ours
             tracker.done(item.offset)
@@ -766,6 +854,9 @@ class DeliveryWorker:
         ]
         if not stale:
             return
+        # Marked before sending: the copy may be read back before the acks are.
+        for item in stale:
+            item.parking, item.copied = True, item.ticket
         partition = partition_for_consent(lane.consent_id, self._settings.partitions)
         try:
             acks = [
@@ -780,11 +871,157 @@ class DeliveryWorker:
             ]
             await asyncio.gather(*acks)
         except KafkaError as error:
+            for item in stale:
+                item.parking, item.copied = False, None
             log.warning("cannot park consent %s (retried): %s", lane.consent_id, error)
             return
-        for item in stale:
-            item.parking = True
         self.stats.parked += len(stale)
+
+    # -- spilling ---------------------------------------------------------------------------------
+
+    # Parked records are durable on the retry topic, so past delivery_max_parked held in memory
+    # a waiting parked lane is *spilled*: its records leave memory and their offsets are marked
+    # done, except the lane's earliest, its *pin*, which keeps the retry partition's commit
+    # before all of them (a restart reads them again). Copies of its later records join the
+    # spill as they come back. When the lane is due (its retry time passed and its endpoint
+    # takes requests again, or its consent stopped), its retry partition is read again from
+    # the pin (a *rewind*): the lane takes back its own records, newest copy of each, nothing
+    # it finished already, and delivers nothing before the rewind ends, since copies come back
+    # in the order they were written, not in the lane's. The pin is let go when the lane empties.
+
+    async def _manage_spills(self) -> None:
+        if self._parked_in_memory() >= self._settings.delivery_max_parked:
+            self._want_spills()
+        if self._rewinds:
+            await self._end_rewinds()
+        if self._spilled and time.monotonic() >= self._reloads_checked + _RELOAD_CHECK_S:
+            self._reloads_checked = time.monotonic()
+            await self._start_reloads()
+
+    def _want_spills(self) -> None:
+        """Ask the largest spillable lanes to spill, down to the target's share of the bound."""
+        lanes = sorted(self._lanes.values(), key=lambda lane: len(lane.queue), reverse=True)
+        excess = self._parked_in_memory() - int(self._settings.delivery_max_parked * _SPILL_TO)
+        excess -= sum(len(lane.queue) for lane in lanes if lane.spill_wanted)
+        for lane in lanes:
+            if excess <= 0:
+                return
+            if not lane.spill_wanted and self._spillable(lane):
+                lane.spill_wanted = True
+                lane.changed.set()  # the lane's own task spills it, between two attempts
+                excess -= len(lane.queue)
+
+    def _spillable(self, lane: _Lane) -> bool:
+        """A parked lane waiting, whose every record's latest state is on the retry topic."""
+        if not lane.parked or not lane.queue or lane.in_flight or lane.spill or lane.reloading:
+            return False
+        retry = self._retry_tp(lane.partition)
+        if any(i.tp != retry or i.parking or i.stored is not i.ticket for i in lane.queue):
+            return False
+        head = lane.queue[0]
+        return self._waiting(head.app_id, head.ticket.not_before)
+
+    def _waiting(self, app_id: str, not_before: float) -> bool:
+        """Whether a lane's head is not due: its retry time is ahead, or its endpoint is
+        disabled or its circuit open (asked without becoming the circuit's probe)."""
+        if not_before > time.time():
+            return True
+        endpoint = self._endpoint(app_id)
+        return endpoint is not None and self.endpoints.refusing(endpoint)
+
+    def _spill(self, lane: _Lane) -> None:
+        lane.spill_wanted = False
+        if not self._spillable(lane):
+            return
+        if lane.pin is None:
+            lane.pin = min(item.offset for item in lane.queue)
+        for item in lane.queue:
+            if item.reread or item.offset != lane.pin:  # the pin's offset stays open
+                self._release(item)
+        head = lane.queue[0]
+        lane.spill = _Spill(len(lane.queue), head.ticket.not_before, head.app_id)
+        self.stats.spilled += len(lane.queue)
+        self._spilled.add(lane.consent_id)
+        lane.queue.clear()
+        self._wake_reader()
+
+    def _unpin(self, lane: _Lane) -> None:
+        if lane.pin is None:
+            return
+        tracker = self._trackers.get(self._retry_tp(lane.partition))
+        if tracker is not None:
+            tracker.done(lane.pin)
+        lane.pin = None
+
+    def _retry_tp(self, partition: int) -> TopicPartition:
+        return TopicPartition(self._topics.deliveries_retry, partition)
+
+    async def _start_reloads(self) -> None:
+        """Rewind the retry partitions of spilled lanes that are due, if memory allows."""
+        if self._parked_in_memory() >= int(self._settings.delivery_max_parked * _SPILL_TO):
+            return  # no room to read any back
+        due: dict[int, list[_Lane]] = {}
+        for consent_id in list(self._spilled):
+            lane = self._lanes.get(consent_id)
+            if lane is None or lane.spill is None:
+                self._spilled.discard(consent_id)
+                continue
+            if self.directory.is_stopped(consent_id) or not self._waiting(
+                lane.spill.app_id, lane.spill.not_before
+            ):
+                due.setdefault(lane.partition, []).append(lane)
+        assigned = self._consumer.assignment()
+        for partition, lanes in due.items():
+            tp = self._retry_tp(partition)
+            if tp in self._rewinds or partition in self._loading or tp not in assigned:
+                continue  # after the rewind under way, or the partition's loading
+            self._rewinds[tp] = await self._consumer.position(tp)
+            for lane in lanes:
+                self.stats.reloaded += lane.spill.records if lane.spill is not None else 0
+                lane.spill, lane.reloading = None, True
+                self._spilled.discard(lane.consent_id)
+            self._consumer.seek(tp, min(lane.pin or 0 for lane in lanes))
+
+    async def _end_rewinds(self) -> None:
+        """Let the lanes of a rewound partition deliver once it is read back to its end."""
+        assigned = self._consumer.assignment()
+        for tp, end in list(self._rewinds.items()):
+            if tp in assigned and await self._consumer.position(tp) < end:
+                continue
+            del self._rewinds[tp]
+            for lane in list(self._lanes.values()):
+                if lane.reloading and lane.partition == tp.partition:
+                    lane.reloading = False
+                    lane.changed.set()
+                    self._lane(lane.consent_id, lane.partition)  # a task to drive it
+
+    def _reread(
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
+    ) -> Awaitable[None] | None:
+        """A retry record read again in a rewind: taken back by a reloading lane, else
+        skipped (it was handled when first read)."""
+        lane = self._lanes.get(record.key.decode()) if record.key else None
+        if lane is None or not lane.reloading:
+            return None
+        return self._take_back(tp, record, lane)
+
+    async def _take_back(
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], lane: _Lane
+    ) -> None:
+        item = await self._decode(tp, record)
+        if item is None or (lane.finished is not None and item.order <= lane.finished):
+            return  # undecodable (dead-lettered), or a copy of a record finished already
+        item.reread = True
+        item.stored = item.ticket
+        known = lane.find(item.identity)
+        if known is None:
+            lane.insert(item)
+            self._reread_held += 1
+        elif known.reread and item.offset > known.offset:
+            # A later copy of a record this rewind brought back: its state is newer.
+            known.tp, known.offset, known.raw = item.tp, item.offset, item.raw
+            known.ticket = known.stored = item.ticket
+        # Otherwise memory holds a newer state of it: read after the spill, or being copied.
 
     # -- failures -----------------------------------------------------------------------------
 
@@ -825,7 +1062,10 @@ class DeliveryWorker:
     def _endpoint_disabled(self, endpoint: Endpoint) -> None:
         self.stats.endpoints_disabled += 1
         for lane in self._lanes.values():
-            if lane.queue and lane.queue[0].app_id == endpoint.app_id:
+            app_id = lane.spill.app_id if lane.spill is not None else None
+            if lane.queue:
+                app_id = lane.queue[0].app_id
+            if app_id == endpoint.app_id:
                 self.status.endpoint_disabled(
                     lane.consent_id, endpoint.app_id, endpoint.disabled_reason or ""
                 )
@@ -928,10 +1168,10 @@ class DeliveryWorker:
             for topic in (self._topics.deliveries, self._topics.notifications):
                 tp = TopicPartition(topic, partition)
                 committed = await self._consumer.committed(tp)
-                if committed is None:
-                    await self._consumer.seek_to_beginning(tp)
-                else:
-                    self._consumer.seek(tp, committed)
+                # Nothing committed: from offset 0, which the consumer's reset policy (earliest)
+                # moves to the log's start if retention removed it. Not seek_to_beginning(),
+                # whose offset lookup was seen never to return for an empty partition here.
+                self._consumer.seek(tp, 0 if committed is None else committed)
                 self._consumer.resume(tp)
             log.info("delivery partition %d ready after its parked records", partition)
 
@@ -958,8 +1198,13 @@ class DeliveryWorker:
         await self._commit(revoked)
         for lane in lanes:
             self._lanes.pop(lane.consent_id, None)
+            self._spilled.discard(lane.consent_id)
         for tp in revoked:
             self._trackers.pop(tp, None)
+            self._rewinds.pop(tp, None)
+        self._reread_held = sum(
+            1 for lane in self._lanes.values() for item in lane.queue if item.reread
+        )
         self._loading -= numbers
         self._wake_reader()
 

@@ -257,6 +257,21 @@ _ROLE_SPECS = (
         "Records waiting in parked lanes (their copies are on the retry topic).",
     ),
     MetricSpec(
+        "portability_delivery_spilled_records",
+        "gauge",
+        "Parked records out of the worker's memory (spilled lanes: on the retry topic only).",
+    ),
+    MetricSpec(
+        "portability_delivery_spilled",
+        "counter",
+        "Parked records let out of memory past PORTABILITY_DELIVERY_MAX_PARKED.",
+    ),
+    MetricSpec(
+        "portability_delivery_reloaded",
+        "counter",
+        "Spilled records read back from the retry topic when their lane was due.",
+    ),
+    MetricSpec(
         "portability_delivery_reading_paused",
         "gauge",
         "1 while the worker reads no new deliveries because a bound is reached: reason "
@@ -429,6 +444,9 @@ def _delivery_samples(worker: DeliveryWorker, families: _Families) -> None:
     families.add("portability_delivery_parked", [], stats.parked)
     families.add("portability_delivery_pending_records", [], worker.pending)
     families.add("portability_delivery_parked_records", [], worker.parked)
+    families.add("portability_delivery_spilled_records", [], worker.spilled)
+    families.add("portability_delivery_spilled", [], stats.spilled)
+    families.add("portability_delivery_reloaded", [], stats.reloaded)
     paused = worker.reading_paused
     for reason in ("in_hand", "parked"):
         families.add("portability_delivery_reading_paused", [reason], 1 if paused == reason else 0)
