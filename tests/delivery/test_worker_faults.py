@@ -491,6 +491,15 @@ async def test_gone_endpoint_is_disabled_and_the_app_can_read_why(world: World) 
     assert_in_sequence(endpoint.receiver, world)
 
 
+async def _six_consents_of_ten(
+    world: World, app_id: str, url: str, receiver: ReceivingApp | None, prefix: str
+) -> None:
+    """An app at ``url`` with six consents (prefix0..prefix5) of ten deltas each."""
+    await world.register(app_id, url, receiver)
+    for index in range(6):
+        await world.produce(app_id, f"{prefix}{index}", 10)
+
+
 def _bounded(world: World, **bounds: int) -> DeliveryWorker:
     """A worker with smaller bounds on the records it holds (see run())."""
     settings = world.runtime.settings.model_copy(update=bounds)
@@ -503,9 +512,7 @@ async def test_an_outage_with_more_records_than_the_bound_resumes_when_the_endpo
     """Every record in hand belongs to a down endpoint: they are parked (their copies must be
     read back to free them), and all of them arrive, in order, once it answers again."""
     async with serving(Endpoint(down=True)) as endpoint:
-        await world.register("app-b", endpoint.url, endpoint.receiver)
-        for index in range(6):
-            await world.produce("app-b", f"cns_b{index}", 10)
+        await _six_consents_of_ten(world, "app-b", endpoint.url, endpoint.receiver, "cns_b")
         async with running(_bounded(world, delivery_max_in_hand=20)) as worker:
             await wait_until(lambda: worker.stats.parked >= 60, "all 60 parked")
             await wait_until(lambda: worker.in_hand == 0, "every copy read back")
@@ -520,10 +527,9 @@ async def test_an_app_down_for_longer_than_the_bound_does_not_stop_another_app(
     world: World,
 ) -> None:
     async with serving(Endpoint()) as healthy:
-        await world.register("app-down", f"http://127.0.0.1:{free_port()}", None)  # refused
+        refused = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        await _six_consents_of_ten(world, "app-down", refused, None, "cns_d")
         await world.register("app-ok", healthy.url, healthy.receiver)
-        for index in range(6):
-            await world.produce("app-down", f"cns_d{index}", 10)
         async with running(_bounded(world, delivery_max_in_hand=20)) as worker:
             await wait_until(lambda: worker.parked == 60, "the down app's 60 records parked")
             for index in range(4):
@@ -549,10 +555,8 @@ async def test_past_the_parked_bound_waiting_lanes_leave_memory_and_return_in_or
     retry topic) while other apps are served; when the endpoint answers they are read back
     and everything arrives once, in sequence."""
     async with serving(Endpoint(down=True)) as endpoint, serving(Endpoint()) as healthy:
-        await world.register("app-c", endpoint.url, endpoint.receiver)
+        await _six_consents_of_ten(world, "app-c", endpoint.url, endpoint.receiver, "cns_c")
         await world.register("app-ok", healthy.url, healthy.receiver)
-        for index in range(6):
-            await world.produce("app-c", f"cns_c{index}", 10)
         worker = _bounded(world, delivery_max_parked=20, **_SPILL_RETRIES)
         async with running(worker):
             await wait_until(lambda: worker.spilled >= 30, "lanes spilled")
@@ -579,9 +583,7 @@ async def test_a_worker_stopped_with_spilled_lanes_leaves_them_to_the_next(world
     """Spilled records are not in memory, so only the pinned commit keeps them: a new worker
     reads them again from the retry topic and delivers them all, in order."""
     async with serving(Endpoint(down=True)) as endpoint:
-        await world.register("app-r", endpoint.url, endpoint.receiver)
-        for index in range(6):
-            await world.produce("app-r", f"cns_r{index}", 10)
+        await _six_consents_of_ten(world, "app-r", endpoint.url, endpoint.receiver, "cns_r")
         first = _bounded(world, delivery_max_parked=20, **_SPILL_RETRIES)
         async with running(first):
             await wait_until(lambda: first.spilled >= 30, "lanes spilled")
