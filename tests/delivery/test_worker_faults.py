@@ -38,7 +38,7 @@ from portability.runtime import Runtime
 from portability.settings import Settings
 from portability.simulation import ChangeFactory
 from portability.wire.dead_letters import DeadLetter
-from portability.wire.notifications import SnapshotPage, snapshot_page
+from portability.wire.notifications import SnapshotPage, authorization_removed, snapshot_page
 from portability.wire.records import DeliveryRecord
 from portability.wire.schemas import SchemaName
 from portability.wire.topics import partition_for_consent
@@ -157,6 +157,19 @@ class World:
             records=b"[]",
             record_count=0,
             taken_at=datetime.now(UTC),
+        )
+        value = self.runtime.codec.encode(SchemaName.NOTIFICATION, dict(notification))
+        await self.produce_raw(consent_id, [value], self.runtime.topics.notifications)
+
+    async def produce_removal(self, app_id: str, consent_id: str) -> None:
+        """The consent's ``authorization.removed``, as the outbox relay publishes it."""
+        notification = authorization_removed(
+            consent_id=consent_id,
+            app_id=app_id,
+            user_id=f"user-{consent_id}",
+            reason="revoked",
+            removed_at=datetime.now(UTC),
+            version=2,
         )
         value = self.runtime.codec.encode(SchemaName.NOTIFICATION, dict(notification))
         await self.produce_raw(consent_id, [value], self.runtime.topics.notifications)
@@ -545,7 +558,7 @@ async def test_an_app_down_for_longer_than_the_bound_does_not_stop_another_app(
 
 # Retries far enough apart that parked lanes wait (and may spill) between two attempts, and
 # enough of them that nothing is dead-lettered while the endpoint is down.
-_SPILL_RETRIES = {"delivery_retry_schedule_s": [0, 0.05, *[1.0] * 40]}
+_SPILL_RETRIES = {"delivery_retry_schedule_s": [0, 0.05, *[1.0] * 300]}
 
 
 async def test_past_the_parked_bound_waiting_lanes_leave_memory_and_return_in_order(
@@ -593,6 +606,28 @@ async def test_a_worker_stopped_with_spilled_lanes_leaves_them_to_the_next(world
         async with running(second):
             await wait_until(lambda: endpoint.receiver.stats().deltas_received == 60, "delivered")
             await wait_until(lambda: second.pending == 0, "worker idle")
+    assert_in_sequence(endpoint.receiver, world)
+
+
+async def test_a_consent_revoked_while_spilled_gets_its_removal_and_no_delta(
+    world: World,
+) -> None:
+    """The removal joins the spilled lane; the consent is read back at once (it stopped):
+    its deltas are dropped, the app is told, and the other consents arrive in order."""
+    async with serving(Endpoint(down=True)) as endpoint:
+        await _six_consents_of_ten(world, "app-v", endpoint.url, endpoint.receiver, "cns_v")
+        worker = _bounded(world, delivery_max_parked=20, **_SPILL_RETRIES)
+        async with running(worker):
+            await wait_until(lambda: worker.spilled >= 30, "lanes spilled")
+            spilled = next(c for c in world.produced if worker._lanes[c].spill is not None)
+            await world.produce_removal("app-v", spilled)
+            await wait_until(lambda: worker.stats.dropped_stopped_consent == 10, "deltas dropped")
+            endpoint.down = False
+            await wait_until(lambda: endpoint.receiver.removal(spilled) is not None, "told")
+            await wait_until(lambda: endpoint.receiver.stats().deltas_received == 50, "delivered")
+            await wait_until(lambda: worker.pending == 0, "worker idle")
+    assert endpoint.receiver.deltas(spilled) == []
+    del world.produced[spilled]
     assert_in_sequence(endpoint.receiver, world)
 
 

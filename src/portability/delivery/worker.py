@@ -890,18 +890,18 @@ class DeliveryWorker:
     # in the order they were written, not in the lane's. The pin is let go when the lane empties.
 
     async def _manage_spills(self) -> None:
-        if self._parked_in_memory() >= self._settings.delivery_max_parked:
-            self._want_spills()
+        in_memory = self._parked_in_memory()
+        if in_memory >= self._settings.delivery_max_parked:
+            self._want_spills(in_memory - int(self._settings.delivery_max_parked * _SPILL_TO))
         if self._rewinds:
             await self._end_rewinds()
         if self._spilled and time.monotonic() >= self._reloads_checked + _RELOAD_CHECK_S:
             self._reloads_checked = time.monotonic()
             await self._start_reloads()
 
-    def _want_spills(self) -> None:
-        """Ask the largest spillable lanes to spill, down to the target's share of the bound."""
+    def _want_spills(self, excess: int) -> None:
+        """Ask the largest spillable lanes to spill, ``excess`` records in all (or more)."""
         lanes = sorted(self._lanes.values(), key=lambda lane: len(lane.queue), reverse=True)
-        excess = self._parked_in_memory() - int(self._settings.delivery_max_parked * _SPILL_TO)
         excess -= sum(len(lane.queue) for lane in lanes if lane.spill_wanted)
         for lane in lanes:
             if excess <= 0:
@@ -957,24 +957,42 @@ class DeliveryWorker:
         return TopicPartition(self._topics.deliveries_retry, partition)
 
     async def _start_reloads(self) -> None:
-        """Rewind the retry partitions of spilled lanes that are due, if memory allows."""
-        if self._parked_in_memory() >= int(self._settings.delivery_max_parked * _SPILL_TO):
-            return  # no room to read any back
-        due: dict[int, list[_Lane]] = {}
+        """Rewind the retry partitions of spilled lanes that are due, as memory allows.
+
+        Stopped consents first (their deltas are only to be dropped, their removal told),
+        then by retry time. A lane is read back if its records fit under the bound with what
+        is in memory, or if nothing parked is in memory: a lane larger than the bound must
+        come back some time.
+        """
+        assigned = self._consumer.assignment()
+        busy = {tp.partition for tp in self._rewinds} | self._loading
+        due: list[tuple[bool, float, _Lane, _Spill]] = []
         for consent_id in list(self._spilled):
             lane = self._lanes.get(consent_id)
             if lane is None or lane.spill is None:
                 self._spilled.discard(consent_id)
                 continue
-            if self.directory.is_stopped(consent_id) or not self._waiting(
-                lane.spill.app_id, lane.spill.not_before
+            spill = lane.spill
+            stopped = self.directory.is_stopped(consent_id)
+            if lane.partition not in busy and (
+                stopped or not self._waiting(spill.app_id, spill.not_before)
             ):
-                due.setdefault(lane.partition, []).append(lane)
-        assigned = self._consumer.assignment()
-        for partition, lanes in due.items():
+                due.append((not stopped, spill.not_before, lane, spill))
+        in_memory = self._parked_in_memory()
+        chosen: dict[int, list[_Lane]] = {}
+        for _, _, lane, spill in sorted(due, key=lambda entry: entry[:2]):
+            if self._retry_tp(lane.partition) not in assigned:
+                continue
+            over = in_memory + spill.records - self._settings.delivery_max_parked
+            if over > 0 and in_memory > 0:
+                # Make room: waiting lanes give way to a due one (they come back in turn),
+                # or a stopped consent's records would never be let go.
+                self._want_spills(over)
+                break
+            chosen.setdefault(lane.partition, []).append(lane)
+            in_memory += spill.records
+        for partition, lanes in chosen.items():
             tp = self._retry_tp(partition)
-            if tp in self._rewinds or partition in self._loading or tp not in assigned:
-                continue  # after the rewind under way, or the partition's loading
             self._rewinds[tp] = await self._consumer.position(tp)
             for lane in lanes:
                 self.stats.reloaded += lane.spill.records if lane.spill is not None else 0
