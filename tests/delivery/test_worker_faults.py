@@ -631,6 +631,26 @@ async def test_a_consent_revoked_while_spilled_gets_its_removal_and_no_delta(
     assert_in_sequence(endpoint.receiver, world)
 
 
+async def test_a_bad_record_read_again_in_a_rewind_is_dead_lettered_once(world: World) -> None:
+    async with serving(Endpoint(down=True)) as endpoint:
+        await _six_consents_of_ten(world, "app-d", endpoint.url, endpoint.receiver, "cns_x")
+        worker = _bounded(world, delivery_max_parked=20, **_SPILL_RETRIES)
+        async with running(worker):
+            await wait_until(lambda: worker.spilled >= 30, "lanes spilled")
+            spilled = next(c for c in world.produced if worker._lanes[c].spill is not None)
+            # Past the consent's pin: read again when the consent is read back.
+            retry = world.runtime.topics.deliveries_retry
+            await world.produce_raw(spilled, [b"not a parked record"], retry)
+            [letter] = await read_dead_letters(world, 1)
+            endpoint.down = False
+            await wait_until(lambda: endpoint.receiver.stats().deltas_received == 60, "delivered")
+            await wait_until(lambda: worker.pending == 0, "worker idle")
+            assert worker.stats.reloaded > 0
+            assert worker.stats.dead_lettered == 1
+    assert letter["source.topic"] == retry
+    assert_in_sequence(endpoint.receiver, world)
+
+
 async def test_a_full_worker_still_reads_the_snapshot_its_held_deltas_wait_for(
     world: World,
 ) -> None:

@@ -508,8 +508,10 @@ class DeliveryWorker:
         lane.changed.set()
 
     async def _decode(
-        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], *, reread: bool = False
     ) -> _Item | None:
+        """The record as a lane item; None if undecodable (dead-lettered, unless ``reread``:
+        a record read again in a rewind was dead-lettered when first read)."""
         kind: RecordKind = "notification" if tp.topic == self._topics.notifications else "delivery"
         ticket = _FRESH[kind]
         try:
@@ -526,7 +528,8 @@ class DeliveryWorker:
                 )
         # TypeError: a change whose record JSON cannot carry (it cannot be rendered).
         except (WireFormatError, ValueError, TypeError) as error:
-            await self._dead_letter_record(tp, record, str(error))
+            if not reread:
+                await self._dead_letter_record(tp, record, str(error))
             return None
         item = _received(tp, record, ticket)
         if ticket.kind == "delivery":
@@ -1026,9 +1029,9 @@ class DeliveryWorker:
     async def _take_back(
         self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], lane: _Lane
     ) -> None:
-        item = await self._decode(tp, record)
+        item = await self._decode(tp, record, reread=True)
         if item is None or (lane.finished is not None and item.order <= lane.finished):
-            return  # undecodable (dead-lettered), or a copy of a record finished already
+            return  # undecodable (dead-lettered before), or a copy of a record finished already
         item.reread = True
         item.stored = item.ticket
         known = lane.find(item.identity)
