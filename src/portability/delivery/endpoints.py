@@ -107,7 +107,7 @@ class Endpoints:
             return float("inf")
         if endpoint.state is CircuitState.CLOSED:
             return 0.0
-        remaining = endpoint.opened_at + endpoint.open_for_s - self._clock()
+        remaining = self._open_for_s(endpoint)
         if endpoint.state is CircuitState.OPEN and remaining <= 0:
             endpoint.state = CircuitState.HALF_OPEN
         if endpoint.state is CircuitState.HALF_OPEN and not endpoint.probing:
@@ -121,9 +121,11 @@ class Endpoints:
         :meth:`wait_s` without making the caller the probe."""
         if endpoint.disabled:
             return True
-        if endpoint.state is CircuitState.OPEN:
-            return endpoint.opened_at + endpoint.open_for_s > self._clock()
-        return False
+        return endpoint.state is CircuitState.OPEN and self._open_for_s(endpoint) > 0
+
+    def _open_for_s(self, endpoint: Endpoint) -> float:
+        """Seconds left of the circuit's open period (negative: over)."""
+        return endpoint.opened_at + endpoint.open_for_s - self._clock()
 
     def record(self, endpoint: Endpoint, outcome: Outcome) -> None:
         """Update the circuit and the failure streak with one attempt's outcome."""
