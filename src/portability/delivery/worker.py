@@ -203,6 +203,13 @@ class _Lane:
         self.queue.insert(index, item)
         self.changed.set()
 
+    @property
+    def app_id(self) -> str | None:
+        """The app of its head record (or of its spilled ones); None when it holds none."""
+        if self.queue:
+            return self.queue[0].app_id
+        return self.spill.app_id if self.spill is not None else None
+
     def find(self, identity: str) -> _Item | None:
         return next((item for item in self.queue if item.identity == identity), None)
 
@@ -1083,10 +1090,7 @@ class DeliveryWorker:
     def _endpoint_disabled(self, endpoint: Endpoint) -> None:
         self.stats.endpoints_disabled += 1
         for lane in self._lanes.values():
-            app_id = lane.spill.app_id if lane.spill is not None else None
-            if lane.queue:
-                app_id = lane.queue[0].app_id
-            if app_id == endpoint.app_id:
+            if lane.app_id == endpoint.app_id:
                 self.status.endpoint_disabled(
                     lane.consent_id, endpoint.app_id, endpoint.disabled_reason or ""
                 )
@@ -1144,8 +1148,8 @@ class DeliveryWorker:
         self._wake_reader()
 
     def _wake_reader(self) -> None:
-        if self.in_hand < self._settings.delivery_max_in_hand:
-            self._capacity.set()
+        # Called as records finish: no bound summed here, the reader checks them on waking.
+        self._capacity.set()
 
     async def _commit_loop(self) -> None:
         rounds = 0
