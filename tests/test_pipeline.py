@@ -246,8 +246,10 @@ async def test_bad_records_are_dead_lettered_and_later_records_still_arrive(
         assert header["source.offset"].isdigit()
         assert header["stage"] == "matcher"
         assert record.key == b"frank"
-    assert "unknown schema id 99" in headers[0]["reason"]
+    assert headers[0]["reason"].startswith("unknown_schema_id: schema id 99 ")
+    assert headers[0]["fault"] == "unknown_schema_id"
     assert "magic byte" in headers[1]["reason"]
+    assert headers[1]["fault"] == "not_framed"
     # The original bytes are kept untouched, for inspection and replay.
     assert [r.value for r in records] == [UNKNOWN_SCHEMA, NOT_FRAMED]
     assert int(headers[1]["source.offset"]) == int(headers[0]["source.offset"]) + 1

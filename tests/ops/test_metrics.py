@@ -77,9 +77,13 @@ async def test_role_metrics_after_a_known_workload(
         await p.wait_idle()
         await p.wait_until(lambda: p.matcher.stats.changes_seen >= 15, "every change read")
 
-        assert value(registry, "portability_matcher_changes_total", outcome="matched") == 8
-        assert value(registry, "portability_matcher_changes_total", outcome="dropped") == 6
-        assert value(registry, "portability_matcher_changes_total", outcome="dead_lettered") == 1
+        changes = "portability_matcher_changes_total"
+        assert value(registry, changes, outcome="matched", reason="") == 8
+        assert value(registry, changes, outcome="dropped", reason="no_consent") == 4
+        assert value(registry, changes, outcome="dropped", reason="not_granted") == 2
+        assert value(registry, changes, outcome="dead_lettered", reason="not_framed") == 1
+        letters = "portability_ingress_dead_letters_total"
+        assert value(registry, letters, stage="matcher", reason="not_framed") == 1
         assert value(registry, "portability_matcher_deltas_total") == 8
         assert value(registry, "portability_matcher_ready") == 1
         assert value(registry, "portability_matcher_consents") == 2

@@ -258,8 +258,11 @@ class _Scenario:
         self.progress.delivered = self.p.worker.stats.deltas_delivered
         self.progress.verified = stats.deltas_received
         self.progress.duplicates = stats.duplicates
+        view = self.p.state_view
         self.progress.dead_lettered = (
-            self.p.matcher.stats.dead_lettered + self.p.worker.stats.dead_lettered
+            self.p.matcher.stats.dead_lettered
+            + self.p.worker.stats.dead_lettered
+            + (0 if view is None else view.intake.stats.dead_lettered)
         )
         self.progress.snapshots_completed = sum(
             1

@@ -39,6 +39,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
 from portability.delivery.endpoints import CircuitState
+from portability.matching.stats import DROP_REASONS
 from portability.ops.lag_rules import Status
 from portability.ops.store_counts import read_store_counts
 
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from portability.ops.lag import LagReport
     from portability.ops.lag_sampler import LagSampler
     from portability.transfers.builder import TransferBuilder
+    from portability.transfers.state import StateView
 
 __all__ = [
     "SPECS",
@@ -195,9 +197,33 @@ _ROLE_SPECS = (
     MetricSpec(
         "portability_matcher_changes",
         "counter",
-        "Account changes read, by outcome: matched (a delta for at least one consent), "
-        "dropped (no active consent covers it), dead_lettered (undecodable).",
-        ("outcome",),
+        "Account changes read, by outcome and reason: matched (a delta for at least one "
+        "consent); dropped (no_consent, not_granted, withheld); dead_lettered here (a door "
+        "fault: not_framed, unknown_schema_id, wrong_schema, no_key, bad_key, "
+        "wrong_partition, no_value); refused (a body fault the state view dead-letters).",
+        ("outcome", "reason"),
+    ),
+    MetricSpec(
+        "portability_state_changes",
+        "counter",
+        "Account changes the current-state view read, by outcome and reason: applied; "
+        "skipped (a door fault, the matcher's to letter; or an audience update); "
+        "dead_lettered here (a body fault: undecodable, key_mismatch, implausible_time, "
+        "reserved_field).",
+        ("outcome", "reason"),
+    ),
+    MetricSpec(
+        "portability_ingress_dead_letters",
+        "counter",
+        "Account changes dead-lettered for breaking the producer contract, by the stage "
+        "that lettered them (matcher, state) and the fault.",
+        ("stage", "reason"),
+    ),
+    MetricSpec(
+        "portability_ingress_audience_hints_missing",
+        "counter",
+        "Activity on another user's post without the portability.audience header (or with "
+        "a wrong one): the creator's figures miss it unless the actor holds a consent.",
     ),
     MetricSpec("portability_matcher_deltas", "counter", "Deltas written to deliveries."),
     MetricSpec("portability_matcher_consent_updates", "counter", "Consent records applied."),
@@ -389,10 +415,12 @@ class PipelineCollector(Collector):
         matcher: Callable[[], Matcher | None],
         worker: Callable[[], DeliveryWorker | None],
         builder: Callable[[], TransferBuilder | None] = lambda: None,
+        state_view: Callable[[], StateView | None] = lambda: None,
     ) -> None:
         self._matcher = matcher
         self._worker = worker
         self._builder = builder
+        self._state_view = state_view
 
     def collect(self) -> Iterable[Metric]:
         families = _Families(_ROLE_SPECS)
@@ -406,6 +434,10 @@ class PipelineCollector(Collector):
             _delivery_samples(worker, families)
             _endpoint_samples(worker, families)
             families.add(written, ["delivery"], worker.stats.dead_lettered)
+        view = self._state_view()
+        if view is not None:
+            _state_samples(view, families)
+            families.add(written, ["state"], view.intake.stats.dead_lettered)
         builder = self._builder()
         if builder is not None:
             families.add("portability_snapshots", ["published"], builder.stats.snapshots_published)
@@ -416,16 +448,33 @@ class PipelineCollector(Collector):
 def _matcher_samples(matcher: Matcher, families: _Families) -> None:
     stats = matcher.stats
     changes = "portability_matcher_changes"
-    families.add(changes, ["matched"], stats.changes_matched)
-    families.add(changes, ["dead_lettered"], stats.changes_dead_lettered)
-    dropped = stats.changes_seen - stats.changes_matched - stats.changes_dead_lettered
-    families.add(changes, ["dropped"], max(dropped, 0))
+    families.add(changes, ["matched", ""], stats.changes_matched)
+    for reason in DROP_REASONS:
+        families.add(changes, ["dropped", reason], stats.dropped[reason])
+    for fault, count in sorted(stats.dead_lettered_by_fault.items()):
+        families.add(changes, ["dead_lettered", fault], count)
+        families.add("portability_ingress_dead_letters", ["matcher", fault], count)
+    for fault, count in sorted(stats.refused_by_fault.items()):
+        families.add(changes, ["refused", fault], count)
     families.add("portability_matcher_deltas", [], stats.deltas_emitted)
     families.add("portability_matcher_consent_updates", [], stats.consent_updates)
     families.add("portability_matcher_batches", [], stats.batches)
     families.add("portability_matcher_batch_seconds", [], stats.last_batch_seconds)
     families.add("portability_matcher_consents", [], matcher.consents_held)
     families.add("portability_matcher_ready", [], 1 if matcher.ready else 0)
+
+
+def _state_samples(view: StateView, families: _Families) -> None:
+    intake = view.intake.stats
+    changes = "portability_state_changes"
+    families.add(changes, ["applied", ""], view.stats.changes_applied)
+    families.add(changes, ["skipped", "audience_update"], intake.updates_skipped)
+    for fault, count in sorted(intake.skipped_at_door.items()):
+        families.add(changes, ["skipped", fault], count)
+    for fault, count in sorted(intake.dead_lettered_by_fault.items()):
+        families.add(changes, ["dead_lettered", fault], count)
+        families.add("portability_ingress_dead_letters", ["state", fault], count)
+    families.add("portability_ingress_audience_hints_missing", [], intake.audience_hints_missing)
 
 
 def _delivery_samples(worker: DeliveryWorker, families: _Families) -> None:
@@ -579,10 +628,11 @@ def worker_registry(
     matcher: Callable[[], Matcher | None],
     worker: Callable[[], DeliveryWorker | None],
     builder: Callable[[], TransferBuilder | None] = lambda: None,
+    state_view: Callable[[], StateView | None] = lambda: None,
 ) -> CollectorRegistry:
     """What a pipeline worker process serves on ``/metrics``."""
     registry = _process_registry()
-    registry.register(PipelineCollector(matcher, worker, builder))
+    registry.register(PipelineCollector(matcher, worker, builder, state_view))
     return registry
 
 

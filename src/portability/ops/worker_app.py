@@ -109,7 +109,11 @@ class PipelineService(Service):
         if self.worker is not None:
             document["delivery"] = {**self.worker.stats.as_dict(), "pending": self.worker.pending}
         if self.state_view is not None:
-            document["state"] = {**self.state_view.stats.as_dict(), "ready": self.state_view.ready}
+            document["state"] = {
+                **self.state_view.stats.as_dict(),
+                "intake": asdict(self.state_view.intake.stats),
+                "ready": self.state_view.ready,
+            }
         if self.builder is not None:
             document["transfers"] = asdict(self.builder.stats)
         return document
@@ -143,7 +147,10 @@ def build_app(settings: Settings, bootstrap: str, roles: set[Role]) -> faust.App
         return web.json(pipeline.stats())
 
     registry = worker_registry(
-        lambda: pipeline.matcher, lambda: pipeline.worker, lambda: pipeline.builder
+        lambda: pipeline.matcher,
+        lambda: pipeline.worker,
+        lambda: pipeline.builder,
+        lambda: pipeline.state_view,
     )
 
     @app.page("/metrics")

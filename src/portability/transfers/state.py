@@ -52,6 +52,7 @@ from portability.transfers.changelog import (
     restore_partition,
 )
 from portability.transfers.errors import PartitionNotHeldError, StateGapError, StateNotReadyError
+from portability.transfers.intake import ViewIntake
 from portability.transfers.render import state_change
 from portability.transfers.store import (
     PartitionStore,
@@ -60,9 +61,7 @@ from portability.transfers.store import (
     StateChange,
     state_path,
 )
-from portability.wire.errors import WireFormatError
 from portability.wire.records import AccountChange, Category
-from portability.wire.schemas import SchemaName
 from portability.wire.topics import partition_for_user
 
 __all__ = ["StateStats", "StateView"]
@@ -78,8 +77,7 @@ class StateStats:
 
     source_records_read: int = 0  # account.changes records processed (not re-reads of a file)
     changes_applied: int = 0
-    undecodable_skipped: int = 0  # the matcher dead-letters these; the view only skips them
-    changes_ignored: int = 0  # audience updates and off-platform shares: no user's record
+    changes_ignored: int = 0  # off-platform shares and the like: no user's record
     changelog_records_written: int = 0
     changelog_records_read: int = 0  # while restoring
     restores: int = 0
@@ -142,6 +140,7 @@ class StateView:
         self._end_reader: AIOKafkaConsumer | None = None  # for source_end, started on first use
         self._end_lock = asyncio.Lock()
         self.stats = StateStats()
+        self.intake = ViewIntake(runtime, self._producer)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -334,6 +333,7 @@ class StateView:
         started = time.perf_counter()
         prepared = [await self._prepare(partition, records) for partition, records in work.items()]
         checkpoints = [await self._write_changelog(part) for part in prepared]
+        await asyncio.gather(*self.intake.take_letters())
         await asyncio.gather(*(ack for acks in checkpoints for ack in acks))
         for part, acks in zip(prepared, checkpoints, strict=True):
             # The checkpoint is the last record sent to its partition: its offset tells where
@@ -375,22 +375,9 @@ class StateView:
     ) -> _Prepared:
         latest: dict[tuple[str, str, str], StateChange] = {}
         for record in records:
-            try:
-                change: AccountChange = await self._runtime.codec.decode_fetching(  # type: ignore[assignment]
-                    SchemaName.ACCOUNT_CHANGE, record.value
-                )
-            except WireFormatError as error:
-                # The matcher dead-letters it; a replay re-publishes it and the view applies it.
-                log.warning(
-                    "state view skips undecodable %s[%d]@%d: %s",
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    error,
-                    extra={"partition": record.partition, "offset": record.offset},
-                )
-                self.stats.undecodable_skipped += 1
-                continue
+            change = await self.intake.take(record)
+            if change is None:
+                continue  # dead-lettered (a replay re-publishes it), or no user's record
             if not _is_account_data(change):
                 self.stats.changes_ignored += 1
                 continue

@@ -9,9 +9,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-__all__ = ["HEADER_PREFIX", "DeadLetter"]
+__all__ = ["HEADER_PREFIX", "MAX_REASON_CHARS", "DeadLetter", "short_reason"]
 
 HEADER_PREFIX = "dlq."
+# A reason is read in listings and logs: the detail behind it goes to the stage's log.
+MAX_REASON_CHARS = 299
+
+
+def short_reason(text: str) -> str:
+    """``text`` on one line, cut to fit a dead letter's reason (under 300 characters)."""
+    line = " ".join(text.split())
+    if len(line) <= MAX_REASON_CHARS:
+        return line
+    return line[: MAX_REASON_CHARS - 3] + "..."
 
 
 class DeadLetter:
@@ -38,7 +48,7 @@ class DeadLetter:
         self.offset = offset
         self.key = key
         self.value = value
-        self.reason = reason
+        self.reason = short_reason(reason)
         self.stage = stage
         self.extra = extra or {}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiokafka.partitioner import murmur2
+import murmurhash2
 
 __all__ = [
     "TopicNames",
@@ -22,6 +22,8 @@ __all__ = [
 ]
 
 _DAY_MS = 24 * 3600 * 1000
+# The seed of Kafka's murmur2 partitioner (Java's Utils.murmur2, librdkafka's murmur2_random).
+_MURMUR2_SEED = 0x9747B28C
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +100,7 @@ def pipeline_topics(names: TopicNames, partitions: int) -> list[TopicSpec]:
 
 def partition_for_user(user_id: str, partitions: int) -> int:
     """The partition of every record about ``user_id`` (Kafka's default partitioner)."""
-    hashed: int = murmur2(user_id.encode())
+    hashed: int = murmurhash2.murmurhash2(user_id.encode(), _MURMUR2_SEED)
     return (hashed & 0x7FFFFFFF) % partitions
 
 

@@ -1,0 +1,299 @@
+"""The producer contract of ``account.changes``, checked where records enter the pipeline.
+
+Every record the platform writes is accounted for: delivered, dropped for a documented reason
+(no consent covers it), or dead-lettered exactly once with a :class:`Rejection`'s short reason.
+The checks come in two kinds, split by what a stage reads anyway:
+
+* **Door checks** (:meth:`Door.check`) need only the key, the partition and the first five
+  bytes of the value: the Confluent frame, a schema id that names an AccountChange schema, a
+  UTF-8 key, and the partition Kafka's default partitioner gives that key. They cost a few
+  dictionary lookups, so the matcher runs them on every record (it reads every key) and is
+  the stage that dead-letters these faults.
+* **Body checks** (:meth:`Door.body_fault`) need the decoded value: the body decodes, its
+  ``user_id`` is the key, ``occurred_at`` lies in a plausible window, and no field reserved
+  for the pipeline is set. The current-state view decodes every record anyway and is the stage
+  that dead-letters these faults; the matcher, which decodes only the records of users with a
+  consent, applies the same checks before delivering and refuses (never delivers) what fails
+  them, without lettering it a second time.
+
+Both stages decide with the same functions on the same bytes, so a record gets the same
+verdict from each: the stage that owns a fault letters it, and the other skips it.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final, Protocol
+
+from portability.wire.dead_letters import MAX_REASON_CHARS, short_reason
+from portability.wire.errors import SchemaRegistryError
+from portability.wire.records import AccountChange, to_millis
+from portability.wire.topics import partition_for_user
+
+__all__ = [
+    "ACCOUNT_CHANGE_RECORD",
+    "BODY_FAULTS",
+    "DOOR_FAULTS",
+    "MAX_REASON_CHARS",
+    "Door",
+    "Fault",
+    "Rejection",
+    "TimeWindow",
+    "short_reason",
+]
+
+# The full name of the record every account.changes value must be written with.
+ACCOUNT_CHANGE_RECORD: Final = "portability.v1.AccountChange"
+_KEY_CACHE_LIMIT: Final = 1_000_000  # keys remembered with their partition (~100 MB at most)
+
+
+class Fault(enum.StrEnum):
+    """Why a record of ``account.changes`` cannot be taken; the dead letter's reason starts
+    with it, and metrics are labelled with it."""
+
+    NO_VALUE = "no_value"
+    NOT_FRAMED = "not_framed"
+    UNKNOWN_SCHEMA_ID = "unknown_schema_id"
+    WRONG_SCHEMA = "wrong_schema"
+    NO_KEY = "no_key"
+    BAD_KEY = "bad_key"
+    WRONG_PARTITION = "wrong_partition"
+    UNDECODABLE = "undecodable"
+    KEY_MISMATCH = "key_mismatch"
+    IMPLAUSIBLE_TIME = "implausible_time"
+    RESERVED_FIELD = "reserved_field"
+
+
+DOOR_FAULTS: Final = frozenset(
+    {
+        Fault.NO_VALUE,
+        Fault.NOT_FRAMED,
+        Fault.UNKNOWN_SCHEMA_ID,
+        Fault.WRONG_SCHEMA,
+        Fault.NO_KEY,
+        Fault.BAD_KEY,
+        Fault.WRONG_PARTITION,
+    }
+)
+BODY_FAULTS: Final = frozenset(Fault) - DOOR_FAULTS
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record refused at the door or by its body: the fault and what to fix."""
+
+    fault: Fault
+    detail: str
+
+    @property
+    def reason(self) -> str:
+        """The dead letter's reason: the fault, then the detail, under 300 characters."""
+        return short_reason(f"{self.fault}: {self.detail}")
+
+    @property
+    def at_door(self) -> bool:
+        """True for a fault the door checks find (the matcher letters those)."""
+        return self.fault in DOOR_FAULTS
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """Where a change's ``occurred_at`` may lie: not before ``earliest`` and not more than
+    ``max_ahead`` after the record's own Kafka timestamp (the producer's clock).
+
+    Judged against the record's timestamp rather than the clock of the stage reading it, so
+    that every stage, and a replay next week, gives the same verdict. Seconds written where
+    milliseconds belong land in January 1970 (before ``earliest``); microseconds land
+    thousands of years ahead.
+    """
+
+    earliest: datetime
+    max_ahead: timedelta
+
+    def fault(self, occurred_at: datetime, record_timestamp_ms: int) -> str | None:
+        """What is wrong with ``occurred_at``, or None when it is plausible."""
+        occurred_ms = to_millis(occurred_at)
+        if occurred_ms < to_millis(self.earliest):
+            return (
+                f"occurred_at {occurred_ms} ms is before {self.earliest:%Y-%m-%d} "
+                "(seconds where milliseconds belong?)"
+            )
+        latest = record_timestamp_ms + self.max_ahead // timedelta(milliseconds=1)
+        if record_timestamp_ms > 0 and occurred_ms > latest:
+            ahead_s = (occurred_ms - record_timestamp_ms) / 1000
+            return (
+                f"occurred_at {occurred_ms} ms is {ahead_s:.0f} s after the record's "
+                f"timestamp (at most {self.max_ahead.total_seconds():.0f} s; microseconds?)"
+            )
+        return None
+
+
+DEFAULT_WINDOW: Final = TimeWindow(datetime(2000, 1, 1, tzinfo=UTC), timedelta(hours=1))
+
+
+class RawRecord(Protocol):
+    """What the checks read of a consumed record (aiokafka's ``ConsumerRecord`` has it)."""
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def timestamp(self) -> int: ...
+
+
+class SchemaSource(Protocol):
+    """Where the door learns a writer schema it has not seen (the codec's registry)."""
+
+    async def fetch(self, schema_id: int) -> str: ...
+
+
+class Door:
+    """The producer contract's checks for one process; verdicts on schema ids and keys are
+    remembered, so a record costs a few lookups.
+
+    Call :meth:`check` on every record; when it returns :data:`UNRESOLVED`, the record's
+    schema id is new: ``await`` :meth:`learn` with :meth:`schema_id_of` it, then check again.
+    """
+
+    UNRESOLVED: Final = Rejection(Fault.UNKNOWN_SCHEMA_ID, "not looked up yet")
+
+    def __init__(
+        self, registry: SchemaSource, partitions: int, window: TimeWindow = DEFAULT_WINDOW
+    ) -> None:
+        self._registry = registry
+        self._partitions = partitions
+        self.window = window
+        # Verdicts per 4-byte schema id as framed: None means an AccountChange schema.
+        self._ids: dict[bytes, Rejection | None] = {}
+        self._places: dict[bytes, int] = {}  # key -> its partition (-1: not UTF-8)
+
+    def check(self, record: RawRecord) -> Rejection | None:
+        """The door's verdict on ``record``: None when it may go on to be matched."""
+        value = record.value
+        if value is None:
+            return Rejection(Fault.NO_VALUE, "record has no value (a tombstone?)")
+        if len(value) < 5 or value[0] != 0:
+            return Rejection(
+                Fault.NOT_FRAMED,
+                f"value of {len(value)} bytes does not start with the Confluent frame "
+                "(magic byte 0, 4-byte big-endian schema id)",
+            )
+        verdict = self._ids.get(value[1:5], self.UNRESOLVED)
+        if verdict is not None:
+            return verdict
+        key = record.key
+        if not key:
+            return Rejection(Fault.NO_KEY, "record has no key (the key must be the user id)")
+        place = self._places.get(key)
+        if place is None:
+            place = self._place(key)
+        if place != record.partition:
+            if place < 0:
+                return Rejection(Fault.BAD_KEY, f"key {key[:40]!r} is not UTF-8")
+            return Rejection(
+                Fault.WRONG_PARTITION,
+                f"key {_shown(key)} belongs in partition {place} (murmur2), not {record.partition}",
+            )
+        return None
+
+    @staticmethod
+    def schema_id_of(record: RawRecord) -> int:
+        """The schema id in a framed value (call only after :meth:`check` said UNRESOLVED)."""
+        value = record.value or b""  # check() returns UNRESOLVED only for framed values
+        return int.from_bytes(value[1:5], "big")
+
+    async def learn(self, schema_id: int) -> None:
+        """Look ``schema_id`` up and remember whether it names an AccountChange schema.
+
+        Raises:
+            SchemaRegistryError: the registry could not be asked (retriable); the caller
+                retries the batch rather than dead-lettering good records.
+        """
+        framed = schema_id.to_bytes(4, "big")
+        try:
+            text = await self._registry.fetch(schema_id)
+        except SchemaRegistryError as error:
+            if error.retriable:
+                raise
+            self._ids[framed] = Rejection(
+                Fault.UNKNOWN_SCHEMA_ID, f"schema id {schema_id} is not in the schema registry"
+            )
+            return
+        name = _record_name(text)
+        if name == ACCOUNT_CHANGE_RECORD:
+            self._ids[framed] = None
+        else:
+            self._ids[framed] = Rejection(
+                Fault.WRONG_SCHEMA,
+                f"schema id {schema_id} is {name or 'not a record schema'}, "
+                f"not {ACCOUNT_CHANGE_RECORD}",
+            )
+
+    def forget_unknown(self) -> None:
+        """Forget ids the registry did not know, so that one registered since is found."""
+        self._ids = {
+            framed: verdict
+            for framed, verdict in self._ids.items()
+            if verdict is None or verdict.fault is not Fault.UNKNOWN_SCHEMA_ID
+        }
+
+    def body_fault(self, record: RawRecord, change: AccountChange) -> Rejection | None:
+        """The body checks of a decoded change: None when it may be delivered."""
+        if record.key is None or change["user_id"].encode() != record.key:
+            return Rejection(
+                Fault.KEY_MISMATCH,
+                f"key {_shown(record.key)} is not the value's user_id "
+                f"{_shown(change['user_id'].encode())}",
+            )
+        late = self.window.fault(change["occurred_at"], record.timestamp)
+        if late is not None:
+            return Rejection(Fault.IMPLAUSIBLE_TIME, late)
+        if change.get("audience") is not None:
+            return Rejection(
+                Fault.RESERVED_FIELD, "audience is written by the matcher only; leave it null"
+            )
+        return None
+
+    def _place(self, key: bytes) -> int:
+        try:
+            user_id = key.decode()
+        except UnicodeDecodeError:
+            place = -1
+        else:
+            place = partition_for_user(user_id, self._partitions)
+        if len(self._places) >= _KEY_CACHE_LIMIT:
+            self._places.clear()  # users recur; a rare full rebuild beats an LRU per record
+        self._places[key] = place
+        return place
+
+
+def _record_name(schema_text: str) -> str | None:
+    """The full name of a record schema's JSON text; None for anything else."""
+    try:
+        schema = json.loads(schema_text)
+    except ValueError:
+        return None
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        return None
+    name = str(schema.get("name", ""))
+    namespace = schema.get("namespace")
+    if "." in name or not namespace:
+        return name
+    return f"{namespace}.{name}"
+
+
+def _shown(key: bytes | None) -> str:
+    """A key for a reason or a log line: at most 64 characters."""
+    if key is None:
+        return "None"
+    text = key.decode(errors="replace")
+    return repr(text if len(text) <= 64 else text[:61] + "...")
