@@ -73,6 +73,7 @@ class ViewIntake:
 
     async def take(self, record: ConsumerRecord[bytes, bytes]) -> AccountChange | None:
         """The change ``record`` carries, checked; None when it is not the view's to apply."""
+        self._door.expire_unknown()
         marker = audience_marker(record.headers) if record.headers else None
         if marker == UPDATE_MARKER:
             self.stats.updates_skipped += 1

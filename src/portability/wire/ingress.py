@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
@@ -47,6 +48,9 @@ __all__ = [
 
 # The full name of the record every account.changes value must be written with.
 ACCOUNT_CHANGE_RECORD: Final = "portability.v1.AccountChange"
+# How long an id the registry did not know is remembered: a record of an unregistered
+# schema costs no request each, and a schema registered since is found soon after.
+UNKNOWN_ID_TTL_S: Final = 30.0
 _KEY_CACHE_LIMIT: Final = 1_000_000  # keys remembered with their partition (~100 MB at most)
 
 
@@ -175,6 +179,7 @@ class Door:
         # Verdicts per 4-byte schema id as framed: None means an AccountChange schema.
         self._ids: dict[bytes, Rejection | None] = {}
         self._places: dict[bytes, int] = {}  # key -> its partition (-1: not UTF-8)
+        self._unknown_since: float | None = None  # when the oldest unknown id was remembered
 
     def check(self, record: RawRecord) -> Rejection | None:
         """The door's verdict on ``record``: None when it may go on to be matched."""
@@ -227,6 +232,8 @@ class Door:
             self._ids[framed] = Rejection(
                 Fault.UNKNOWN_SCHEMA_ID, f"schema id {schema_id} is not in the schema registry"
             )
+            if self._unknown_since is None:
+                self._unknown_since = time.monotonic()
             return
         name = _record_name(text)
         if name == ACCOUNT_CHANGE_RECORD:
@@ -238,8 +245,13 @@ class Door:
                 f"not {ACCOUNT_CHANGE_RECORD}",
             )
 
-    def forget_unknown(self) -> None:
-        """Forget ids the registry did not know, so that one registered since is found."""
+    def expire_unknown(self, now: float | None = None) -> None:
+        """Forget ids the registry did not know once they are :data:`UNKNOWN_ID_TTL_S` old, so
+        that a schema registered since is found; call between batches (it is cheap)."""
+        now = time.monotonic() if now is None else now
+        if self._unknown_since is None or now - self._unknown_since < UNKNOWN_ID_TTL_S:
+            return
+        self._unknown_since = None
         self._ids = {
             framed: verdict
             for framed, verdict in self._ids.items()
