@@ -16,6 +16,7 @@ from collections.abc import Callable
 import benchmarks.archive
 import benchmarks.delivery
 import benchmarks.matcher
+import benchmarks.registry_client
 import benchmarks.revocation
 from benchmarks.measurement import InvalidRunError
 
@@ -26,6 +27,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "delivery": benchmarks.delivery.main,
     "revocation": benchmarks.revocation.main,
     "archive": benchmarks.archive.main,
+    "registry_client": benchmarks.registry_client.main,
 }
 
 

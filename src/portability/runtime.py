@@ -8,14 +8,11 @@ from portability.broker.admin import ensure_topics
 from portability.broker.clients import KafkaClients
 from portability.settings import Settings
 from portability.wire.codec import AvroCodec
-from portability.wire.registry import (
-    ConfluentSchemaRegistry,
-    InProcessSchemaRegistry,
-    SchemaRegistry,
-)
+from portability.wire.registry import InProcessSchemaRegistry, SchemaRegistry
+from portability.wire.subjects import SubjectStrategy
 from portability.wire.topics import TopicNames, pipeline_topics
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "open_codec"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +31,40 @@ class Runtime:
         await ensure_topics(
             bootstrap, pipeline_topics(topics, settings.partitions), settings.replication_factor
         )
-        registry: SchemaRegistry
-        if settings.schema_registry_url:
-            registry = ConfluentSchemaRegistry(settings.schema_registry_url)
-        else:
-            registry = InProcessSchemaRegistry()
-        codec = AvroCodec(registry, settings.topic_prefix)
-        await codec.start()
+        codec = await open_codec(settings, topics)
         return cls(settings, topics, KafkaClients(bootstrap, settings), codec)
 
     async def close(self) -> None:
         await self.codec.registry.close()
+
+
+async def open_codec(settings: Settings, topics: TopicNames | None = None) -> AvroCodec:
+    """The codec of ``settings``' registry, its schemas registered under their subjects.
+
+    Args:
+        settings: The registry URL (unset: in-process), the subject strategy, the prefix.
+        topics: The topic names; by default those of ``settings.topic_prefix``.
+
+    Raises:
+        SchemaRegistryError: The registry could not be reached or refused a schema
+            (:class:`~portability.wire.IncompatibleSchemaError`: it breaks compatibility).
+    """
+    registry: SchemaRegistry
+    if settings.schema_registry_url:
+        # Imported here: its HTTP client library is slow to import, and embedded mode has none.
+        from portability.wire.confluent import ConfluentSchemaRegistry
+
+        registry = ConfluentSchemaRegistry(settings.schema_registry_url)
+    else:
+        registry = InProcessSchemaRegistry()
+    codec = AvroCodec(
+        registry,
+        topics=topics if topics is not None else TopicNames.with_prefix(settings.topic_prefix),
+        subject_strategy=SubjectStrategy(settings.schema_subject_strategy),
+    )
+    try:
+        await codec.start()
+    except BaseException:
+        await registry.close()
+        raise
+    return codec

@@ -7,11 +7,14 @@ in the data folder, the in-process schema registry.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from portability.wire.ingress import TimeWindow
 
 __all__ = ["Settings"]
 
@@ -43,6 +46,14 @@ class Settings(BaseSettings):
     schema_registry_url: str | None = Field(
         default=None,
         description="Confluent-compatible schema registry. Unset: the in-process registry.",
+    )
+    schema_subject_strategy: Literal["topic_name", "record_name", "topic_record_name"] = Field(
+        default="topic_name",
+        description=(
+            "Registry subject of each schema, as Confluent's subject name strategies: "
+            "topic_name '<topic>-value' (Confluent's default), record_name the record's full "
+            "name (portability.v1.AccountChange), topic_record_name '<topic>-<full name>'."
+        ),
     )
     data_dir: Path = Field(default_factory=_default_data_dir)
     topic_prefix: str = Field(default="", description="Prepended to every topic name.")
@@ -223,6 +234,21 @@ class Settings(BaseSettings):
         gt=0,
         description="How often a running matcher checks the policy file for a new version.",
     )
+    ingress_earliest_occurred_at: datetime = Field(
+        default=datetime(2000, 1, 1, tzinfo=UTC),
+        description=(
+            "A change whose occurred_at is earlier is dead-lettered (implausible_time): "
+            "seconds written where milliseconds belong land in 1970."
+        ),
+    )
+    ingress_max_ahead_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description=(
+            "A change whose occurred_at is further ahead of its record's Kafka timestamp is "
+            "dead-lettered (implausible_time): producer clock skew allowed, microseconds not."
+        ),
+    )
     log_level: str = "INFO"
     log_format: str = Field(default="text", pattern="^(text|json)$")
 
@@ -261,6 +287,13 @@ class Settings(BaseSettings):
                 f"unknown setting(s) {', '.join(unknown)}; see the README's configuration table"
             )
         return data
+
+    def ingress_window(self) -> TimeWindow:
+        """Where a change's occurred_at may lie (:class:`~portability.wire.ingress.TimeWindow`)."""
+        earliest = self.ingress_earliest_occurred_at
+        if earliest.tzinfo is None:
+            earliest = earliest.replace(tzinfo=UTC)
+        return TimeWindow(earliest, timedelta(seconds=self.ingress_max_ahead_s))
 
     def public_api_url(self) -> str:
         """The API's base URL as apps see it, without a trailing slash."""

@@ -272,3 +272,51 @@ async def test_a_change_reaches_only_its_own_users_consents(door: Door) -> None:
     for user, consent in consents.items():
         got = d.p.receiver.deltas(consent)[before[consent] :]
         assert [delta.change_id for delta in got] == expected[consent], user
+
+
+def _view_of_post(actor: str, owner: str) -> AccountChange:
+    number = next(_numbers)
+    return {
+        "change_id": f"chg_ingress_{number}",
+        "user_id": actor,
+        "category": "activity",
+        "operation": "upsert",
+        "record_id": f"activity_{number}",
+        "occurred_at": datetime.now(UTC),
+        "record": {
+            "-type": "portability.v1.Activity",
+            "kind": "view",
+            "post_id": f"post_of_{owner}",
+            "post_owner_id": owner,
+            "text": None,
+            "share_target": None,
+        },
+        "context": {
+            "actor_private": False,
+            "shares_visible": True,
+            "off_platform": False,
+            "activity": None,
+        },
+        "audience": None,
+    }  # type: ignore[typeddict-item]
+
+
+async def test_activity_without_the_audience_header_is_reported_and_still_delivered(
+    door: Door,
+) -> None:
+    """The header is a hint the matcher reads instead of decoding; the view, which decodes
+    everything, names each change that lacks it."""
+    d = door
+    missing_before = d.view.intake.stats.audience_hints_missing
+    by_ada = _view_of_post(CONSENTING, NOBODY)
+    by_bob = _view_of_post(NOBODY, MALLORY)
+    for change in (by_ada, by_bob):  # no header: as a producer that forgot it writes them
+        user = change["user_id"]
+        await d.send(user.encode(), d.value(change), partition_for_user(user, d.partitions))
+    consent = await _consent_of(d.p, CONSENTING)
+    await d.p.wait_for_changes(consent, [by_ada["change_id"]])
+    await d.p.wait_until(
+        lambda: d.view.intake.stats.audience_hints_missing >= missing_before + 2,
+        "the view reported both",
+    )
+    assert d.view.intake.stats.audience_hints_missing == missing_before + 2

@@ -1,11 +1,12 @@
 """The docker-compose deployment, checked without a Docker engine.
 
 Parses ``docker-compose.yml`` and the files under ``deploy/`` and checks that they fit the
-code: the production shape (KRaft Kafka, PostgreSQL, a topics job, the API, scalable matcher
-and worker, Prometheus, Grafana), every ``portability`` command they run exists in the CLI,
-every ``PORTABILITY_*`` variable is a setting with a valid value, Prometheus scrapes every role
-where it serves ``/metrics``, and every PromQL expression of the alert rules and the dashboard
-names metrics (and labels) that the code exports.
+code: the production shape (KRaft Kafka, PostgreSQL, a Confluent Schema Registry the roles
+use, a topics job, the API, scalable matcher and worker, Prometheus, Grafana), every
+``portability`` command they run exists in the CLI, every ``PORTABILITY_*`` variable is a
+setting with a valid value, Prometheus scrapes every role where it serves ``/metrics``, and
+every PromQL expression of the alert rules and the dashboard names metrics (and labels) that
+the code exports.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ DASHBOARD_PROVIDERS = (
 )
 
 PIPELINE = {"kafka", "postgres", "topics", "api", "matcher", "worker", "prometheus", "grafana"}
+PIPELINE |= {"schema-registry"}
+ROLES = ("api", "matcher", "worker", "transfers")
 # Labels Prometheus adds to every scraped series, and the histogram's bucket label.
 TARGET_LABELS = {"job", "instance"}
 _INTERPOLATION = re.compile(r"^\$\{(\w+)(?::?[?-][^}]*)?\}$")
@@ -104,6 +107,28 @@ def test_compose_runs_the_production_shape(compose: dict[str, Any]) -> None:
         "worker",
         "transfers",
     }
+
+
+def test_the_roles_use_the_compose_schema_registry(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    registry = services["schema-registry"]
+    env = environment(registry)
+    assert registry["image"].startswith("confluentinc/cp-schema-registry:")
+    # It keeps its schemas in the compose Kafka, on a topic one broker can hold.
+    assert env["SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS"].split("://")[-1] == "kafka:9092"
+    assert env["SCHEMA_REGISTRY_KAFKASTORE_TOPIC_REPLICATION_FACTOR"] == "1"
+    assert registry["depends_on"]["kafka"]["condition"] == "service_healthy"
+    listener = env["SCHEMA_REGISTRY_LISTENERS"]
+    port = listener.rsplit(":", 1)[1]
+    assert listener.startswith("http://")
+    assert port == "8081"
+    check = " ".join(registry["healthcheck"]["test"])
+    assert f"localhost:{port}/" in check
+    for name in ROLES:
+        url = environment(services[name])["PORTABILITY_SCHEMA_REGISTRY_URL"]
+        assert url == f"http://schema-registry:{port}", name
+        waits_for = services[name]["depends_on"]["schema-registry"]["condition"]
+        assert waits_for == "service_healthy", name
 
 
 def test_mounted_files_exist(compose: dict[str, Any]) -> None:

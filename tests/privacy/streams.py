@@ -2,11 +2,15 @@
 matcher runs it, and an independent statement of what should come out.
 
 ``run`` plays the matcher's part without a broker: each change is delivered to its user's
-consents through :func:`for_subject`; counted activity is sent on as audience updates, cut into
-random source batches, some batches sent again (a source partition matched again after a
-crash), the updates of different source partitions interleaved at random, each destination
-partition's figures checkpointed and restored at random points. ``truth`` computes the figures
-from the changes alone, without the engine.
+consents through :func:`for_subject`; each source partition's changes go through an
+:class:`ActivityLedger` (the actor side, which sends an entry only when an account starts or
+stops counting) in random batches, its ledger checkpointed with each batch and, at random, a
+batch's update sent and then the matcher crashed before its checkpoint (the partition matched
+again from the last checkpoint, cut differently: the same entries again) or restarted at the
+checkpoint; the updates of different source partitions are interleaved at random, and each
+destination partition's figures checkpointed, restored and replayed at random points.
+``truth`` computes the figures from the changes alone, from the README's words, without the
+engine.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from typing import Any
 
 from portability.matching.consent_index import ActiveConsent
 from portability.privacy import (
+    ActivityLedger,
     AudienceFigures,
     PrivacyPolicy,
-    contribution,
     figures_change,
     for_subject,
 )
@@ -51,6 +55,14 @@ class Unact:
 
 
 @dataclass(frozen=True, slots=True)
+class Edit:
+    """The ``pick``-th live activity record (modulo their count) is edited: re-upserted under
+    its user's settings now."""
+
+    pick: int
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """A random change of ``user`` in ``category`` (records name other users at random)."""
 
@@ -67,7 +79,7 @@ class Settle:
     shares_visible: bool
 
 
-Event = Act | Unact | Change | Settle
+Event = Act | Unact | Edit | Change | Settle
 
 
 @dataclass(slots=True)
@@ -119,13 +131,21 @@ def make_changes(scenario: Scenario) -> list[AccountChange]:
                 actor, event.kind, post_id, owner, off_platform=event.off_platform
             )
             live.append((actor, change["record_id"]))
-        elif isinstance(event, Unact):
+        elif isinstance(event, Unact | Edit):
             if not live:
                 continue
-            actor, record_id = live.pop(event.pick % len(live))
-            change = factory.remove_activity(actor, record_id)
+            if isinstance(event, Unact):
+                actor, record_id = live.pop(event.pick % len(live))
+                change = factory.remove_activity(actor, record_id)
+            else:
+                actor, record_id = live[event.pick % len(live)]
+                change = factory.edit_activity(actor, record_id)
         elif isinstance(event, Change):
             change = factory.random_change(scenario.users[event.user], event.category)
+            if change["operation"] == "delete" and change["category"] == "activity":
+                # The platform removed one of the user's activity records: no longer live.
+                gone = (change["user_id"], change["record_id"])
+                live = [item for item in live if item != gone]
         else:
             factory.set_settings(
                 scenario.users[event.user], UserSettings(event.private, event.shares_visible)
@@ -139,34 +159,58 @@ def run(policy: PrivacyPolicy, scenario: Scenario) -> Outcome:
     """Every change through the engine, as the matcher would send it."""
     rnd = random.Random(scenario.seed)
     outcome = Outcome(changes=make_changes(scenario), consents=consents_of(scenario))
-    offsets: dict[int, int] = defaultdict(int)
-    entries: dict[int, list[AudienceEntry]] = defaultdict(list)  # per source partition
+    partitions: dict[int, list[tuple[int, AccountChange]]] = defaultdict(list)
     for change in outcome.changes:
         source = partition_for_user(change["user_id"], PARTITIONS)
-        offset = offsets[source]
-        offsets[source] += 1
+        partitions[source].append((len(partitions[source]), change))
         consent = outcome.consents.get(change["user_id"])
         if consent is not None and consent.covers(change["category"], 0):
             shaped = for_subject(policy, change)
             if shaped is not None:
                 outcome.delivered[consent.consent_id].append(shaped)
-        entry = contribution(policy, change, offset)
-        if entry is not None:
-            entries[source].append(entry)
-    for destination, updates in _updates(entries, rnd).items():
+    sent = {source: list(_match(policy, items, rnd)) for source, items in partitions.items()}
+    for destination, updates in _updates(sent, rnd).items():
         _apply(policy, destination, updates, outcome, rnd)
     return outcome
 
 
+def _match(
+    policy: PrivacyPolicy, items: list[tuple[int, AccountChange]], rnd: random.Random
+) -> Iterator[list[AudienceEntry]]:
+    """The entries of each batch one source partition's matchers send, in the order sent.
+
+    A batch's update is sent, then its checkpoint (next offset and ledger) written; now and
+    then a matcher crashes in between, and the partition is matched again from the last
+    checkpoint (by this matcher or another: a ledger restored from the checkpoint), cut into
+    batches differently. Now and then a matcher restarts right at the checkpoint.
+    """
+    ledger = ActivityLedger()
+    checkpoint: tuple[int, Any] = (0, None)
+    position = 0
+    while position < len(items):
+        end = min(len(items), position + rnd.randint(1, 4))
+        batch = [ledger.apply(policy, change, offset) for offset, change in items[position:end]]
+        yield [entry for entry in batch if entry is not None]
+        roll = rnd.random()
+        if roll < 0.2:
+            position, state = checkpoint  # crashed before the checkpoint: matched again
+            ledger = ActivityLedger.restore(state)
+            continue
+        checkpoint = (end, ledger.checkpoint())
+        if roll < 0.35:
+            ledger = ActivityLedger.restore(checkpoint[1])  # a restart, or another matcher
+        position = end
+
+
 def _updates(
-    entries: dict[int, list[AudienceEntry]], rnd: random.Random
+    sent: dict[int, list[list[AudienceEntry]]], rnd: random.Random
 ) -> dict[int, list[tuple[int, list[AudienceEntry]]]]:
     """Per destination partition, the updates it reads, in an order the topic allows."""
     streams: dict[int, dict[int, list[list[AudienceEntry]]]] = defaultdict(dict)
-    for source, items in entries.items():
-        for chunk in _batches(items, rnd):
+    for source, batches in sent.items():
+        for batch in batches:
             by_destination: dict[int, list[AudienceEntry]] = defaultdict(list)
-            for entry in chunk:
+            for entry in batch:
                 by_destination[partition_for_user(entry["post_owner_id"], PARTITIONS)].append(entry)
             for destination, part in by_destination.items():
                 streams[destination].setdefault(source, []).append(part)
@@ -184,29 +228,6 @@ def _updates(
     return merged
 
 
-def _batches(items: list[AudienceEntry], rnd: random.Random) -> Iterator[list[AudienceEntry]]:
-    """Source batches of random size; now and then a replay of the last few (after a crash)."""
-    start = 0
-    checkpoint = 0
-    while start < len(items):
-        end = min(len(items), start + rnd.randint(1, 4))
-        yield items[start:end]
-        if rnd.random() < 0.25:
-            # Matched again from the last checkpoint, cut differently: the same entries.
-            yield from _regrouped(items[checkpoint:end], rnd)
-        if rnd.random() < 0.5:
-            checkpoint = end
-        start = end
-
-
-def _regrouped(items: list[AudienceEntry], rnd: random.Random) -> Iterator[list[AudienceEntry]]:
-    start = 0
-    while start < len(items):
-        end = min(len(items), start + rnd.randint(1, 3))
-        yield items[start:end]
-        start = end
-
-
 def _apply(
     policy: PrivacyPolicy,
     destination: int,
@@ -214,51 +235,81 @@ def _apply(
     outcome: Outcome,
     rnd: random.Random,
 ) -> None:
+    """The destination's matchers read its updates; now and then one restarts at its
+    checkpoint, or crashes before it and reads the last update again (the same deltas)."""
     figures = AudienceFigures()
-    for number, (source, entries) in enumerate(updates):
-        if rnd.random() < 0.2:
-            figures = AudienceFigures.restore(figures.checkpoint())  # a restart in between
+    checkpoint: tuple[int, Any] = (0, None)
+    number = 0
+    sent: dict[str, AccountChange] = {}
+    while number < len(updates):
+        source, entries = updates[number]
         for release in figures.apply(policy, source, entries):
             consent = outcome.consents.get(release.post_owner_id)
             change = figures_change(release, f"update-{destination}-{number}")
-            if consent is not None and consent.covers(change["category"], 0):
-                outcome.delivered[consent.consent_id].append(change)
+            if consent is None or not consent.covers(change["category"], 0):
+                continue
+            first = sent.setdefault(change["change_id"], change)
+            if first is not change:
+                # Read again after a crash: the very same delta, which the app drops by id.
+                assert first == change
+                continue
+            outcome.delivered[consent.consent_id].append(change)
+        roll = rnd.random()
+        if roll < 0.1:
+            outcome.duplicates += figures.duplicates
+            number, state = checkpoint
+            figures = AudienceFigures.restore(state)
+            continue
+        number += 1
+        checkpoint = (number, figures.checkpoint())
+        if roll < 0.2:
+            outcome.duplicates += figures.duplicates
+            figures = AudienceFigures.restore(checkpoint[1])
     outcome.duplicates += figures.duplicates
 
 
 def truth(policy: PrivacyPolicy, changes: list[AccountChange]) -> dict[tuple[str, str, str], int]:
-    """The true count per (creator, post, kind), from the changes alone.
+    """Each post's true figures, per (creator, post, kind), from the changes alone.
 
-    An activity counts while it exists if, when it was made, it was on someone else's post,
-    of a kind the policy counts, made on the platform, by a public account (unless the policy
-    counts private ones), and for a share by a user showing their shares (unless the policy
-    counts hidden ones).
+    In the README's words, a figure says "how many others shared and viewed the post", and
+    stands on *accounts* (at least ``min_group_size`` of them to be released). So a figure is
+    the number of accounts, other than the creator, with at least one live activity of that
+    kind on the post that counts. An activity counts if, as the platform described it when it
+    was made (or last edited), it was made on the platform, of a kind the policy counts, by a
+    public account (unless the policy counts private ones), and for a share by a user showing
+    their shares (unless the policy counts hidden ones). Removing an activity removes it from
+    the count it was in; an account counts once however many of its activities count.
     """
     rule = policy.audience
+    # (account, activity record) -> (the figure it is about, whether it counts)
     live: dict[tuple[str, str], tuple[tuple[str, str, str], bool]] = {}
     for change in changes:
         if change["category"] != "activity":
             continue
-        key = (change["user_id"], change["record_id"])
+        account = change["user_id"]
         if change["operation"] == "delete":
-            live.pop(key, None)
+            live.pop((account, change["record_id"]), None)
             continue
         record: dict[str, Any] = change["record"] or {}
         context = change.get("context")
         assert context is not None
-        counted = (
-            record["kind"] in rule.kinds
-            and record["post_owner_id"] != change["user_id"]
+        kind = record["kind"]
+        counts = (
+            kind in rule.kinds
+            and record["post_owner_id"] != account
             and not context["off_platform"]
             and (rule.count_private_accounts or not context["actor_private"])
-            and (rule.count_hidden_shares or record["kind"] != "share" or context["shares_visible"])
+            and (rule.count_hidden_shares or kind != "share" or context["shares_visible"])
         )
-        live[key] = ((record["post_owner_id"], record["post_id"], record["kind"]), counted)
-    counts: dict[tuple[str, str, str], int] = defaultdict(int)
-    for target, counted in live.values():
-        if counted:
-            counts[target] += 1
-    return dict(counts)
+        live[(account, change["record_id"])] = (
+            (record["post_owner_id"], record["post_id"], kind),
+            counts,
+        )
+    accounts: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for (account, _record_id), (figure, counts) in live.items():
+        if counts:
+            accounts[figure].add(account)
+    return {figure: len(who) for figure, who in accounts.items()}
 
 
 def user_ids_in(value: object, users: frozenset[str]) -> Iterator[str]:

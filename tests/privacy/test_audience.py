@@ -1,5 +1,7 @@
-"""Audience figures: counted once, released at the minimum group size, restored exactly, and
-their records readable by every reader the schema promises."""
+"""Audience figures on the creator's side: each entry one account starting (+1) or stopping
+(-1) to count (the actor's side, ``test_ledger``, decides that), counted once, released at the
+minimum group size of accounts, restored exactly, and their records readable by every reader
+the schema promises."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from jsonschema import Draft202012Validator
 from portability.delivery.payload import delta_event, event_schema, parse_delta_event
 from portability.privacy import (
     AUDIENCE_HEADER,
+    ActivityLedger,
     AudienceFigures,
     audience_marker,
     figures_change,
@@ -32,6 +35,7 @@ T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 def entry(offset: int, delta: int = 1, kind: str = "share", post: str = "p1") -> AudienceEntry:
+    """One account starting (+1) or stopping (-1) to count toward the post's ``kind``."""
     return {
         "post_owner_id": "creator",
         "post_id": post,
@@ -51,12 +55,12 @@ async def codec() -> AvroCodec:
 
 def test_figures_are_withheld_below_the_minimum_and_coalesced_per_update() -> None:
     figures = AudienceFigures()
-    assert figures.apply(POLICY, 0, [entry(i) for i in range(4)]) == []  # 4 < 5: nothing
+    assert figures.apply(POLICY, 0, [entry(i) for i in range(4)]) == []  # 4 accounts < 5
     [release] = figures.apply(POLICY, 0, [entry(4), entry(5), entry(6, kind="view")])
     assert release.figures == {"share": 6, "view": None}  # one release for three entries
     assert release.occurred_at == T0 + timedelta(seconds=6)
     [release] = figures.apply(POLICY, 1, [entry(0, -1), entry(1, -1)])
-    assert release.figures == {"share": None, "view": None}  # 4 again: withheld
+    assert release.figures == {"share": None, "view": None}  # 4 accounts again: withheld
     assert figures.apply(POLICY, 1, [entry(2, -1)]) == []  # still withheld: nothing new
     assert figures.count("creator", "p1", "share") == 3
 
@@ -83,18 +87,24 @@ def test_a_removal_never_takes_a_count_below_zero() -> None:
 async def test_the_figures_survive_a_checkpoint_through_avro(codec: AvroCodec) -> None:
     figures = AudienceFigures()
     figures.apply(POLICY, 1, [entry(i, post=f"p{i % 2}") for i in range(12)])
+    factory = ChangeFactory(["fan", "creator"], seed=2)
+    ledger = ActivityLedger()  # the same partition's actor side, written beside the figures
+    for offset in range(3):
+        ledger.apply(POLICY, factory.activity("fan", "view", "p9", "creator"), offset)
     checkpoint: MatcherCheckpoint = {
         "source_partition": 1,
         "next_offset": 99,
         "sequences": {"c1": 4},
         "written_at": T0,
         "audience": figures.checkpoint(),
+        "counted_activity": ledger.checkpoint(),
     }
     decoded: Any = codec.decode(
         SchemaName.MATCHER_CHECKPOINT, codec.encode(SchemaName.MATCHER_CHECKPOINT, dict(checkpoint))
     )
     restored = AudienceFigures.restore(decoded["audience"])
     assert restored.checkpoint() == figures.checkpoint()
+    assert ActivityLedger.restore(decoded["counted_activity"]).checkpoint() == ledger.checkpoint()
     # Restored, it goes on exactly as the original would.
     more = [entry(12, post="p0"), entry(13, post="p0"), entry(11, post="p1")]
     assert restored.apply(POLICY, 1, more) == figures.apply(POLICY, 1, more)
@@ -216,9 +226,16 @@ def test_an_old_reader_reads_this_builds_changes_but_not_figures(codec: AvroCode
         )
 
 
-async def test_an_old_checkpoint_reads_with_no_audience(codec: AvroCodec) -> None:
+@pytest.mark.parametrize(
+    "predates", [("counted_activity",), ("audience", "counted_activity")], ids=["ledger", "both"]
+)
+async def test_an_old_checkpoint_reads_with_no_audience(
+    codec: AvroCodec, predates: tuple[str, ...]
+) -> None:
+    """A checkpoint from a writer before the actor side (or before any figures) reads with
+    null for what it lacks: the partition resumes with an empty ledger."""
     current = json.loads(schema_text(SchemaName.MATCHER_CHECKPOINT))
-    current["fields"] = [f for f in current["fields"] if f["name"] != "audience"]
+    current["fields"] = [f for f in current["fields"] if f["name"] not in predates]
     schema_id = await codec.registry.register(
         codec.subject(SchemaName.MATCHER_CHECKPOINT), json.dumps(current)
     )
@@ -227,12 +244,16 @@ async def test_an_old_checkpoint_reads_with_no_audience(codec: AvroCodec) -> Non
     record = {"source_partition": 0, "next_offset": 3, "sequences": {}, "written_at": T0}
     fastavro.schemaless_writer(body, fastavro.parse_schema(current), record)
     decoded = await codec.decode_fetching(SchemaName.MATCHER_CHECKPOINT, body.getvalue())
-    assert decoded["audience"] is None
+    assert decoded["counted_activity"] is None
+    assert ActivityLedger.restore(decoded["counted_activity"]).checkpoint() is None
+    if "audience" in predates:
+        assert decoded["audience"] is None
 
 
 def test_an_undecodable_update_is_a_wire_format_error(codec: AvroCodec) -> None:
-    with pytest.raises(WireFormatError):
-        codec.decode(SchemaName.ACCOUNT_CHANGE, b"\x00\x00\x00\x00\x01\xff")
+    framed = b"\x00" + codec.schema_id(SchemaName.ACCOUNT_CHANGE).to_bytes(4, "big")
+    with pytest.raises(WireFormatError, match="undecodable account_change body"):
+        codec.decode(SchemaName.ACCOUNT_CHANGE, framed + b"\xff")
 
 
 async def test_a_figures_delta_is_a_valid_webhook_body(codec: AvroCodec) -> None:

@@ -11,6 +11,7 @@ import copy
 import functools
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,7 @@ from .streams import (
     KINDS,
     Act,
     Change,
+    Edit,
     Event,
     Outcome,
     Scenario,
@@ -109,6 +111,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         counted,
         st.builds(Act, user, st.sampled_from(KINDS), post, mostly_false),
         st.builds(Unact, st.integers(0, 100)),
+        st.builds(Edit, st.integers(0, 100)),
         st.builds(Change, user, st.sampled_from(CATEGORIES)),
         st.builds(Settle, user, mostly_false, st.booleans()),
     )
@@ -261,3 +264,125 @@ def test_figures_are_released_at_the_minimum_group_size_and_withheld_below() -> 
     assert set(shown[:-1]) <= {5, 6}
     assert shown[0] in {5, 6}
     assert all(set(user_ids_in(f, frozenset(users))) == set() for f in figures)
+
+
+def policy_counting_from(min_group_size: int) -> PrivacyPolicy:
+    """The shipped policy with another minimum group size (1 shows every count as it is)."""
+    document = shipped_document()
+    document["version"] = f"min-{min_group_size}"
+    document["audience"]["min_group_size"] = min_group_size
+    return policy_from_document(document)
+
+
+def last_figures(outcome: Outcome, consent_id: str) -> dict[str, dict[str, int | None]]:
+    """The last figures a consent received, per post (a post absent: never any)."""
+    last: dict[str, dict[str, int | None]] = {}
+    for change in outcome.delivered.get(consent_id, []):
+        if change["record_id"].endswith("/audience"):
+            record = change["record"]
+            assert record is not None
+            last[record["post_id"]] = {k: record[f"{k}_count"] for k in FIGURE_KINDS}
+    return last
+
+
+def test_two_accounts_acting_three_times_each_are_two_accounts_and_withheld() -> None:
+    """The issue's example: two accounts each view and share one post three times. That is 2
+    accounts (below the shipped minimum of 5: withheld, so no record at all), not 6; while 5
+    distinct accounts on another post are released as 5."""
+    users = ["creator", "a", "b", *(f"fan{i}" for i in range(5))]
+    twice = [
+        Act(actor, kind, 0) for actor in (1, 2) for kind in ("view", "share") for _ in range(3)
+    ]
+    five = [Act(actor, kind, 1) for actor in range(3, 8) for kind in ("view", "share")]
+    for seed in range(10):  # batches, crashes and replays differ with the seed
+        scenario = Scenario(
+            users=users,
+            settings=[UserSettings() for _ in users],
+            grants={"creator": frozenset({"post"})},
+            posts=[("creator", "post-1"), ("creator", "post-2")],
+            events=[*twice, *five],
+            seed=seed,
+        )
+        outcome = run(SHIPPED, scenario)
+        assert truth(SHIPPED, outcome.changes) == {
+            ("creator", "post-1", "share"): 2,
+            ("creator", "post-1", "view"): 2,
+            ("creator", "post-2", "share"): 5,
+            ("creator", "post-2", "view"): 5,
+        }
+        assert last_figures(outcome, "c_creator") == {"post-2": {"share": 5, "view": 5}}
+        # Shown every count: the same accounts, 2 and 5.
+        every = run(policy_counting_from(1), scenario)
+        assert last_figures(every, "c_creator") == {
+            "post-1": {"share": 2, "view": 2},
+            "post-2": {"share": 5, "view": 5},
+        }
+
+
+# Users: 0 the creator, 1 and 2 others; one post (the creator's). Figures with a minimum of 1.
+ACCOUNT_CASES = {
+    "one account viewing three times": (
+        [Act(1, "view", 0), Act(1, "view", 0), Act(1, "view", 0)],
+        {"share": None, "view": 1},
+    ),
+    "an activity record edited three times": (
+        [Act(1, "share", 0), Edit(0), Edit(0), Edit(0)],
+        {"share": 1, "view": None},
+    ),
+    "one of three views removed": (
+        [Act(1, "view", 0), Act(1, "view", 0), Act(1, "view", 0), Unact(1)],
+        {"share": None, "view": 1},
+    ),
+    "both views removed": (
+        [Act(1, "view", 0), Act(1, "view", 0), Unact(0), Unact(0)],
+        {"share": None, "view": None},  # withheld again (or, in one update, never shown)
+    ),
+    "two accounts, one of them often": (
+        [*(Act(1, "view", 0) for _ in range(3)), Act(2, "view", 0), Act(2, "view", 0), Unact(0)],
+        {"share": None, "view": 2},
+    ),
+    "turned private, viewed again, the public view removed": (
+        [Act(1, "view", 0), Settle(1, True, True), Act(1, "view", 0), Unact(0)],
+        {"share": None, "view": None},  # the private view never counted
+    ),
+    "viewed while private, turned public, viewed again, the private view removed": (
+        [
+            Settle(1, True, True),
+            Act(1, "view", 0),
+            Settle(1, False, True),
+            Act(1, "view", 0),
+            Unact(0),
+        ],
+        {"share": None, "view": 1},
+    ),
+    "shares hidden, one of two shares edited": (
+        [Act(1, "share", 0), Act(1, "share", 0), Settle(1, False, False), Edit(0)],
+        {"share": 1, "view": None},  # the other share still counts
+    ),
+    "shares hidden, both shares edited": (
+        [Act(1, "share", 0), Act(1, "share", 0), Settle(1, False, False), Edit(0), Edit(1)],
+        {"share": None, "view": None},
+    ),
+}
+
+
+@pytest.mark.parametrize(("events", "expected"), ACCOUNT_CASES.values(), ids=ACCOUNT_CASES)
+def test_a_figure_counts_accounts_with_a_live_counted_activity(
+    events: list[Event], expected: dict[str, int | None]
+) -> None:
+    policy = policy_counting_from(1)
+    users = ["creator", "fan1", "fan2"]
+    for seed in range(10):
+        scenario = Scenario(
+            users=users,
+            settings=[UserSettings() for _ in users],
+            grants={"creator": frozenset({"post"})},
+            posts=[("creator", "post-1")],
+            events=events,
+            seed=seed,
+        )
+        outcome = run(policy, scenario)
+        counts = truth(policy, outcome.changes)
+        assert {k: counts.get(("creator", "post-1", k)) or None for k in FIGURE_KINDS} == expected
+        withheld = dict.fromkeys(FIGURE_KINDS)  # what a post never shown amounts to
+        assert last_figures(outcome, "c_creator").get("post-1", withheld) == expected

@@ -17,6 +17,7 @@ from portability.wire import (
     UnknownSchemaIdError,
     WireFormatError,
 )
+from portability.wire.schemas import schema_text
 
 from .samples import app, change, consent, delivery, tagged
 
@@ -237,14 +238,38 @@ async def test_decode_fetching_an_id_the_registry_lacks_raises_unknown_id(
     assert await codec.load_schema_id(4242) is False
 
 
+class _JunkRegistry(InProcessSchemaRegistry):
+    """Answers every id with text that is not an Avro schema (a registry holding junk)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.fetches = 0
+
+    async def fetch(self, schema_id: int) -> str:
+        self.fetches += 1
+        return self.text
+
+
+@pytest.mark.parametrize("text", ['{"type": "record"}', "not json", '"no_such_type"'])
 async def test_decode_fetching_rejects_a_schema_that_does_not_parse(
-    codec: AvroCodec, registry: InProcessSchemaRegistry
+    codec: AvroCodec, text: str
 ) -> None:
-    for text in ('{"type": "record"}', "not json", '"no_such_type"'):
-        bad_id = await registry.register("junk-value", text)
-        data = struct.pack(">bI", 0, bad_id) + _valid(codec)[5:]
+    registry = _JunkRegistry(text)
+    reader = AvroCodec(registry)
+
+    for _ in range(3):
         with pytest.raises(UnknownSchemaIdError):
-            await codec.decode_fetching(SchemaName.ACCOUNT_CHANGE, data)
+            await reader.decode_fetching(SchemaName.ACCOUNT_CHANGE, _valid(codec))
+    assert registry.fetches == 1  # remembered as unusable, not asked for on every record
+
+
+@pytest.mark.parametrize("text", ['{"type": "record"}', "not json", '"no_such_type"'])
+async def test_the_in_process_registry_refuses_an_invalid_schema(
+    registry: InProcessSchemaRegistry, text: str
+) -> None:
+    with pytest.raises(SchemaRegistryError, match="register junk-value: not a valid Avro schema"):
+        await registry.register("junk-value", text)
 
 
 class _FailingRegistry(InProcessSchemaRegistry):
@@ -279,6 +304,76 @@ async def test_decode_fetching_treats_a_non_retriable_registry_error_as_unknown_
 
     with pytest.raises(UnknownSchemaIdError):
         await reader.decode_fetching(SchemaName.ACCOUNT_CHANGE, _valid(codec))
+
+
+async def test_a_retriable_registry_error_is_not_remembered(codec: AvroCodec) -> None:
+    """An outage says nothing about the id: the next record asks the registry again."""
+    registry = _FailingRegistry(retriable=True)
+    reader = AvroCodec(registry)
+
+    for _ in range(3):
+        with pytest.raises(SchemaRegistryError):
+            await reader.decode_fetching(SchemaName.ACCOUNT_CHANGE, _valid(codec))
+    assert registry.fetches == 3
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _CountingRegistry(InProcessSchemaRegistry):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fetches: list[int] = []
+
+    async def fetch(self, schema_id: int) -> str:
+        self.fetches.append(schema_id)
+        return await super().fetch(schema_id)
+
+
+async def test_an_unknown_id_costs_one_registry_request_per_ttl(codec: AvroCodec) -> None:
+    """An unknown id on every record must not cost a registry request per record; a schema
+    registered later is found once the remembered answer expires."""
+    registry = _CountingRegistry()
+    clock = _Clock()
+    reader = AvroCodec(registry, unknown_id_ttl_s=5.0, clock=clock)
+    data = _valid(codec)  # written with an id this reader's registry does not hold yet
+    schema_id = AvroCodec.frame_schema_id(data)
+
+    for _ in range(100):
+        with pytest.raises(UnknownSchemaIdError):
+            await reader.decode_fetching(SchemaName.ACCOUNT_CHANGE, data)
+    assert registry.fetches == [schema_id]
+
+    await registry.register("late-value", schema_text(SchemaName.ACCOUNT_CHANGE))
+    clock.now += 4.9
+    with pytest.raises(UnknownSchemaIdError):
+        await reader.decode_fetching(SchemaName.ACCOUNT_CHANGE, data)
+    assert registry.fetches == [schema_id]
+
+    clock.now += 0.2  # past the 5 s: asked again, and found
+    assert await reader.decode_fetching(SchemaName.ACCOUNT_CHANGE, data)
+    assert await reader.decode_fetching(SchemaName.ACCOUNT_CHANGE, data)
+    assert registry.fetches == [schema_id, schema_id]
+
+
+async def test_remembered_unknown_ids_stay_bounded(codec: AvroCodec) -> None:
+    registry = _CountingRegistry()
+    clock = _Clock()
+    reader = AvroCodec(registry, clock=clock)
+    body = _valid(codec)[5:]
+
+    for schema_id in range(1, 10_001):  # corrupt frames: a new id each
+        with pytest.raises(UnknownSchemaIdError):
+            await reader.decode_fetching(
+                SchemaName.ACCOUNT_CHANGE, struct.pack(">bI", 0, schema_id) + body
+            )
+    assert len(registry.fetches) == 10_000
+    assert len(reader._unknown) <= 4096
 
 
 async def test_decode_fetching_still_rejects_a_bad_frame(codec: AvroCodec) -> None:

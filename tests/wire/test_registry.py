@@ -1,136 +1,58 @@
-"""ConfluentSchemaRegistry over HTTP.
+"""ConfluentSchemaRegistry over HTTP, against a stand-in server.
 
-**The server here is a stand-in.** No Confluent Schema Registry can run on this machine (it
-needs a JVM and a Kafka cluster of its own), so these tests run the client against a small
-in-memory aiohttp server implementing the two endpoints the client uses, with Confluent's
-request and response shapes:
-
-* ``POST /subjects/{subject}/versions`` with ``{"schema": "...", "schemaType": "AVRO"}``
-  answers ``{"id": N}``; the same schema text always gets the same global id;
-* ``GET /schemas/ids/{id}`` answers ``{"schema": "..."}``, or 404 with error code 40403.
-
-What they prove is the client's side of that contract (URLs, bodies, ids, error mapping), not
-compatibility with every behaviour of the real registry.
+**The server here is a stand-in** (:mod:`tests.wire.registry_stand_in`): no Confluent Schema
+Registry can run on this machine (it needs a JVM; its image, a container engine). The stand-in
+answers the endpoints ``python-schema-registry-client`` calls with Confluent's request and
+response shapes. What these tests prove is the client's side of that contract (URLs, bodies,
+ids, compatibility levels, error mapping), not compatibility with every behaviour of the real
+registry.
 """
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+import logging
 from typing import Any
 
-import fastavro
 import pytest
-from aiohttp import web
 
 from portability.broker import free_port
+from portability.errors import ConfigurationError
 from portability.wire import (
     AvroCodec,
     ConfluentSchemaRegistry,
+    IncompatibleSchemaError,
     SchemaName,
     SchemaRegistryError,
+    TopicNames,
     UnknownSchemaIdError,
 )
 from portability.wire.schemas import schema_text
 
+from .conftest import Connect, Served
+from .registry_stand_in import CONTENT_TYPE, FIRST_ID
 from .samples import app, change, consent, delivery, tagged
 
-_CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
-_FIRST_ID = 100  # not 1: nothing may assume the registry's ids start where ours do
-
-
-@dataclass
-class StandInRegistry:
-    """In-memory stand-in for a Confluent Schema Registry (see the module docstring)."""
-
-    ids: dict[str, int] = field(default_factory=dict)
-    schemas: dict[int, str] = field(default_factory=dict)
-    subjects: dict[str, list[int]] = field(default_factory=dict)
-    requests: list[tuple[str, str, str | None]] = field(default_factory=list)
-    fail_with: int | None = None  # answer every request with this HTTP status
-    hang: bool = False  # never answer (until released)
-    released: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def app(self) -> web.Application:
-        application = web.Application()
-        application.router.add_post("/subjects/{subject}/versions", self.register)
-        application.router.add_get("/schemas/ids/{schema_id}", self.fetch)
-        return application
-
-    async def _interfere(self) -> web.Response | None:
-        if self.hang:
-            await self.released.wait()
-        if self.fail_with is not None:
-            return _error(self.fail_with, 50001, "Error in the backend data store")
-        return None
-
-    async def register(self, request: web.Request) -> web.Response:
-        self.requests.append((request.method, request.path, request.headers.get("Content-Type")))
-        if (failure := await self._interfere()) is not None:
-            return failure
-        body = await request.json()
-        text = body.get("schema")
-        if body.get("schemaType", "AVRO") != "AVRO" or not _is_avro(text):
-            return _error(422, 42201, "Invalid schema")
-        assert isinstance(text, str)
-        schema_id = self.ids.setdefault(text, _FIRST_ID + len(self.ids))
-        self.schemas[schema_id] = text
-        versions = self.subjects.setdefault(request.match_info["subject"], [])
-        if schema_id not in versions:
-            versions.append(schema_id)
-        return web.json_response({"id": schema_id}, content_type=_CONTENT_TYPE)
-
-    async def fetch(self, request: web.Request) -> web.Response:
-        self.requests.append((request.method, request.path, None))
-        if (failure := await self._interfere()) is not None:
-            return failure
-        schema_id = int(request.match_info["schema_id"])
-        text = self.schemas.get(schema_id)
-        if text is None:
-            return _error(404, 40403, f"Schema {schema_id} not found")
-        return web.json_response({"schema": text}, content_type=_CONTENT_TYPE)
-
-
-def _is_avro(text: object) -> bool:
-    if not isinstance(text, str):
-        return False
-    try:
-        fastavro.parse_schema(json.loads(text))
-    except (ValueError, fastavro.schema.SchemaParseException):
-        return False
-    return True
-
-
-def _error(status: int, code: int, message: str) -> web.Response:
-    return web.json_response(
-        {"error_code": code, "message": message}, status=status, content_type=_CONTENT_TYPE
-    )
-
 
 @pytest.fixture
-async def stand_in() -> AsyncIterator[tuple[StandInRegistry, str]]:
-    server = StandInRegistry()
-    runner = web.AppRunner(server.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    yield server, f"http://{host}:{port}/"
-    server.released.set()
-    await runner.cleanup()
+def client(connect: Connect) -> ConfluentSchemaRegistry:
+    return connect(timeout_s=5.0)
 
 
-@pytest.fixture
-async def client(stand_in: tuple[StandInRegistry, str]) -> AsyncIterator[ConfluentSchemaRegistry]:
-    registry = ConfluentSchemaRegistry(stand_in[1], timeout_s=5.0)
-    yield registry
-    await registry.close()
+def _app_schema(**extra_field: Any) -> str:
+    """The App schema, with one more top-level field if given."""
+    schema = json.loads(schema_text(SchemaName.APP))
+    if extra_field:
+        schema["fields"].append(extra_field)
+    return json.dumps(schema)
+
+
+# --- registering --------------------------------------------------------------------------------
 
 
 async def test_register_returns_the_registry_id_and_is_idempotent(
-    stand_in: tuple[StandInRegistry, str], client: ConfluentSchemaRegistry
+    stand_in: Served, client: ConfluentSchemaRegistry
 ) -> None:
     server, _ = stand_in
     text = schema_text(SchemaName.APP)
@@ -139,18 +61,138 @@ async def test_register_returns_the_registry_id_and_is_idempotent(
     again = await client.register("apps-value", text)
     other = await client.register("consents-value", schema_text(SchemaName.CONSENT))
 
-    assert first == again == _FIRST_ID
-    assert other == _FIRST_ID + 1
+    assert first == again == FIRST_ID
+    assert other == FIRST_ID + 1
     assert server.subjects == {"apps-value": [first], "consents-value": [other]}
-    method, path, content_type = server.requests[0]
-    assert (method, path, content_type) == ("POST", "/subjects/apps-value/versions", _CONTENT_TYPE)
+    assert server.posts_to("/subjects/apps-value/versions") == 1  # the second was a lookup
+    posts = [r for r in server.requests if r[0] in ("POST", "PUT")]
+    assert all(content_type == CONTENT_TYPE for _, _, content_type, _ in posts)
+
+
+async def test_a_subject_without_a_level_gets_backward(
+    stand_in: Served, client: ConfluentSchemaRegistry
+) -> None:
+    server, _ = stand_in
+    server.levels["consents-value"] = "FULL"  # an operator's choice: kept
+
+    await client.register("apps-value", schema_text(SchemaName.APP))
+    await client.register("consents-value", schema_text(SchemaName.CONSENT))
+    await client.register("apps-value", schema_text(SchemaName.APP))
+
+    assert server.levels == {"apps-value": "BACKWARD", "consents-value": "FULL"}
+    configs = [r for r in server.requests if r[1].startswith("/config/")]
+    assert [(m, p) for m, p, _, _ in configs] == [
+        ("GET", "/config/apps-value"),
+        ("PUT", "/config/apps-value"),
+        ("GET", "/config/consents-value"),
+    ]  # once per subject and client
+
+
+async def test_a_level_that_lets_old_records_become_unreadable_is_logged(
+    stand_in: Served, client: ConfluentSchemaRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, _ = stand_in
+    server.levels["apps-value"] = "NONE"
+
+    with caplog.at_level(logging.WARNING, logger="portability.wire.confluent"):
+        await client.register("apps-value", schema_text(SchemaName.APP))
+
+    assert "apps-value has compatibility NONE" in caplog.text
+
+
+async def test_an_incompatible_schema_is_refused_naming_the_subject(
+    stand_in: Served, client: ConfluentSchemaRegistry
+) -> None:
+    server, _ = stand_in
+    await client.register("apps-value", _app_schema())
+    del server.requests[:]
+
+    with pytest.raises(IncompatibleSchemaError, match="subject 'apps-value'") as caught:
+        await client.register("apps-value", _app_schema(name="tier", type="string"))
+
+    assert caught.value.subject == "apps-value"
+    assert caught.value.retriable is False
+    assert "BACKWARD" in str(caught.value)
+    assert "READER_FIELD_MISSING_DEFAULT_VALUE, field tier" in str(caught.value)
+    assert server.posts_to("/compatibility/subjects/apps-value/versions/latest") == 1
+    assert server.posts_to("/subjects/apps-value/versions") == 0  # never tried to register
+    assert server.requests[-1][3] == "verbose=true"
+
+
+async def test_a_compatible_new_version_is_registered(
+    stand_in: Served, client: ConfluentSchemaRegistry
+) -> None:
+    server, _ = stand_in
+    first = await client.register("apps-value", _app_schema())
+
+    second = await client.register(
+        "apps-value", _app_schema(name="tier", type="string", default="free")
+    )
+
+    assert second != first
+    assert server.subjects["apps-value"] == [first, second]
+
+
+async def test_an_incompatible_answer_to_the_registration_itself_is_refused_too(
+    stand_in: Served, client: ConfluentSchemaRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer may register between the check and the registration: the 409 counts."""
+    await client.register("apps-value", _app_schema())
+
+    async def compatible(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {"is_compatible": True, "messages": []}
+
+    monkeypatch.setattr(client._client, "test_compatibility", compatible)
+    with pytest.raises(IncompatibleSchemaError, match="incompatible with an earlier schema"):
+        await client.register("apps-value", _app_schema(name="tier", type="string"))
+
+
+async def test_a_read_only_registry_still_registers_what_it_already_holds(
+    stand_in: Served, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, _ = stand_in
+    schema_id = await connect().register("apps-value", schema_text(SchemaName.APP))
+    server.levels.clear()
+    server.read_only = True
+
+    with caplog.at_level(logging.WARNING, logger="portability.wire.confluent"):
+        again = await connect().register("apps-value", schema_text(SchemaName.APP))
+
+    assert again == schema_id
+    assert "refuses to set compatibility BACKWARD on subject apps-value (HTTP 403)" in caplog.text
+
+
+async def test_an_invalid_schema_is_refused_before_any_request(
+    stand_in: Served, client: ConfluentSchemaRegistry
+) -> None:
+    server, _ = stand_in
+    with pytest.raises(SchemaRegistryError, match="register apps-value: invalid Avro") as caught:
+        await client.register("apps-value", '{"type": "record"}')
+    assert caught.value.retriable is False
+    assert server.requests == []
+
+
+async def test_a_schema_the_registry_refuses_is_a_non_retriable_registry_error(
+    stand_in: Served, client: ConfluentSchemaRegistry
+) -> None:
+    server, _ = stand_in
+    server.reject_schemas = True
+
+    with pytest.raises(SchemaRegistryError, match="HTTP 422") as caught:
+        await client.register("apps-value", schema_text(SchemaName.APP))
+    assert caught.value.retriable is False
+    assert "register apps-value" in str(caught.value)
+    assert "input schema or one its references is invalid" in str(caught.value)
+
+
+# --- fetching -----------------------------------------------------------------------------------
 
 
 async def test_fetch_returns_the_registered_schema(client: ConfluentSchemaRegistry) -> None:
     text = schema_text(SchemaName.DELIVERY)
     schema_id = await client.register("deliveries-value", text)
 
-    assert await client.fetch(schema_id) == text
+    assert json.loads(await client.fetch(schema_id)) == json.loads(text)
     assert json.loads(await client.fetch(schema_id))["name"] == "portability.v1.Delivery"
 
 
@@ -163,45 +205,51 @@ async def test_unknown_id_is_a_non_retriable_registry_error(
     assert "schema id 12345" in str(caught.value)
 
 
-async def test_invalid_schema_is_a_non_retriable_registry_error(
-    client: ConfluentSchemaRegistry,
-) -> None:
-    with pytest.raises(SchemaRegistryError, match="HTTP 422") as caught:
-        await client.register("apps-value", '{"type": "record"}')
-    assert caught.value.retriable is False
-    assert "register apps-value" in str(caught.value)
+# --- failures -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("status", [500, 503])
 async def test_server_error_is_a_retriable_registry_error(
-    stand_in: tuple[StandInRegistry, str], client: ConfluentSchemaRegistry, status: int
+    stand_in: Served, client: ConfluentSchemaRegistry, status: int
 ) -> None:
     server, _ = stand_in
     server.fail_with = status
 
     with pytest.raises(SchemaRegistryError, match=f"HTTP {status}") as fetching:
-        await client.fetch(_FIRST_ID)
+        await client.fetch(FIRST_ID)
     with pytest.raises(SchemaRegistryError, match=f"HTTP {status}") as registering:
         await client.register("apps-value", schema_text(SchemaName.APP))
 
     assert fetching.value.retriable is True
     assert registering.value.retriable is True
     assert "register apps-value" in str(registering.value)
+    assert "Error in the backend data store" in str(registering.value)
+
+
+@pytest.mark.parametrize(("status", "retriable"), [(502, True), (404, False)])
+async def test_an_answer_that_is_not_json_is_mapped_by_its_status(
+    stand_in: Served, client: ConfluentSchemaRegistry, status: int, retriable: bool
+) -> None:
+    """A proxy's HTML page, not a JSON decoding error mistaken for a bad schema."""
+    server, _ = stand_in
+    server.html_error = status
+
+    with pytest.raises(SchemaRegistryError, match=f"HTTP {status}: <html>") as caught:
+        await client.fetch(FIRST_ID)
+    assert caught.value.retriable is retriable
 
 
 async def test_unreachable_registry_is_a_retriable_registry_error() -> None:
     registry = ConfluentSchemaRegistry(f"http://127.0.0.1:{free_port()}", timeout_s=5.0)
     try:
-        with pytest.raises(SchemaRegistryError) as caught:
+        with pytest.raises(SchemaRegistryError, match="unreachable") as caught:
             await registry.fetch(1)
     finally:
         await registry.close()
     assert caught.value.retriable is True
 
 
-async def test_registry_timeout_is_a_retriable_registry_error(
-    stand_in: tuple[StandInRegistry, str],
-) -> None:
+async def test_registry_timeout_is_a_retriable_registry_error(stand_in: Served) -> None:
     server, url = stand_in
     server.hang = True
     registry = ConfluentSchemaRegistry(url, timeout_s=0.2)
@@ -213,25 +261,58 @@ async def test_registry_timeout_is_a_retriable_registry_error(
     assert caught.value.retriable is True
 
 
-async def test_close_is_idempotent_and_the_client_reopens(
+async def test_credentials_in_the_url_are_sent_and_never_shown(
+    stand_in: Served, connect: Connect
+) -> None:
+    server, url = stand_in
+    server.fail_with = 503
+    registry = connect(url.replace("http://", "http://operator:s3cret@"))
+
+    with pytest.raises(SchemaRegistryError) as caught:
+        await registry.fetch(1)
+    assert "s3cret" not in str(caught.value)
+    assert url.rstrip("/") in str(caught.value)
+    assert server.authorizations == ["Basic " + base64.b64encode(b"operator:s3cret").decode()]
+
+
+@pytest.mark.parametrize("url", ["schema-registry:8081", "ftp://host/", "http://"])
+def test_a_url_that_is_not_http_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="PORTABILITY_SCHEMA_REGISTRY_URL"):
+        ConfluentSchemaRegistry(url)
+
+
+async def test_close_is_idempotent_and_the_client_still_works(
     client: ConfluentSchemaRegistry,
 ) -> None:
     await client.close()
     await client.close()
-    assert await client.register("apps-value", schema_text(SchemaName.APP)) == _FIRST_ID
+    assert await client.register("apps-value", schema_text(SchemaName.APP)) == FIRST_ID
 
 
 # --- the codec over the HTTP registry -----------------------------------------------------------
 
 
 async def test_codec_end_to_end(
-    stand_in: tuple[StandInRegistry, str], client: ConfluentSchemaRegistry
+    stand_in: Served, client: ConfluentSchemaRegistry, connect: Connect
 ) -> None:
-    server, url = stand_in
+    server, _ = stand_in
     writer = AvroCodec(client, topic_prefix="t1.")
     await writer.start()
 
-    assert set(server.subjects) == {f"t1.{name.value}-value" for name in SchemaName}
+    topics = TopicNames.with_prefix("t1.")
+    assert set(server.subjects) == {
+        f"{topic}-value"
+        for topic in (
+            topics.account_changes,
+            topics.consents,
+            topics.apps,
+            topics.deliveries,
+            topics.matcher_checkpoints,
+            topics.delivery_status,
+            topics.notifications,
+        )
+    }
+    assert set(server.levels.values()) == {"BACKWARD"}
     assert {writer.schema_id(name) for name in SchemaName} == set(server.schemas)
 
     records: dict[SchemaName, Any] = {
@@ -249,26 +330,25 @@ async def test_codec_end_to_end(
     framed = {name: writer.encode(name, record) for name, record in to_send.items()}
 
     # Another process: its own client, nothing registered, every writer id fetched by GET.
-    reader_client = ConfluentSchemaRegistry(url)
-    try:
-        reader = AvroCodec(reader_client, topic_prefix="t1.")
-        fetches_before = sum(1 for r in server.requests if r[0] == "GET")
-        for name, data in framed.items():
-            assert await reader.decode_fetching(name, data) == records[name]
-            assert await reader.decode_fetching(name, data) == records[name]  # cached
-        fetches = sum(1 for r in server.requests if r[0] == "GET") - fetches_before
-        assert fetches == len(framed)
+    reader_client = connect()
+    reader = AvroCodec(reader_client, topic_prefix="t1.")
+    fetches_before = server.gets("/schemas/ids/")
+    for name, data in framed.items():
+        assert await reader.decode_fetching(name, data) == records[name]
+        assert await reader.decode_fetching(name, data) == records[name]  # cached
+    assert server.gets("/schemas/ids/") - fetches_before == len(framed)
 
-        # An id the registry never handed out: a clear unknown-id error after one 404.
-        unknown = b"\x00\x00\x00\x7f\xff" + framed[SchemaName.APP][5:]
+    # An id the registry never handed out: a clear unknown-id error after one 404, and no
+    # further request for it while the answer is remembered.
+    unknown = b"\x00\x00\x00\x7f\xff" + framed[SchemaName.APP][5:]
+    for _ in range(50):
         with pytest.raises(UnknownSchemaIdError):
             await reader.decode_fetching(SchemaName.APP, unknown)
+    assert server.gets("/schemas/ids/32767") == 1
 
-        # A registry outage while fetching is retriable, not an undecodable record.
-        server.fail_with = 503
-        fresh = AvroCodec(reader_client)
-        with pytest.raises(SchemaRegistryError) as caught:
-            await fresh.decode_fetching(SchemaName.APP, framed[SchemaName.APP])
-        assert caught.value.retriable is True
-    finally:
-        await reader_client.close()
+    # A registry outage while fetching is retriable, not an undecodable record.
+    server.fail_with = 503
+    fresh = AvroCodec(connect())  # the library caches schemas per client
+    with pytest.raises(SchemaRegistryError) as caught:
+        await fresh.decode_fetching(SchemaName.APP, framed[SchemaName.APP])
+    assert caught.value.retriable is True

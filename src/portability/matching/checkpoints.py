@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from portability.wire.codec import AvroCodec
 from portability.wire.errors import WireFormatError
-from portability.wire.records import AudienceCheckpoint, MatcherCheckpoint
+from portability.wire.records import AudienceCheckpoint, CountedActivity, MatcherCheckpoint
 from portability.wire.schemas import SchemaName
 
 __all__ = ["CheckpointStore"]
@@ -90,12 +90,15 @@ class CheckpointStore:
         next_offset: int,
         sequences: dict[str, int],
         audience: AudienceCheckpoint | None = None,
+        counted_activity: list[CountedActivity] | None = None,
     ) -> asyncio.Future[object]:
         """Send the checkpoint; the returned future resolves on the broker's acknowledgement.
 
         ``audience`` is the partition's post audience figures at ``next_offset`` (see
-        :mod:`portability.privacy.audience`): they must resume from the same point as the
-        sequences, so that an update matched again yields the same deltas.
+        :mod:`portability.privacy.audience`), and ``counted_activity`` its users' ledger of
+        counted activity on others' posts (:mod:`portability.privacy.ledger`): both must
+        resume from the same point as the sequences, so that an update matched again yields
+        the same deltas, and a batch of activity matched again the same entries.
         """
         checkpoint: MatcherCheckpoint = {
             "source_partition": partition,
@@ -103,6 +106,7 @@ class CheckpointStore:
             "sequences": sequences,
             "written_at": datetime.now(UTC),
             "audience": audience,
+            "counted_activity": counted_activity,
         }
         value = self._codec.encode(SchemaName.MATCHER_CHECKPOINT, dict(checkpoint))
         ack: asyncio.Future[object] = await producer.send(

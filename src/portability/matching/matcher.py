@@ -36,12 +36,12 @@ from portability.matching.consent_index import ConsentIndex
 from portability.matching.stats import MatcherStats
 from portability.privacy import (
     AUDIENCE_HEADER,
+    ActivityLedger,
     AudienceFigures,
     PolicySource,
     PrivacyPolicy,
     Release,
     audience_marker,
-    contribution,
     figures_change,
     for_subject,
     update_change,
@@ -50,6 +50,7 @@ from portability.privacy.audience import UPDATE_KEY, UPDATE_MARKER
 from portability.runtime import Runtime
 from portability.wire.dead_letters import DeadLetter
 from portability.wire.errors import WireFormatError
+from portability.wire.ingress import Door, Fault, Rejection
 from portability.wire.records import (
     AccountChange,
     AudienceEntry,
@@ -107,6 +108,12 @@ class Matcher:
         self._policy = self._policy_source.policy
         self._counted_kinds = _kinds_as_header_values(self._policy)
         self._audience: dict[int, AudienceFigures] = {}
+        # The actor side of the figures, per source partition: which of its users' activity
+        # records count, so that an account is counted once (see _count_activity).
+        self._ledgers: dict[int, ActivityLedger] = {}
+        self._door = Door(
+            runtime.codec.registry, self._partitions, runtime.settings.ingress_window()
+        )
 
     async def start(self) -> None:
         await self._producer.start()
@@ -161,6 +168,7 @@ class Matcher:
     async def process(self, batch: Records) -> None:
         """Match one batch, then checkpoint and commit it."""
         self._refresh_policy()
+        self._door.expire_unknown()
         batch = self._current(batch)
         if not batch:
             await self._resume_loaded()
@@ -209,7 +217,7 @@ class Matcher:
                         SchemaName.CONSENT, record.value
                     )
                 except WireFormatError as error:
-                    dead.append(await self._dead_letter(record, error))
+                    dead.append(await self._dead_letter(record, str(error)))
                     continue
                 index.apply(consent)
                 self.stats.consent_updates += 1
@@ -226,33 +234,88 @@ class Matcher:
             outgoing: Outgoing = {}
             for record in records:
                 # Only audience hints and updates carry headers: one cheap test per record.
-                if record.headers and (marker := audience_marker(record.headers)) is not None:
+                marker = audience_marker(record.headers) if record.headers else None
+                if marker != UPDATE_MARKER:  # the matcher's own updates skip the door
+                    rejection = await self._door_check(record)
+                    if rejection is not None:
+                        pending.append(await self._reject(record, rejection))
+                        continue
+                if marker is not None:
                     pending += await self._audience_record(
                         record, marker, index, sequences, outgoing
                     )
                     continue
                 consents = index.get(record.key)
                 if consents is None:
+                    self.stats.dropped["no_consent"] += 1
                     continue
-                pending += await self._match_one(record, consents, sequences)
+                pending += await self._match_one(record, consents, sequences, outgoing)
             pending += await self._send_audience(tp.partition, outgoing)
         return pending
+
+    async def _door_check(self, record: ConsumerRecord[bytes, bytes]) -> Rejection | None:
+        """The producer contract's cheap checks (frame, schema id, key, partition)."""
+        rejection = self._door.check(record)
+        if rejection is Door.UNRESOLVED:
+            await self._door.learn(Door.schema_id_of(record))
+            rejection = self._door.check(record)
+        return rejection
+
+    async def _reject(
+        self, record: ConsumerRecord[bytes, bytes], rejection: Rejection
+    ) -> asyncio.Future[object]:
+        """Dead-letter a record that breaks the producer contract at the door."""
+        self.stats.dead_lettered_by_fault[rejection.fault] += 1
+        return await self._dead_letter(record, rejection.reason, rejection.fault)
+
+    def _refuse(self, record: ConsumerRecord[bytes, bytes], rejection: Rejection) -> None:
+        """Never deliver a change whose body breaks the contract; the current-state view,
+        which decodes every change, is the stage that dead-letters it (once)."""
+        self.stats.refused_by_fault[rejection.fault] += 1
+        log.warning(
+            "matcher refuses %s[%d]@%d (the state view dead-letters it): %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            rejection.detail,
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "fault": str(rejection.fault),
+            },
+        )
 
     async def _match_one(
         self,
         record: ConsumerRecord[bytes, bytes],
         consents: Sequence[Any],
         sequences: dict[str, int],
+        outgoing: Outgoing,
     ) -> list[asyncio.Future[object]]:
+        change = await self._decode_checked(record)
+        if change is None:
+            return []
+        # Decoded anyway: its activity counts toward the creator's figures even when the
+        # producer forgot the audience header.
+        self._count_activity(change, record.offset, record.partition, outgoing)
+        self.stats.changes_decoded += 1
+        return await self._deliver(change, record.offset, consents, sequences)
+
+    async def _decode_checked(self, record: ConsumerRecord[bytes, bytes]) -> AccountChange | None:
+        """The change ``record`` carries, or None if its body breaks the contract (refused)."""
         try:
             change: AccountChange = await self._codec.decode_fetching(  # type: ignore[assignment]
                 SchemaName.ACCOUNT_CHANGE, record.value
             )
         except WireFormatError as error:
-            self.stats.changes_dead_lettered += 1
-            return [await self._dead_letter(record, error)]
-        self.stats.changes_decoded += 1
-        return await self._deliver(change, record.offset, consents, sequences)
+            self._refuse(record, Rejection(Fault.UNDECODABLE, str(error)))
+            return None
+        rejection = self._door.body_fault(record, change)
+        if rejection is not None:
+            self._refuse(record, rejection)
+            return None
+        return change
 
     async def _deliver(
         self,
@@ -265,10 +328,11 @@ class Matcher:
         occurred_ms = to_millis(change["occurred_at"])
         matched = [c for c in consents if c.covers(change["category"], occurred_ms)]
         if not matched:
+            self.stats.dropped["not_granted"] += 1
             return []
         shaped = for_subject(self._policy, change, tagged=True)
         if shaped is None:
-            self.stats.changes_withheld += 1
+            self.stats.dropped["withheld"] += 1
             return []
         sends = await self._emit(shaped, source_offset, matched, sequences)
         self.stats.changes_matched += 1
@@ -333,20 +397,15 @@ class Matcher:
             return await self._apply_update(record, index, sequences)
         consents = index.get(record.key)
         if consents is None and marker not in self._counted_kinds:
+            self.stats.dropped["no_consent"] += 1
             return []  # no consent of the actor, and a kind the policy does not count
-        try:
-            change: AccountChange = await self._codec.decode_fetching(  # type: ignore[assignment]
-                SchemaName.ACCOUNT_CHANGE, record.value
-            )
-        except WireFormatError as error:
-            self.stats.changes_dead_lettered += 1
-            return [await self._dead_letter(record, error)]
-        entry = contribution(self._policy, change, record.offset)
-        if entry is not None:
-            destination = _partition_of(entry["post_owner_id"], self._partitions)
-            outgoing.setdefault(destination, []).append(entry)
+        change = await self._decode_checked(record)
+        if change is None:
+            return []
+        self._count_activity(change, record.offset, record.partition, outgoing)
         if consents is None:
             self.stats.audience_decoded += 1
+            self.stats.dropped["no_consent"] += 1
             return []
         self.stats.changes_decoded += 1
         return await self._deliver(change, record.offset, consents, sequences)
@@ -384,12 +443,10 @@ class Matcher:
                 SchemaName.ACCOUNT_CHANGE, record.value
             )
         except WireFormatError as error:
-            self.stats.changes_dead_lettered += 1
-            return [await self._dead_letter(record, error)]
+            return [await self._dead_letter(record, str(error))]
         update = change.get("audience")
         if update is None:
-            missing = WireFormatError("an audience update (by its header) without its entries")
-            self.stats.changes_dead_lettered += 1
+            missing = "an audience update (by its header) without its entries"
             return [await self._dead_letter(record, missing)]
         figures = self._audience.setdefault(record.partition, AudienceFigures())
         duplicates = figures.duplicates
@@ -428,23 +485,27 @@ class Matcher:
     ) -> asyncio.Future[object]:
         sequences = self._sequences.setdefault(tp.partition, {})
         figures = self._audience.get(tp.partition)
+        ledger = self._ledgers.get(tp.partition)
+        # The ledger goes with the same next_offset as the sequences: a batch matched again
+        # after a crash starts from the ledger before it, and so sends the same entries.
         return await self._checkpoints.send(
             self._producer,
             tp.partition,
             records[-1].offset + 1,
             dict(sequences),
             None if figures is None else figures.checkpoint(),
+            None if ledger is None else ledger.checkpoint(),
         )
 
     async def _dead_letter(
-        self, record: ConsumerRecord[bytes, bytes], error: WireFormatError
+        self, record: ConsumerRecord[bytes, bytes], reason: str, fault: str | None = None
     ) -> asyncio.Future[object]:
         log.warning(
             "dead-lettering %s[%d]@%d: %s",
             record.topic,
             record.partition,
             record.offset,
-            error,
+            reason,
             extra={"topic": record.topic, "partition": record.partition, "offset": record.offset},
         )
         letter = DeadLetter(
@@ -453,8 +514,9 @@ class Matcher:
             offset=record.offset,
             key=record.key,
             value=record.value,
-            reason=str(error),
+            reason=reason,
             stage="matcher",
+            extra=None if fault is None else {"fault": str(fault)},
         )
         self.stats.dead_lettered += 1
         ack: asyncio.Future[object] = await self._producer.send(
@@ -513,10 +575,12 @@ class Matcher:
             if checkpoint is None:
                 self._sequences[tp.partition] = {}
                 self._audience.pop(tp.partition, None)
+                self._ledgers.pop(tp.partition, None)
                 self._resume_at[tp.partition] = await self._consumer.committed(tp)
                 continue
             self._sequences[tp.partition] = dict(checkpoint["sequences"])
             self._audience[tp.partition] = AudienceFigures.restore(checkpoint.get("audience"))
+            self._ledgers[tp.partition] = ActivityLedger.restore(checkpoint.get("counted_activity"))
             self._resume_at[tp.partition] = checkpoint["next_offset"]
             log.info(
                 "matcher partition %d resumes at offset %d from its checkpoint",
@@ -534,8 +598,36 @@ class Matcher:
                 self._indexes.pop(tp.partition, None)
                 self._sequences.pop(tp.partition, None)
                 self._audience.pop(tp.partition, None)
+                self._ledgers.pop(tp.partition, None)
                 self._loading.discard(tp.partition)
                 self._resume_at.pop(tp.partition, None)
+
+    def _count_activity(
+        self, change: AccountChange, record_offset: int, partition: int, outgoing: Outgoing
+    ) -> None:
+        """Count ``change`` toward another user's post figures: each account once.
+
+        The partition's ledger knows the actor's other activity, so only an account starting
+        or stopping to count toward a figure is appended to ``outgoing`` (for the creator's
+        partition), and without the actor. Harmless for any other decoded change of the
+        partition (only activity on another user's post counts), and for a change counted
+        twice (an activity record counts once).
+
+        Args:
+            change: A decoded change of ``partition``, whatever its headers.
+            record_offset: Its offset in ``account.changes``.
+            partition: Its (the actor's) ``account.changes`` partition.
+            outgoing: The batch's audience entries of ``partition``, per destination.
+        """
+        if change["category"] != "activity":
+            return  # the common case on the hot path: skip the ledger lookup
+        ledger = self._ledgers.get(partition)
+        if ledger is None:
+            ledger = self._ledgers[partition] = ActivityLedger()
+        entry = ledger.apply(self._policy, change, record_offset)
+        if entry is not None:
+            destination = _partition_of(entry["post_owner_id"], self._partitions)
+            outgoing.setdefault(destination, []).append(entry)
 
 
 @functools.lru_cache(maxsize=65_536)

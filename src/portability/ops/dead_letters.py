@@ -37,15 +37,11 @@ from aiokafka.errors import KafkaError
 from portability.broker import BrokerError, KafkaClients
 from portability.ops.errors import MissingTopicsError, OpsError
 from portability.ops.inspector import Inspector, TopicLayout
+from portability.runtime import open_codec
 from portability.settings import Settings
 from portability.wire.codec import AvroCodec
 from portability.wire.dead_letters import HEADER_PREFIX, DeadLetter
 from portability.wire.errors import WireFormatError
-from portability.wire.registry import (
-    ConfluentSchemaRegistry,
-    InProcessSchemaRegistry,
-    SchemaRegistry,
-)
 from portability.wire.schemas import SchemaName
 from portability.wire.topics import TopicNames, pipeline_topics
 
@@ -923,14 +919,7 @@ async def _write_markers(
 
 async def _open_codec(settings: Settings) -> AvroCodec:
     """The codec as :class:`portability.runtime.Runtime` builds it, without creating topics."""
-    registry: SchemaRegistry
-    if settings.schema_registry_url:
-        registry = ConfluentSchemaRegistry(settings.schema_registry_url)
-    else:
-        registry = InProcessSchemaRegistry()
-    codec = AvroCodec(registry, settings.topic_prefix)
-    await codec.start()
-    return codec
+    return await open_codec(settings)
 
 
 async def _bounded(call: Any, bootstrap: str, timeout_s: float, what: str) -> Any:

@@ -2,8 +2,10 @@
 
 ``PrivacyPolicy`` (the rules of one version), ``load_policy`` and ``PolicySource`` (the file,
 reloaded when a new version is written), the engine (``for_subject`` for deltas, ``apply`` for
-snapshots and archives, ``contribution`` for what reaches a creator as counts) and the
-audience figures that carry those counts (:mod:`portability.privacy.audience`).
+snapshots and archives, ``contribution`` for whether an activity record counts toward another
+user's post figures), the actor's side of those figures, which counts each account once
+(:mod:`portability.privacy.ledger`), and the figures themselves
+(:mod:`portability.privacy.audience`).
 """
 
 from portability.privacy.audience import (
@@ -18,8 +20,9 @@ from portability.privacy.audience import (
     update_change,
 )
 from portability.privacy.current import apply, current_policy, policy_source, reset_current_policy
-from portability.privacy.engine import contribution, for_subject, is_tracked
+from portability.privacy.engine import Contribution, contribution, for_subject, is_tracked
 from portability.privacy.errors import PolicyError, PrivacyError
+from portability.privacy.ledger import ActivityLedger
 from portability.privacy.loader import PolicySource, default_policy_path, load_policy
 from portability.privacy.model import (
     FIGURE_KINDS,
@@ -32,9 +35,11 @@ from portability.privacy.model import (
 __all__ = [
     "AUDIENCE_HEADER",
     "FIGURE_KINDS",
+    "ActivityLedger",
     "AudienceFigures",
     "AudienceRule",
     "CategoryRule",
+    "Contribution",
     "PolicyError",
     "PolicySource",
     "PrivacyError",

@@ -1,37 +1,50 @@
 """Audience figures: other people's activity on a creator's posts, reaching the creator only
 as counts.
 
+A figure says how many *accounts* (other than the creator) shared or viewed the post, not how
+many shares or views: an account that viewed a post three times counts once, and stops
+counting only when its last view is removed.
+
 A share or view is a change of the *sharer's* account, in the sharer's partition; the creator's
 consents are held by whichever matcher owns the creator's partition. So the matcher that sees
-the activity sends an **audience update** onto ``account.changes`` itself, in the creator's
-partition: one record per batch and destination partition, listing each counted activity as
-an entry (creator, post, kind, +1 or -1, its source partition and offset) and nothing about
-who acted. The owner of that partition reads it in order with the creator's own changes, keeps
-each post's counts, and sends each consent of the creator granting ``post`` one upsert of the
-record ``<post_id>/audience`` per update that changes a released figure: coalesced per
-update, never one delta per share.
+the activity decides there whether an *account* starts or stops counting (its
+:class:`~portability.privacy.ledger.ActivityLedger` knows the actor's other activity on the
+post), and sends an **audience update** onto ``account.changes`` itself, in the creator's
+partition: one record per batch and destination partition, listing each account that starts
+or stops counting as an entry (creator, post, kind, +1 or -1, its source partition and offset)
+and nothing about who it is. The owner of that partition reads it in order with the creator's
+own changes, sums each post's entries, and sends each consent of the creator granting ``post``
+one upsert of the record ``<post_id>/audience`` per update that changes a released figure:
+coalesced per update, never one delta per share.
 
 Why this way:
 
 * **One ordered input.** Sequences are numbered per consent from one partition's order; an
   update in ``account.changes`` is numbered like any change, so after a crash the same update
   yields the same deltas with the same sequences.
-* **Counts survive crashes exactly.** The figures of a partition are part of the matcher's
-  checkpoint (``matcher.checkpoints``), written with the sequences at the same offset.
+* **Counts survive crashes exactly.** The figures of a partition, and its users' ledger (the
+  actor side), are part of the matcher's checkpoint (``matcher.checkpoints``), written with the
+  sequences at the same offset.
 * **At least once upstream, counted once.** A sharer's partition matched again after a crash
-  sends its entries again; each partition keeps, per source partition, the highest source
-  offset applied, and entries at or below it are skipped. Entries from one source partition
+  resumes with the ledger of its checkpoint, so it sends the same entries again; each
+  partition keeps, per source partition, the highest source offset applied, and entries at
+  or below it are skipped. Entries from one source partition
   reach a destination partition in source order (one producer per source partition at a
   time, ordered per destination partition).
 * **Cheap on the hot path.** The platform marks activity on another user's post with the
   header ``portability.audience: <kind>``, and the matcher marks its updates with
-  ``portability.audience: update``; records without the header are never decoded for this.
+  ``portability.audience: update``; records without the header are never decoded for this
+  (a consenting user's change, decoded anyway, is counted whatever its headers).
 * **Harmless to others.** An update is a change with an empty ``user_id`` deleting the reserved
   record ``audience`` of category ``post``: a consumer that does not know updates (the
   current-state view) does nothing with it.
 
 A figure is released while at least ``min_group_size`` accounts count toward it; below, it is
-null (withheld), and a post whose figures were never released yields no delta at all.
+null (withheld), and a post whose figures were never released yields no delta at all. The
+accounts are those with at least one live counted activity of the kind on the post: made on
+the platform, by a public account (unless the policy counts private ones), for a share by a
+user showing their shares (unless the policy counts hidden ones), as the settings were when
+the activity was made.
 """
 
 from __future__ import annotations
@@ -185,7 +198,7 @@ class AudienceFigures:
         return len(self._posts)
 
     def count(self, post_owner_id: str, post_id: str, kind: str) -> int:
-        """The true count (released or not) of ``kind`` on the post."""
+        """The true count (released or not) of ``kind`` on the post: accounts, not activity."""
         post = self._posts.get((post_owner_id, post_id))
         return 0 if post is None else post.counts.get(kind, 0)
 
@@ -199,8 +212,10 @@ class AudienceFigures:
     ) -> list[Release]:
         """Apply one update's entries; the posts whose released figures changed, in order.
 
-        Entries at or below the highest source offset already applied from their source
-        partition are duplicates (a source batch matched again) and are skipped.
+        Each entry is an account starting (+1) or stopping (-1) to count, as its partition's
+        :class:`~portability.privacy.ledger.ActivityLedger` decided. Entries at or below the
+        highest source offset already applied from their source partition are duplicates (a
+        source batch matched again) and are skipped.
         """
         applied = self._sources.get(source_partition, -1)
         touched: dict[tuple[str, str], datetime] = {}

@@ -3,8 +3,11 @@
 * :func:`for_subject` - a change of the subject's own account, as the subject's recipient may
   receive it (the matcher's deltas).
 * :func:`apply` - one current record of a category (snapshots and archives).
-* :func:`contribution` - what a change adds to *another* user's post audience figures (the
-  matcher sends it to the creator's partition, see :mod:`portability.privacy.audience`).
+* :func:`contribution` - what a change of an actor's activity on *another* user's post means
+  for that post's audience figures: whether the activity record counts from now on. The
+  actor's side (:class:`portability.privacy.ledger.ActivityLedger`) turns that into an account
+  joining or leaving a figure, which the matcher sends to the creator's partition (see
+  :mod:`portability.privacy.audience`).
 
 The rules that do not depend on the version: a share made off the platform is not an event at
 all; the platform's context (settings at the time, off-platform flag) never leaves; a
@@ -14,12 +17,12 @@ category the consent does not grant never leaves.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from portability.privacy.model import PrivacyPolicy
-from portability.wire.records import AccountChange, AudienceEntry, ChangeContext
+from portability.wire.records import AccountChange, ChangeContext
 
-__all__ = ["apply", "contribution", "for_subject", "is_tracked"]
+__all__ = ["Contribution", "apply", "contribution", "for_subject", "is_tracked"]
 
 
 def is_tracked(change: AccountChange) -> bool:
@@ -88,51 +91,73 @@ def apply(
     return policy.shape(category, record)
 
 
-def contribution(
-    policy: PrivacyPolicy, change: AccountChange, source_offset: int
-) -> AudienceEntry | None:
-    """What ``change`` adds to another user's post audience figures, if anything.
+class Contribution(NamedTuple):
+    """An activity record on another user's post, as that post's audience figures see it.
 
-    Only activity of a kind the policy counts, on someone else's post, counts: +1 when made,
-    -1 when removed. It does not count when the platform gave no context (the account's
-    settings are unknown, so the most private ones are assumed), when the account was private
-    (unless the policy counts private accounts), for a share of a user who hides their shares
-    (unless the policy counts those), or for an off-platform share (never an event).
+    Attributes:
+        post_owner_id: The creator of the post.
+        post_id: The post.
+        kind: The activity kind (``share``, ``view``...).
+        counts: Whether the record counts toward the post's ``kind`` figure from now on: made
+            or edited under rules that count it. False for a removal, and for a record made
+            under rules that do not count it.
+    """
+
+    post_owner_id: str
+    post_id: str
+    kind: str
+    counts: bool
+
+
+def contribution(policy: PrivacyPolicy, change: AccountChange) -> Contribution | None:
+    """What ``change`` means for another user's post audience figures, if anything.
+
+    A figure counts *accounts*, not activity records: this says only whether the one activity
+    record the change makes, edits or removes counts; the actor's side
+    (:class:`portability.privacy.ledger.ActivityLedger`) knows the actor's other records.
+
+    An upsert counts when it is of a kind the policy counts and the platform's context says it
+    was made on the platform, by a public account (unless the policy counts private accounts),
+    and for a share, by a user showing their shares (unless the policy counts hidden ones). It
+    does not count when the platform gave no context (the account's settings are unknown, so
+    the most private ones are assumed). A removal never counts; its post is the one its
+    context names (the activity it removes).
+
+    Returns:
+        None for a change that is not activity on someone else's post, a removal whose
+        context does not say what it removes, and an off-platform share (not an event at all).
     """
     if change["category"] != "activity":
         return None
     context = change.get("context")
-    if context is None or context["off_platform"]:
+    if context is not None and context["off_platform"]:
         return None
     target = _activity_target(change, context)
     if target is None:
         return None
     kind, post_id, owner = target
+    if owner == change["user_id"] or not owner:
+        return None
+    if context is None or change["operation"] == "delete":
+        return Contribution(owner, post_id, kind, False)
     rule = policy.audience
-    if kind not in rule.kinds or owner == change["user_id"] or not owner:
-        return None
-    if context["actor_private"] and not rule.count_private_accounts:
-        return None
-    if kind == "share" and not context["shares_visible"] and not rule.count_hidden_shares:
-        return None
-    entry: AudienceEntry = {
-        "post_owner_id": owner,
-        "post_id": post_id,
-        "kind": kind,
-        "delta": 1 if change["operation"] == "upsert" else -1,
-        "source_offset": source_offset,
-        "occurred_at": change["occurred_at"],
-    }
-    return entry
+    counts = (
+        kind in rule.kinds
+        and (rule.count_private_accounts or not context["actor_private"])
+        and (kind != "share" or context["shares_visible"] or rule.count_hidden_shares)
+    )
+    return Contribution(owner, post_id, kind, counts)
 
 
-def _activity_target(change: AccountChange, context: ChangeContext) -> tuple[str, str, str] | None:
+def _activity_target(
+    change: AccountChange, context: ChangeContext | None
+) -> tuple[str, str, str] | None:
     """(kind, post id, post owner) of an activity change: from its record, or for a delete
     from the context the platform attached."""
     record = change["record"]
     if record is not None:
         return (str(record["kind"]), str(record["post_id"]), str(record["post_owner_id"]))
-    reference = context["activity"]
+    reference = None if context is None else context["activity"]
     if reference is None:
         return None
     return (reference["kind"], reference["post_id"], reference["post_owner_id"])

@@ -127,6 +127,30 @@ class ChangeFactory:
             existing.remove(record_id)
         return self._change(user_id, "activity", "delete", record_id, None)
 
+    def edit_activity(self, user_id: str, record_id: str) -> AccountChange:
+        """The user edits one of their live activity records (a comment's text, a share's
+        target): an upsert of the same record id, on the same post.
+
+        The platform describes the record as it is now: made under the user's settings now,
+        and its removal will say so.
+
+        Raises:
+            KeyError: ``record_id`` is not a live activity record made by this factory.
+        """
+        ref, made = self._activities[record_id]
+        record = {
+            "kind": ref["kind"],
+            "post_id": ref["post_id"],
+            "post_owner_id": ref["post_owner_id"],
+            "text": "edited" if ref["kind"] == "comment" else None,
+            "share_target": "story" if ref["kind"] == "share" else None,
+        }
+        change = self._change(user_id, "activity", "upsert", record_id, record)
+        context = self._context(user_id, made["off_platform"])
+        change["context"] = context
+        self._activities[record_id] = (ref, context)
+        return change
+
     def _context(self, user_id: str, off_platform: bool = False) -> ChangeContext:
         settings = self.settings(user_id)
         return {

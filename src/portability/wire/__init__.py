@@ -1,7 +1,16 @@
 """Everything on the wire: topic names and layout, Avro schemas, the Confluent framing."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from portability.wire.codec import AvroCodec
-from portability.wire.errors import SchemaRegistryError, UnknownSchemaIdError, WireFormatError
+from portability.wire.errors import (
+    IncompatibleSchemaError,
+    SchemaRegistryError,
+    UnknownSchemaIdError,
+    WireFormatError,
+)
 from portability.wire.records import (
     CATEGORIES,
     AccountChange,
@@ -11,11 +20,13 @@ from portability.wire.records import (
     DeliveryRecord,
 )
 from portability.wire.registry import (
-    ConfluentSchemaRegistry,
     InProcessSchemaRegistry,
     SchemaRegistry,
+    canonical_form,
+    embedded_schema_id,
 )
 from portability.wire.schemas import SchemaName
+from portability.wire.subjects import SubjectStrategy
 from portability.wire.topics import (
     TopicNames,
     TopicSpec,
@@ -23,6 +34,9 @@ from portability.wire.topics import (
     partition_for_user,
     pipeline_topics,
 )
+
+if TYPE_CHECKING:
+    from portability.wire.confluent import ConfluentSchemaRegistry
 
 __all__ = [
     "CATEGORIES",
@@ -34,14 +48,27 @@ __all__ = [
     "ConsentRecord",
     "DeliveryRecord",
     "InProcessSchemaRegistry",
+    "IncompatibleSchemaError",
     "SchemaName",
     "SchemaRegistry",
     "SchemaRegistryError",
+    "SubjectStrategy",
     "TopicNames",
     "TopicSpec",
     "UnknownSchemaIdError",
     "WireFormatError",
+    "canonical_form",
     "consent_key",
+    "embedded_schema_id",
     "partition_for_user",
     "pipeline_topics",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``ConfluentSchemaRegistry`` on first use: its HTTP client library is slow to import."""
+    if name == "ConfluentSchemaRegistry":
+        from portability.wire.confluent import ConfluentSchemaRegistry
+
+        return ConfluentSchemaRegistry
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 import struct
+import time
+from collections.abc import Callable
 from typing import Any
 
 import fastavro
@@ -19,19 +21,50 @@ from portability.wire.errors import SchemaRegistryError, UnknownSchemaIdError, W
 from portability.wire.records import DeliveryHead
 from portability.wire.registry import SchemaRegistry
 from portability.wire.schemas import SchemaName, parsed_schema, schema_text
+from portability.wire.subjects import SubjectStrategy, subject_for
+from portability.wire.topics import TopicNames
 
 __all__ = ["AvroCodec"]
 
 _MAGIC = 0
 _HEADER = struct.Struct(">bI")
+# How long an id the registry does not know is not asked for again. A bad producer can put an
+# unknown id on every record; asking once per record would hammer the registry and slow the
+# partition to one request per record. Short, so a schema registered meanwhile is found soon.
+UNKNOWN_ID_TTL_S = 5.0
+# Unknown ids remembered at most; corrupt frames carry random ids, and each is one entry.
+_UNKNOWN_IDS_MAX = 4096
 
 
 class AvroCodec:
-    """Encodes and decodes the pipeline's records with a schema registry."""
+    """Encodes and decodes the pipeline's records with a schema registry.
 
-    def __init__(self, registry: SchemaRegistry, topic_prefix: str = "") -> None:
+    Args:
+        registry: Where schemas are registered and writer schemas fetched.
+        topic_prefix: Shorthand for ``topics=TopicNames.with_prefix(topic_prefix)``.
+        topics: The topic names, which name the subjects (see :mod:`portability.wire.subjects`).
+        subject_strategy: How a schema's subject is named.
+        unknown_id_ttl_s: How long an id the registry does not know is not asked for again.
+        clock: Monotonic seconds (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        registry: SchemaRegistry,
+        topic_prefix: str = "",
+        *,
+        topics: TopicNames | None = None,
+        subject_strategy: SubjectStrategy = SubjectStrategy.TOPIC_NAME,
+        unknown_id_ttl_s: float = UNKNOWN_ID_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._registry = registry
-        self._prefix = topic_prefix
+        self._topics = topics if topics is not None else TopicNames.with_prefix(topic_prefix)
+        self._strategy = subject_strategy
+        self._unknown_ttl_s = unknown_id_ttl_s
+        self._clock = clock
+        # schema id -> when the registry may be asked about it again
+        self._unknown: dict[int, float] = {}
         self._writer_ids: dict[SchemaName, int] = {}
         self._headers: dict[SchemaName, bytes] = {}
         # (writer schema id, reader schema name) -> parsed writer schema
@@ -56,7 +89,8 @@ class AvroCodec:
             self._head_schema_id = self._writer_ids[SchemaName.DELIVERY]
 
     def subject(self, name: SchemaName) -> str:
-        return f"{self._prefix}{name.value}-value"
+        """The registry subject of schema ``name``: by the strategy, of the topic it is on."""
+        return subject_for(name, self._topics, self._strategy)
 
     def schema_id(self, name: SchemaName) -> int:
         return self._writer_ids[name]
@@ -89,7 +123,12 @@ class AvroCodec:
             decoded = fastavro.schemaless_reader(body, writer, None if writer is reader else reader)
         # fastavro raises many unrelated types for a corrupt body; all mean "undecodable".
         except Exception as error:
-            raise WireFormatError(f"undecodable {name.value} body: {error!r}") from error
+            # Only the error's first line: a schema resolution error's repr holds both
+            # schemas whole (25 KB), which would flood logs and dead-letter listings.
+            first_line = str(error).strip().split("\n", 1)[0][:200]
+            raise WireFormatError(
+                f"undecodable {name.value} body: {type(error).__name__}: {first_line}"
+            ) from error
         if not isinstance(decoded, dict):
             raise WireFormatError(f"{name.value} body is not a record")
         return decoded
@@ -127,17 +166,35 @@ class AvroCodec:
         return self.decode(name, data)
 
     async def load_schema_id(self, schema_id: int) -> bool:
-        """Fetch a writer schema this process does not know yet; False if the registry lacks it."""
+        """Fetch a writer schema this process does not know yet; False if the registry lacks it.
+
+        An id the registry did not know (or answered with something that is not a schema) is
+        remembered for ``unknown_id_ttl_s``: within that time it is False without a request.
+        A retriable registry error is raised, and not remembered.
+        """
         if schema_id in self._writers:
             return True
+        now = self._clock()
+        if self._unknown.get(schema_id, now) > now:
+            return False
         try:
             text = await self._registry.fetch(schema_id)
         except SchemaRegistryError as error:
             if error.retriable:
                 raise
+            self._remember_unknown(schema_id, now)
             return False
         try:
             self._writers[schema_id] = fastavro.parse_schema(json.loads(text))
         except (ValueError, TypeError, fastavro.schema.SchemaParseException):
+            self._remember_unknown(schema_id, now)
             return False
+        self._unknown.pop(schema_id, None)
         return True
+
+    def _remember_unknown(self, schema_id: int, now: float) -> None:
+        if len(self._unknown) >= _UNKNOWN_IDS_MAX:
+            self._unknown = {i: until for i, until in self._unknown.items() if until > now}
+            if len(self._unknown) >= _UNKNOWN_IDS_MAX:
+                self._unknown.clear()  # a flood of distinct ids: start over rather than grow
+        self._unknown[schema_id] = now + self._unknown_ttl_s

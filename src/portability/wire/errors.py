@@ -2,7 +2,12 @@
 
 from portability.errors import PortabilityError
 
-__all__ = ["SchemaRegistryError", "UnknownSchemaIdError", "WireFormatError"]
+__all__ = [
+    "IncompatibleSchemaError",
+    "SchemaRegistryError",
+    "UnknownSchemaIdError",
+    "WireFormatError",
+]
 
 
 class WireFormatError(PortabilityError, ValueError):
@@ -11,6 +16,14 @@ class WireFormatError(PortabilityError, ValueError):
 
 class SchemaRegistryError(PortabilityError):
     """The registry does not know a schema, or could not be reached."""
+
+
+class IncompatibleSchemaError(SchemaRegistryError):
+    """The registry refuses a schema: it breaks its subject's compatibility level."""
+
+    def __init__(self, message: str, subject: str) -> None:
+        super().__init__(message)
+        self.subject = subject
 
 
 class UnknownSchemaIdError(WireFormatError):

@@ -21,6 +21,7 @@ __all__ = [
     "Category",
     "ChangeContext",
     "ConsentRecord",
+    "CountedActivity",
     "DeliveryHead",
     "DeliveryRecord",
     "DeliveryStatusRecord",
@@ -204,6 +205,16 @@ class AudienceCheckpoint(TypedDict):
     posts: list[PostFigures]
 
 
+class CountedActivity(TypedDict):
+    """One actor's live activity records counting toward one figure of another user's post."""
+
+    actor_id: str
+    post_owner_id: str
+    post_id: str
+    kind: str
+    record_ids: list[str]  # never empty: an actor who no longer counts is not written
+
+
 class MatcherCheckpoint(TypedDict):
     source_partition: int
     next_offset: int
@@ -211,6 +222,9 @@ class MatcherCheckpoint(TypedDict):
     written_at: datetime
     # The privacy policy's audience figures; None (the default) when there are none.
     audience: NotRequired[AudienceCheckpoint | None]
+    # The actor side of the figures (the partition's users' counted activity on others'
+    # posts); None (the default) when there is none, and from a writer that predates it.
+    counted_activity: NotRequired[list[CountedActivity] | None]
 
 
 def with_record_type(change: AccountChange) -> AccountChange:

@@ -1,20 +1,32 @@
 """Schema registries: where a schema id on the wire is turned into a schema.
 
-:class:`InProcessSchemaRegistry` is the default (ids handed out in this process, identical in
-every process because schemas are registered in a fixed order); :class:`ConfluentSchemaRegistry`
-talks to a Confluent-compatible registry by URL.
+:class:`InProcessSchemaRegistry` is the default (embedded mode). Its ids are not handed out in
+registration order but computed from the schema itself (:func:`embedded_schema_id`), so every
+process, and a platform producer writing to the embedded broker, arrives at the same id for
+the same schema without asking anyone. :class:`ConfluentSchemaRegistry`
+(:mod:`portability.wire.confluent`) talks to a Confluent-compatible registry by URL, which
+hands out its own ids; it is imported only where a URL is configured, as its HTTP client
+library takes a noticeable share of a process's start.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from typing import Protocol
 
-import aiohttp
+import fastavro
 
 from portability.wire.errors import SchemaRegistryError
 
-__all__ = ["ConfluentSchemaRegistry", "InProcessSchemaRegistry", "SchemaRegistry"]
+__all__ = [
+    "InProcessSchemaRegistry",
+    "SchemaRegistry",
+    "canonical_form",
+    "embedded_schema_id",
+]
+
+# Ids are positive signed 32-bit ints in Confluent's frame and API; 0 is never handed out.
+_ID_MODULUS = 2**31 - 1
 
 
 class SchemaRegistry(Protocol):
@@ -31,20 +43,69 @@ class SchemaRegistry(Protocol):
     async def close(self) -> None: ...
 
 
+def canonical_form(schema: str) -> str:
+    """The Avro spec's Parsing Canonical Form of the schema JSON ``schema``.
+
+    Raises:
+        ValueError: ``schema`` is not JSON, or not a valid Avro schema.
+    """
+    try:
+        form: str = fastavro.schema.to_parsing_canonical_form(json.loads(schema))
+    except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as error:
+        # UnknownType is a ValueError; SchemaParseException is not.
+        raise ValueError(f"not a valid Avro schema: {error}") from error
+    return form
+
+
+def embedded_schema_id(schema: str) -> int:
+    """The embedded mode's schema id of the schema JSON ``schema``: a pure function of it.
+
+    ``1 + F mod (2**31 - 1)``, where ``F`` is the Avro spec's CRC-64-AVRO (Rabin) fingerprint
+    of the schema's Parsing Canonical Form as an unsigned 64-bit integer (Java:
+    ``Long.remainderUnsigned(SchemaNormalization.parsingFingerprint64(schema), 0x7FFFFFFF) + 1``).
+    The result is in ``1 .. 2**31 - 1``: never 0, and a positive int in Confluent's frame.
+    Schemas that differ only in what the canonical form drops (doc, defaults, aliases,
+    logical types) share an id: their records are the same bytes.
+
+    Raises:
+        ValueError: ``schema`` is not a valid Avro schema.
+    """
+    digest = fastavro.schema.fingerprint(canonical_form(schema), "CRC-64-AVRO")
+    # fastavro spells the fingerprint's bytes little-endian, as Java's implementation does.
+    fingerprint = int.from_bytes(bytes.fromhex(digest), "little")
+    return 1 + fingerprint % _ID_MODULUS
+
+
 class InProcessSchemaRegistry:
-    """Ids are handed out in registration order; the same schema text gets the same id."""
+    """Ids are :func:`embedded_schema_id`; two canonical forms may not share one."""
 
     def __init__(self) -> None:
-        self._ids: dict[str, int] = {}
         self._schemas: dict[int, str] = {}
+        self._canonical: dict[int, str] = {}
         self._subjects: dict[str, list[int]] = {}
 
     async def register(self, subject: str, schema: str) -> int:
-        schema_id = self._ids.get(schema)
-        if schema_id is None:
-            schema_id = len(self._ids) + 1
-            self._ids[schema] = schema_id
-            self._schemas[schema_id] = schema
+        """Register ``schema`` under ``subject`` and return its id.
+
+        Raises:
+            SchemaRegistryError: ``schema`` is not a valid Avro schema, or its id is already
+                held by a schema with another canonical form (a fingerprint collision, which
+                would make records of one read as the other). Neither is retriable.
+        """
+        try:
+            form = canonical_form(schema)
+        except ValueError as error:
+            raise SchemaRegistryError(f"register {subject}: {error}") from error
+        schema_id = embedded_schema_id(schema)
+        held = self._canonical.setdefault(schema_id, form)
+        if held != form:
+            raise SchemaRegistryError(
+                f"register {subject}: schema id {schema_id} collision: the schema's canonical "
+                f"form {form[:120]!r} has the same embedded id as the registered {held[:120]!r}; "
+                "rename a record or field of the new schema"
+            )
+        # The first text of a canonical form is kept: the others read the same bytes.
+        self._schemas.setdefault(schema_id, schema)
         versions = self._subjects.setdefault(subject, [])
         if schema_id not in versions:
             versions.append(schema_id)
@@ -58,65 +119,3 @@ class InProcessSchemaRegistry:
 
     async def close(self) -> None:
         return None
-
-
-class ConfluentSchemaRegistry:
-    """A Confluent-compatible registry over its REST API."""
-
-    _CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
-
-    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
-        self._url = url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        return self._session
-
-    async def register(self, subject: str, schema: str) -> int:
-        body = json.dumps({"schema": schema, "schemaType": "AVRO"})
-        url = f"{self._url}/subjects/{subject}/versions"
-        headers = {"Content-Type": self._CONTENT_TYPE}
-        what = f"register {subject}"
-        try:
-            async with self._http().post(url, data=body, headers=headers) as response:
-                payload = await self._json(response, what)
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise self._unreachable(what, error) from error
-        return int(payload["id"])
-
-    async def fetch(self, schema_id: int) -> str:
-        url = f"{self._url}/schemas/ids/{schema_id}"
-        what = f"schema id {schema_id}"
-        try:
-            async with self._http().get(url) as response:
-                payload = await self._json(response, what)
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise self._unreachable(what, error) from error
-        return str(payload["schema"])
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _unreachable(self, what: str, error: Exception) -> SchemaRegistryError:
-        """A connection failure or timeout: the registry may answer if asked again."""
-        unreachable = SchemaRegistryError(
-            f"schema registry {self._url}: {what}: unreachable: {error!r}"
-        )
-        unreachable.retriable = True
-        return unreachable
-
-    async def _json(self, response: aiohttp.ClientResponse, what: str) -> dict[str, Any]:
-        text = await response.text()
-        if response.status != 200:
-            error = SchemaRegistryError(
-                f"schema registry {self._url}: {what}: HTTP {response.status}: {text[:200]}"
-            )
-            error.retriable = response.status >= 500
-            raise error
-        payload: dict[str, Any] = json.loads(text)
-        return payload
