@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks import faust_agent
@@ -46,6 +47,7 @@ from benchmarks.population import Population, consent_records, produce
 from benchmarks.reporting import print_ratio, print_table
 from portability.broker import EmbeddedBroker, KafkaClients, ensure_topics
 from portability.matching import Matcher
+from portability.privacy import default_policy_path
 from portability.runtime import Runtime
 from portability.wire import SchemaName, TopicSpec
 from portability.wire.schemas import parsed_schema
@@ -76,12 +78,28 @@ def main(quick: bool = False) -> None:
 async def _main(size: Size) -> None:
     with tempfile.TemporaryDirectory(prefix="portability-bench-") as data_dir:
         async with EmbeddedBroker(log_file=Path(data_dir) / "tansu.log") as broker:
-            settings = bench_settings(Path(data_dir))
+            policy = _policy_without_figures(Path(data_dir))
+            settings = bench_settings(Path(data_dir), privacy_policy_path=policy)
             runtime = await Runtime.open(settings, broker.bootstrap)
             try:
                 await _bench(runtime, size)
             finally:
                 await runtime.close()
+
+
+def _policy_without_figures(data_dir: Path) -> Path:
+    """The shipped policy with no activity kinds counted toward audience figures.
+
+    The runs share one ``account.changes`` topic, and a matcher writes its audience updates
+    into that very topic: one run's updates would be read by the runs after it. The
+    population carries no audience headers, so only the decoded activity of consenting
+    users would count; without figures every run reads exactly the records produced.
+    """
+    document = yaml.safe_load(default_policy_path().read_text())
+    document["audience"]["kinds"] = []
+    path = data_dir / "privacy-policy.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
 
 
 async def _bench(runtime: Runtime, size: Size) -> None:

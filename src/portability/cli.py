@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.table import Table
 
 from portability.errors import PortabilityError
+from portability.ops.changes_command import changes_app
 from portability.ops.logs import configure_logging
 from portability.settings import Settings
 
@@ -46,6 +47,7 @@ dlq_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(changes_app, name="changes")
 
 console = Console(stderr=True)
 
@@ -301,8 +303,11 @@ def _lag_watch(bootstrap: str, options: LagOptions, as_json: bool) -> None:
 # --- dead letters -----------------------------------------------------------------------------
 
 _DlqStage = Annotated[
-    Literal["matcher", "delivery"] | None,
-    typer.Option("--stage", help="Only letters written by the matcher or by the delivery worker."),
+    Literal["matcher", "state", "delivery"] | None,
+    typer.Option(
+        "--stage",
+        help="Only letters written by the matcher, the current-state view or the delivery worker.",
+    ),
 ]
 _DlqSourceTopic = Annotated[
     str | None,

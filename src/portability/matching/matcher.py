@@ -232,11 +232,15 @@ class Matcher:
             if index is None:
                 continue
             outgoing: Outgoing = {}
+            check = self._door.check
             for record in records:
                 # Only audience hints and updates carry headers: one cheap test per record.
                 marker = audience_marker(record.headers) if record.headers else None
-                if marker != UPDATE_MARKER:  # the matcher's own updates skip the door
-                    rejection = await self._door_check(record)
+                # The matcher's own updates skip the door. No coroutine per record: the door
+                # is awaited only for a schema id it has not seen.
+                if marker != UPDATE_MARKER and (rejection := check(record)) is not None:
+                    if rejection is Door.UNRESOLVED:
+                        rejection = await self._door_check(record)
                     if rejection is not None:
                         pending.append(await self._reject(record, rejection))
                         continue
@@ -254,12 +258,9 @@ class Matcher:
         return pending
 
     async def _door_check(self, record: ConsumerRecord[bytes, bytes]) -> Rejection | None:
-        """The producer contract's cheap checks (frame, schema id, key, partition)."""
-        rejection = self._door.check(record)
-        if rejection is Door.UNRESOLVED:
-            await self._door.learn(Door.schema_id_of(record))
-            rejection = self._door.check(record)
-        return rejection
+        """The door's verdict on a record whose schema id it has yet to look up."""
+        await self._door.learn(Door.schema_id_of(record))
+        return self._door.check(record)
 
     async def _reject(
         self, record: ConsumerRecord[bytes, bytes], rejection: Rejection
