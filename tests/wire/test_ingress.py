@@ -4,6 +4,7 @@ every stage must agree on."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from typing import Any
 
 import fastavro
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from portability.wire import AvroCodec, InProcessSchemaRegistry, SchemaName
 from portability.wire.dead_letters import DeadLetter
@@ -219,3 +222,30 @@ async def test_an_unresolvable_writer_schema_gives_a_short_reason(codec: AvroCod
         await codec.decode_fetching(SchemaName.ACCOUNT_CHANGE, framed)
     assert len(str(caught.value)) < 300
     assert str(caught.value).startswith("undecodable account_change body: ")
+
+
+_USER_IDS = st.text(min_size=1, max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(key_user=_USER_IDS, value_user=_USER_IDS, partitions=st.integers(1, 24))
+def test_only_a_record_keyed_by_its_own_user_passes_both_checks(
+    key_user: str, value_user: str, partitions: int
+) -> None:
+    """Random keys and values: a record passes the door and the body checks exactly when its
+    key is its value's user id in UTF-8, in that key's partition; so no change can be
+    matched against another user's consents (the matcher looks consents up by the key)."""
+    codec = AvroCodec(InProcessSchemaRegistry())
+    asyncio.run(codec.start())
+    door = Door(codec.registry, partitions)
+    asyncio.run(door.learn(codec.schema_id(SchemaName.ACCOUNT_CHANGE)))
+    value = codec.encode(SchemaName.ACCOUNT_CHANGE, dict(_change(value_user)))
+    record = Record(key_user.encode(), value, partition_for_user(key_user, partitions))
+    assert door.check(record) is None
+    change = codec.decode(SchemaName.ACCOUNT_CHANGE, value)
+    fault = door.body_fault(record, change)  # type: ignore[arg-type]
+    if key_user == value_user:
+        assert fault is None
+    else:
+        assert fault is not None
+        assert fault.fault is Fault.KEY_MISMATCH

@@ -3,12 +3,13 @@
 from portability.broker.admin import ensure_topics
 from portability.broker.clients import KafkaClients
 from portability.broker.embedded import EmbeddedBroker, free_port, tansu_binary
-from portability.broker.errors import BrokerError
+from portability.broker.errors import BrokerError, bounded
 
 __all__ = [
     "BrokerError",
     "EmbeddedBroker",
     "KafkaClients",
+    "bounded",
     "ensure_topics",
     "free_port",
     "tansu_binary",

@@ -280,9 +280,7 @@ class Matcher:
             record.offset,
             rejection.detail,
             extra={
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
+                **_record_fields(record),
                 "fault": str(rejection.fault),
             },
         )
@@ -501,23 +499,15 @@ class Matcher:
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], reason: str, fault: str | None = None
     ) -> asyncio.Future[object]:
+        extra = None if fault is None else {"fault": str(fault)}
+        letter = DeadLetter.of(record, reason=reason, stage="matcher", extra=extra)
         log.warning(
             "dead-lettering %s[%d]@%d: %s",
             record.topic,
             record.partition,
             record.offset,
             reason,
-            extra={"topic": record.topic, "partition": record.partition, "offset": record.offset},
-        )
-        letter = DeadLetter(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            reason=reason,
-            stage="matcher",
-            extra=None if fault is None else {"fault": str(fault)},
+            extra=letter.log_fields(),
         )
         self.stats.dead_lettered += 1
         ack: asyncio.Future[object] = await self._producer.send(
@@ -635,6 +625,10 @@ class Matcher:
 def _partition_of(user_id: str, partitions: int) -> int:
     """A creator's partition; cached, as creators recur and murmur2 is pure Python here."""
     return partition_for_user(user_id, partitions)
+
+
+def _record_fields(record: ConsumerRecord[bytes, bytes]) -> dict[str, object]:
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
 
 
 def _kinds_as_header_values(policy: PrivacyPolicy) -> frozenset[bytes]:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from portability.broker import BrokerError, KafkaClients
+from portability.broker import KafkaClients, bounded
 from portability.ops.change_lines import (
     DEFAULT_MAX_LINE_BYTES,
     LineChecker,
@@ -143,7 +143,7 @@ async def publish_changes(
                 raise OpsError("no Kafka configured to publish to")
             await _check_topic(settings, bootstrap, topic)
             producer = KafkaClients(bootstrap, settings).producer("portability-changes-publish")
-            await _bounded(producer.start(), bootstrap, "connect")
+            await bounded(producer.start(), bootstrap, _TIMEOUT_S, "connect")
         checker = LineChecker(codec, settings.partitions, settings.ingress_window())
         sender = _Sender(producer, topic, options.in_flight, watcher)
         counts = sender.counts
@@ -254,17 +254,6 @@ async def _check_topic(settings: Settings, bootstrap: str, topic: str) -> None:
             f"{topic} has {len(layout.partitions)} partitions, the pipeline is configured for "
             f"{settings.partitions}: set PORTABILITY_PARTITIONS={len(layout.partitions)}"
         )
-
-
-async def _bounded(call: Any, bootstrap: str, what: str) -> Any:
-    try:
-        return await asyncio.wait_for(call, _TIMEOUT_S)
-    except TimeoutError as error:
-        raise BrokerError(
-            f"Kafka at {bootstrap} did not answer within {_TIMEOUT_S:g} s ({what})"
-        ) from error
-    except KafkaError as error:
-        raise BrokerError(f"cannot reach Kafka at {bootstrap} ({what}): {error}") from error
 
 
 # --- the schema -------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from portability.broker import BrokerError, KafkaClients
+from portability.broker import BrokerError, KafkaClients, bounded
 from portability.ops.errors import MissingTopicsError, OpsError
 from portability.ops.inspector import Inspector, TopicLayout
 from portability.runtime import open_codec
@@ -438,11 +438,11 @@ class _DeadLetterTopic:
     async def _fetch_all(self) -> tuple[int, int, list[ConsumerRecord[bytes, bytes]]]:
         consumer = KafkaClients(self.bootstrap, self.settings).reader("portability-dlq")
         try:
-            await _bounded(consumer.start(), self.bootstrap, self.timeout_s, "connect")
+            await bounded(consumer.start(), self.bootstrap, self.timeout_s, "connect")
             tp = TopicPartition(self.topic, 0)
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
-            start = await _bounded(consumer.position(tp), self.bootstrap, self.timeout_s, "seek")
+            start = await bounded(consumer.position(tp), self.bootstrap, self.timeout_s, "seek")
             records, end = await self._drain(consumer, tp, start)
         finally:
             await consumer.stop()
@@ -832,7 +832,7 @@ async def execute_replay(
     dead_letters = TopicNames.with_prefix(settings.topic_prefix).dead_letters
     producer = KafkaClients(bootstrap, settings).producer("portability-dlq-replay", linger_ms=0)
     try:
-        await _bounded(producer.start(), bootstrap, timeout_s, "connect")
+        await bounded(producer.start(), bootstrap, timeout_s, "connect")
         results = await _produce_replays(producer, sorted(letters, key=lambda x: x.offset))
         return await _write_markers(producer, dead_letters, results)
     finally:
@@ -920,17 +920,6 @@ async def _write_markers(
 async def _open_codec(settings: Settings) -> AvroCodec:
     """The codec as :class:`portability.runtime.Runtime` builds it, without creating topics."""
     return await open_codec(settings)
-
-
-async def _bounded(call: Any, bootstrap: str, timeout_s: float, what: str) -> Any:
-    try:
-        return await asyncio.wait_for(call, timeout_s)
-    except TimeoutError as error:
-        raise BrokerError(
-            f"Kafka at {bootstrap} did not answer within {timeout_s:g} s ({what})"
-        ) from error
-    except KafkaError as error:
-        raise BrokerError(f"cannot reach Kafka at {bootstrap} ({what}): {error}") from error
 
 
 def _history(text: str | None) -> tuple[tuple[Attempt, ...], str | None]:

@@ -105,28 +105,16 @@ class ViewIntake:
         return letters
 
     async def _letter(self, record: ConsumerRecord[bytes, bytes], rejection: Rejection) -> None:
+        letter = DeadLetter.of(
+            record, reason=rejection.reason, stage=STAGE, extra={"fault": str(rejection.fault)}
+        )
         log.warning(
             "state view dead-letters %s[%d]@%d: %s",
             record.topic,
             record.partition,
             record.offset,
             rejection.detail,
-            extra={
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
-                "fault": str(rejection.fault),
-            },
-        )
-        letter = DeadLetter(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            reason=rejection.reason,
-            stage=STAGE,
-            extra={"fault": str(rejection.fault)},
+            extra=letter.log_fields(),
         )
         self.stats.dead_lettered_by_fault[rejection.fault] += 1
         self._letters.append(

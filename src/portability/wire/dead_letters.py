@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 __all__ = ["HEADER_PREFIX", "MAX_REASON_CHARS", "DeadLetter", "short_reason"]
 
@@ -22,6 +23,25 @@ def short_reason(text: str) -> str:
     if len(line) <= MAX_REASON_CHARS:
         return line
     return line[: MAX_REASON_CHARS - 3] + "..."
+
+
+class SourceRecord(Protocol):
+    """What a letter keeps of a consumed record (aiokafka's ``ConsumerRecord`` has it)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
 
 
 class DeadLetter:
@@ -51,6 +71,38 @@ class DeadLetter:
         self.reason = short_reason(reason)
         self.stage = stage
         self.extra = extra or {}
+
+    @classmethod
+    def of(
+        cls,
+        record: SourceRecord,
+        *,
+        reason: str,
+        stage: str,
+        extra: dict[str, str] | None = None,
+    ) -> DeadLetter:
+        """The letter of a consumed ``record``: its place, key and bytes, untouched."""
+        return cls(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            reason=reason,
+            stage=stage,
+            extra=extra,
+        )
+
+    def log_fields(self) -> dict[str, object]:
+        """Structured log fields naming the record (and its fault, if known)."""
+        fields: dict[str, object] = {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+        }
+        if "fault" in self.extra:
+            fields["fault"] = self.extra["fault"]
+        return fields
 
     def headers(self) -> list[tuple[str, bytes]]:
         """Kafka headers: source topic, partition, offset, reason, stage, time."""
