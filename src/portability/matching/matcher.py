@@ -233,6 +233,7 @@ class Matcher:
                 continue
             outgoing: Outgoing = {}
             check = self._door.check
+            no_consent = 0
             for record in records:
                 # Only audience hints and updates carry headers: one cheap test per record.
                 marker = audience_marker(record.headers) if record.headers else None
@@ -251,9 +252,10 @@ class Matcher:
                     continue
                 consents = index.get(record.key)
                 if consents is None:
-                    self.stats.dropped["no_consent"] += 1
+                    no_consent += 1  # counted once per batch: this is the hottest line
                     continue
                 pending += await self._match_one(record, consents, sequences, outgoing)
+            self.stats.dropped["no_consent"] += no_consent
             pending += await self._send_audience(tp.partition, outgoing)
         return pending
 
