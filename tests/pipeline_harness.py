@@ -31,6 +31,7 @@ from portability.delivery.payload import Delta
 from portability.matching import Matcher
 from portability.receiver import ReceivingApp, run_receiver
 from portability.runtime import Runtime
+from portability.sealing import SecretsKeys
 from portability.settings import Settings
 from portability.simulation import ChangeFactory, PlatformPublisher
 from portability.wire.records import AccountChange
@@ -210,7 +211,8 @@ async def running_pipeline(settings: Settings, bootstrap: str) -> AsyncIterator[
         pipeline = Pipeline(
             runtime=runtime,
             engine=engine,
-            service=ConsentService(engine),
+            # The settings' keys, as the worker's: it opens what the service seals.
+            service=ConsentService(engine, secrets=SecretsKeys.from_settings(settings)),
             relay=OutboxRelay(engine, runtime),
             matcher=Matcher(runtime),
             worker=DeliveryWorker(runtime),

@@ -31,6 +31,7 @@ from portability.delivery.replay import Replayer, ReplayRetry
 from portability.matching.matcher import delta_id
 from portability.receiver import ReceivingApp, RecoveryOptions, run_receiver
 from portability.runtime import Runtime
+from portability.sealing import SecretsKeys
 from portability.settings import Settings
 from portability.wire.records import DeliveryRecord, with_record_type
 from portability.wire.schemas import SchemaName
@@ -167,8 +168,11 @@ class ReplayStack:
         self.apps[app_id] = app
         return app
 
-    def grant(self, app_id: str, user_id: str = "u1") -> str:
-        return self.service.grant(user_id, app_id, ["all"], user_region="DE").consent_id
+    def grant(self, app_id: str, user_id: str | None = None) -> str:
+        """A consent of ``app_id`` for every category; by default of a user of its own
+        (one user's second identical consent would be refused)."""
+        user = user_id or f"u1-{uuid.uuid4().hex[:8]}"
+        return self.service.grant(user, app_id, ["all"], user_region="DE").consent_id
 
     def grant_in_partition(self, app_id: str, partition: int, *, same: bool) -> str:
         """A consent of ``app_id`` in (``same``) or outside deliveries partition ``partition``."""
@@ -273,7 +277,12 @@ async def replay_stack(
                 yield ReplayStack(
                     settings,
                     engine,
-                    ConsentService(engine, webhook_policy=EgressPolicy.from_settings(settings)),
+                    ConsentService(
+                        engine,
+                        webhook_policy=EgressPolicy.from_settings(settings),
+                        # The API's and the replayer's keys: they open what this seals.
+                        secrets=SecretsKeys.from_settings(settings),
+                    ),
                     runtime,
                     replayer,
                     receiver,

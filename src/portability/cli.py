@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
+from rich.markup import escape
 
-from portability.errors import PortabilityError
+from portability.errors import ConfigurationError, PortabilityError
 from portability.ops.changes_command import changes_app
 from portability.ops.logs import configure_logging
+from portability.ops.secrets_command import secrets_app
 from portability.settings import Settings
+from portability.settings_errors import load_settings
 
 if TYPE_CHECKING:
     from portability.ops.dead_letters import LetterFilter, ReplayPlan
-    from portability.ops.lag import LagOptions
+    from portability.ops.lag import LagOptions, LagReport
 
 __all__ = ["app", "main"]
 
@@ -48,6 +51,7 @@ dlq_app = typer.Typer(
 )
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(changes_app, name="changes")
+app.add_typer(secrets_app, name="secrets")
 
 console = Console(stderr=True)
 
@@ -92,10 +96,33 @@ def _root(
     if log_json:
         overrides["log_format"] = "json"
     try:
-        _state.settings = Settings(**overrides)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from error
+        _state.settings = load_settings(overrides, _SETTING_FLAGS)
+    except ConfigurationError as error:
+        _error_line(str(error))  # one line naming the setting; never its value
+        raise typer.Exit(2) from None
     configure_logging(_state.settings.log_level, _state.settings.log_format)
+
+
+# The global flags that set a field, named with its variable when the field is wrong.
+_SETTING_FLAGS = {
+    "kafka_bootstrap": "--bootstrap",
+    "database_url": "--database-url",
+    "log_level": "--log-level",
+}
+
+
+def _error_line(message: str) -> None:
+    """An expected failure as one line on stderr (not wrapped, not read as markup)."""
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+
+
+def _serve(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run a long-running command until SIGINT or SIGTERM (see portability.ops.lifecycle)."""
+    from portability.ops.lifecycle import run_until_signalled
+
+    code = run_until_signalled(serve, _error_line)
+    if code:
+        raise typer.Exit(code)
 
 
 def _run(coroutine: Any) -> Any:
@@ -115,10 +142,13 @@ def _run(coroutine: Any) -> Any:
 def broker(
     port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 9092,
 ) -> None:
-    """Run the embedded broker (Tansu, in memory) with the pipeline's topics until Ctrl-C."""
+    """Run the embedded broker (Tansu, in memory) with the pipeline's topics until Ctrl-C.
+
+    SIGTERM stops it as Ctrl-C does: the Tansu process goes with it.
+    """
     from portability.ops.commands import serve_broker
 
-    _run(serve_broker(_state.settings, port, console))
+    _serve(lambda stop: serve_broker(_state.settings, port, console, stop))
 
 
 def _run_kafka(coroutine: Any, interrupted: int = 130) -> Any:
@@ -211,8 +241,9 @@ def lag(
         list[str] | None,
         typer.Option(
             "--group",
-            help="A consumer group to read (repeat for more); default: the matcher's and the "
-            "delivery worker's (PORTABILITY_MATCHER_GROUP, PORTABILITY_DELIVERY_GROUP).",
+            help="A consumer group to read (repeat for more); default: every pipeline group, "
+            "the matcher's, the delivery worker's and the current-state view's "
+            "(PORTABILITY_MATCHER_GROUP, PORTABILITY_DELIVERY_GROUP, PORTABILITY_STATE_GROUP).",
         ),
     ] = None,
     watch: Annotated[
@@ -242,6 +273,15 @@ def lag(
             "is STOPPED even though the group has members.",
         ),
     ] = 300.0,
+    parked_overdue: Annotated[
+        float | None,
+        typer.Option(
+            "--parked-overdue",
+            min=0.0,
+            help="Seconds a parked retry holding a deliveries.retry partition may be overdue "
+            "before it is a WARNING; default PORTABILITY_LAG_PARKED_OVERDUE_S (900).",
+        ),
+    ] = None,
     as_json: Annotated[
         bool,
         typer.Option("--json", help="Print JSON (with --watch: one document per line)."),
@@ -249,9 +289,12 @@ def lag(
 ) -> None:
     """Lag of the pipeline's consumer groups per partition, with a status for each group.
 
-    Statuses: OK, WARNING (lag growing), REWOUND (committed offset went back), STALLED
-    (offset not moving, lag > 0), STOPPED (no members, or not moving for --stop-after),
-    UNKNOWN (no such group). See the README's "Reading lag".
+    Statuses: OK, PARKED (retries parked on purpose, not due yet), WARNING (lag growing, or
+    a parked retry overdue), REWOUND (committed offset went back), STALLED (offset not
+    moving, lag > 0), STOPPED (no members, or not moving for --stop-after), UNKNOWN (no such
+    group). Exits by the worst group: 0 OK or PARKED, 3 WARNING, 4 REWOUND, 5 STALLED,
+    6 STOPPED, 7 UNKNOWN; 1 when Kafka cannot be read, 2 on a usage error. See the
+    README's "Reading lag".
     """
     from portability.ops.lag import LagOptions
 
@@ -261,6 +304,9 @@ def lag(
         interval_s=interval if interval is not None else (2.0 if watch else 1.0),
         window=window,
         stop_after_s=stop_after,
+        parked_overdue_s=(
+            parked_overdue if parked_overdue is not None else _state.settings.lag_parked_overdue_s
+        ),
     )
     if watch:
         _lag_watch(_bootstrap(), options, as_json)
@@ -269,7 +315,7 @@ def lag(
 
 
 def _lag_once(bootstrap: str, options: LagOptions, as_json: bool) -> None:
-    from portability.ops.lag import LagReport, sample_lag
+    from portability.ops.lag import sample_lag
     from portability.ops.lag_view import lag_table
 
     reports: list[LagReport] = []
@@ -278,26 +324,41 @@ def _lag_once(bootstrap: str, options: LagOptions, as_json: bool) -> None:
         print(json.dumps(reports[-1].as_dict(), indent=2))
     else:
         Console().print(lag_table(reports[-1]))
+    _exit_by_status(reports[-1])
 
 
 def _lag_watch(bootstrap: str, options: LagOptions, as_json: bool) -> None:
-    """Ctrl-C is how a watch ends, so it exits 0."""
-    from portability.ops.lag import LagReport, sample_lag
+    """Ctrl-C is how a watch ends, so it exits 0; one that ends after --samples exits by its
+    last report's status, as a run does."""
+    from portability.ops.lag import sample_lag
     from portability.ops.lag_view import lag_table
 
+    reports: list[LagReport] = []
     if as_json:
 
         def emit(report: LagReport) -> None:
+            reports[:] = [report]
             print(json.dumps(report.as_dict()), flush=True)
 
         _run_kafka(sample_lag(_state.settings, bootstrap, options, emit), interrupted=0)
-        return
-    with Live(console=Console(), auto_refresh=False) as live:
+    else:
+        with Live(console=Console(), auto_refresh=False) as live:
 
-        def show(report: LagReport) -> None:
-            live.update(lag_table(report), refresh=True)
+            def show(report: LagReport) -> None:
+                reports[:] = [report]
+                live.update(lag_table(report), refresh=True)
 
-        _run_kafka(sample_lag(_state.settings, bootstrap, options, show), interrupted=0)
+            _run_kafka(sample_lag(_state.settings, bootstrap, options, show), interrupted=0)
+    if reports:
+        _exit_by_status(reports[-1])
+
+
+def _exit_by_status(report: LagReport) -> None:
+    """Exit with the code of the worst group's status (0 for OK and PARKED): see
+    :data:`portability.ops.lag_rules.EXIT_CODES`."""
+    code = report.status.exit_code
+    if code:
+        raise typer.Exit(code)
 
 
 # --- dead letters -----------------------------------------------------------------------------
@@ -377,7 +438,8 @@ def dlq_list(
         matching = "" if letter_filter.empty else " matching the filters"
         console.print(f"no dead letters{matching} in {listing.topic}")
     else:
-        Console().print(listing_view(listing))
+        out = Console()
+        out.print(listing_view(listing, out.width))
 
 
 @dlq_app.command("show")
@@ -505,9 +567,9 @@ def _dlq_execute(bootstrap: str, plan: ReplayPlan, as_json: bool) -> None:
 
 
 def _worker(*roles: str) -> None:
-    from portability.ops.commands import run_worker
+    from portability.ops.commands import serve_worker
 
-    run_worker(_state.settings, set(roles))
+    _serve(lambda stop: serve_worker(_state.settings, set(roles), stop))
 
 
 @app.command()
@@ -553,7 +615,7 @@ def api() -> None:
     """
     from portability.api.server import serve_api
 
-    _run(serve_api(_state.settings))
+    _serve(lambda stop: serve_api(_state.settings, stop))
 
 
 # --- the reference receiver -------------------------------------------------------------------
@@ -719,25 +781,27 @@ def demo(
 def _service() -> Any:
     from portability.consent import ConsentService, create_store_engine, init_schema
     from portability.delivery.egress import EgressPolicy
+    from portability.sealing import SecretsKeys
 
     engine = create_store_engine(_state.settings.resolved_database_url())
     init_schema(engine)
-    # `apps register` must meet the same webhook URL rules as the API (https in production).
-    return ConsentService(engine, webhook_policy=EgressPolicy.from_settings(_state.settings))
+    # `apps register` must meet the same webhook URL rules as the API (https in production),
+    # and seal the secret with the same keys.
+    return ConsentService(
+        engine,
+        webhook_policy=EgressPolicy.from_settings(_state.settings),
+        secrets=SecretsKeys.from_settings(_state.settings),
+    )
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         print(json.dumps(rows, default=str, indent=2))
         return
-    table = Table()
-    for column in rows[0] if rows else ["(none)"]:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
-            *(", ".join(v) if isinstance(v, (list, tuple)) else str(v) for v in row.values())
-        )
-    Console().print(table)
+    from portability.ops.tables import record_table
+
+    out = Console()  # its width: the terminal's, COLUMNS, or 80 on a pipe
+    out.print(record_table(rows, out.width))
 
 
 def _guarded(action: Any) -> Any:
@@ -865,7 +929,7 @@ def _consent_row(view: Any) -> dict[str, Any]:
         "mode": view.mode,
         "status": view.status,
         "granted_at": view.granted_at.isoformat(),
-        "expires_at": view.expires_at.isoformat() if view.expires_at else "",
+        "expires_at": view.expires_at.isoformat() if view.expires_at else None,
     }
 
 

@@ -54,7 +54,7 @@ async def open_codec(settings: Settings, topics: TopicNames | None = None) -> Av
         # Imported here: its HTTP client library is slow to import, and embedded mode has none.
         from portability.wire.confluent import ConfluentSchemaRegistry
 
-        registry = ConfluentSchemaRegistry(settings.schema_registry_url)
+        registry = ConfluentSchemaRegistry(settings.schema_registry_url.get_secret_value())
     else:
         registry = InProcessSchemaRegistry()
     codec = AvroCodec(

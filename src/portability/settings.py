@@ -6,6 +6,7 @@ in the data folder, the in-process schema registry.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from portability.settings_types import SecretUrl, check_bootstrap, check_database_url
 from portability.wire.ingress import TimeWindow
 
 __all__ = ["Settings"]
@@ -39,13 +41,15 @@ class Settings(BaseSettings):
         default=None,
         description="Kafka bootstrap servers (host:port,...). Unset: start the embedded broker.",
     )
-    database_url: str | None = Field(
+    database_url: SecretUrl | None = Field(
         default=None,
-        description="SQLAlchemy URL of the consent store. Unset: SQLite in data_dir.",
+        description="SQLAlchemy URL of the consent store (its password is masked when printed). "
+        "Unset: SQLite in data_dir.",
     )
-    schema_registry_url: str | None = Field(
+    schema_registry_url: SecretUrl | None = Field(
         default=None,
-        description="Confluent-compatible schema registry. Unset: the in-process registry.",
+        description="Confluent-compatible schema registry (credentials may be in the URL; masked "
+        "when printed). Unset: the in-process registry.",
     )
     schema_subject_strategy: Literal["topic_name", "record_name", "topic_record_name"] = Field(
         default="topic_name",
@@ -188,6 +192,21 @@ class Settings(BaseSettings):
     api_rate_limit_per_minute: PositiveInt = Field(
         default=1000, description="Requests a minute per app API key (token bucket)."
     )
+    api_client_rate_limit_per_minute: PositiveInt = Field(
+        default=30,
+        description="Requests a minute per client address that carry no valid token "
+        "(registration, refused tokens); token bucket, 429 with Retry-After.",
+    )
+    api_max_body_bytes: PositiveInt = Field(
+        default=1_048_576,
+        description="Largest request body the API reads; a larger one is refused (413) "
+        "before it is read, or as soon as it passes the limit.",
+    )
+    api_forwarded_allow_ips: str = Field(
+        default="127.0.0.1,::1",
+        description="Reverse proxies whose X-Forwarded-For is trusted to name the client "
+        "(comma-separated addresses or networks, '*' any): the per-client limit keys on it.",
+    )
     api_sweep_interval_s: float = Field(
         default=5.0,
         gt=0,
@@ -197,6 +216,15 @@ class Settings(BaseSettings):
         default=86_400.0,
         ge=0,
         description="After a secret rotation, how long the previous secret keeps signing.",
+    )
+    secrets_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Keys sealing apps' signing secrets in the consent store and on the apps topic: "
+            "'<id>:<base64url of 32 bytes>', comma-separated; the first seals, every one "
+            "opens (portability secrets new-key). Unset: in development mode a key kept in "
+            "data_dir/secrets.key (mode 0600); otherwise an error. Never printed."
+        ),
     )
     snapshot_page_max_records: PositiveInt = Field(
         default=500,
@@ -221,6 +249,14 @@ class Settings(BaseSettings):
         default=900.0,
         gt=0,
         description="How far back the status page's lag chart reaches (kept in memory).",
+    )
+    lag_parked_overdue_s: float = Field(
+        default=900.0,
+        gt=0,
+        description=(
+            "A parked retry holding a deliveries.retry partition is PARKED until due, and a "
+            "lag WARNING once due longer ago than this (status page, metrics)."
+        ),
     )
     privacy_policy_path: Path | None = Field(
         default=None,
@@ -252,12 +288,41 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: str = Field(default="text", pattern="^(text|json)$")
 
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_is_host_ports(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # empty is unset (the API then runs without Kafka)
+        return check_bootstrap(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_parses(cls, value: SecretUrl | None) -> SecretUrl | None:
+        if value is None or not value.get_secret_value():
+            return value  # empty is unset, as resolved_database_url() reads it
+        return check_database_url(value)
+
     @field_validator("delivery_retry_schedule_s")
     @classmethod
     def _non_negative_waits(cls, schedule: list[float]) -> list[float]:
         if any(wait < 0 for wait in schedule):
             raise ValueError("waits of the retry schedule must not be negative")
         return schedule
+
+    @field_validator("api_forwarded_allow_ips")
+    @classmethod
+    def _proxy_addresses(cls, proxies: str) -> str:
+        # uvicorn would take a mistyped address as a literal name that never matches.
+        for entry in (item.strip() for item in proxies.split(",")):
+            try:
+                if entry != "*":
+                    ipaddress.ip_network(entry, strict=False)
+            except ValueError as error:
+                raise ValueError(
+                    f"api_forwarded_allow_ips: {entry!r} is not an address or network; "
+                    "give e.g. 10.0.0.5,10.1.0.0/16 or *"
+                ) from error
+        return proxies
 
     @model_validator(mode="before")
     @classmethod
@@ -307,6 +372,6 @@ class Settings(BaseSettings):
 
     def resolved_database_url(self) -> str:
         """The consent store URL, defaulting to SQLite inside ``data_dir``."""
-        if self.database_url:
-            return self.database_url
+        if self.database_url is not None and self.database_url.get_secret_value():
+            return self.database_url.get_secret_value()
         return f"sqlite:///{self.data_dir / 'consents.db'}"

@@ -73,7 +73,8 @@ def request_for(
             f"/v1/apps/{app_id}/webhook",
             {"webhook_url": "https://new.example/hook"},
         ),
-        "grant": ("POST", "/v1/consents", grant_body(app_id)),
+        # Another user: the same user's identical consent is already active (409).
+        "grant": ("POST", "/v1/consents", grant_body(app_id, user_id="u00000043")),
         "get_consent": ("GET", f"/v1/consents/{consent_id}", None),
         "list_consents": ("GET", f"/v1/consents?app_id={app_id}", None),
         "revoke": ("POST", f"/v1/consents/{consent_id}/revoke", None),

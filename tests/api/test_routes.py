@@ -15,6 +15,8 @@ from starlette.testclient import TestClient
 from portability.api import DeliveryStatusBoard
 from portability.consent import ConsentService, OutboxEvent
 from portability.consent.regions import SERVED_REGIONS
+from portability.sealing import SecretsKeys
+from portability.settings import Settings
 
 Register = Callable[..., RegisteredApp]
 
@@ -149,7 +151,8 @@ def test_served_regions_are_eu_eea_and_uk() -> None:
 def test_revoke_reason_follows_the_caller(client: TestClient, register: Register) -> None:
     app = register()
     first = client.post("/v1/consents", headers=PLATFORM, json=grant_body(app.app_id)).json()
-    second = client.post("/v1/consents", headers=PLATFORM, json=grant_body(app.app_id)).json()
+    other_user = grant_body(app.app_id, user_id="u00000043")
+    second = client.post("/v1/consents", headers=PLATFORM, json=other_user).json()
     by_user = client.post(f"/v1/consents/{first['consent_id']}/revoke", headers=PLATFORM)
     by_app = client.post(f"/v1/consents/{second['consent_id']}/revoke", headers=app.headers)
     assert (by_user.json()["status"], by_user.json()["removal_reason"]) == (
@@ -292,24 +295,31 @@ def test_app_sets_a_new_webhook_url_and_a_bad_one_is_explained(
 
 
 def test_secret_rotation_publishes_both_secrets_during_the_overlap(
-    client: TestClient, register: Register, engine: Engine
+    client: TestClient, register: Register, engine: Engine, api_settings: Settings
 ) -> None:
     app = register()
+    keys = SecretsKeys.from_settings(api_settings)
+
+    def published() -> list[str]:
+        """The latest app record's secrets, opened: the outbox carries them sealed only."""
+        record = app_payloads(engine, app.app_id)[-1]
+        assert record["signing_secrets"] == []
+        sealed = record["sealed_signing_secrets"]
+        assert isinstance(sealed, list)
+        return [keys.open(value, app.app_id) for value in sealed]
+
     rotated = client.post(f"/v1/apps/{app.app_id}/secret/rotate", headers=app.headers)
     assert rotated.status_code == 200
     new_secret = rotated.json()["signing_secret"]
     assert new_secret.startswith("whsec_")
     assert new_secret != app.signing_secret
     expiry = datetime.fromisoformat(rotated.json()["previous_secret_expires_at"])
-    assert app_payloads(engine, app.app_id)[-1]["signing_secrets"] == [
-        new_secret,
-        app.signing_secret,
-    ]
-    service = ConsentService(engine)
+    assert published() == [new_secret, app.signing_secret]
+    service = ConsentService(engine, secrets=keys)
     assert service.end_secret_overlaps(now=expiry - timedelta(seconds=1)) == []
     [ended] = service.end_secret_overlaps(now=expiry)
     assert ended.signing_secrets == [new_secret]
-    assert app_payloads(engine, app.app_id)[-1]["signing_secrets"] == [new_secret]
+    assert published() == [new_secret]
     shown = client.get(f"/v1/apps/{app.app_id}", headers=app.headers).json()
     assert shown["previous_secret_expires_at"] is None
 
@@ -317,9 +327,9 @@ def test_secret_rotation_publishes_both_secrets_during_the_overlap(
 def test_rotation_without_overlap_drops_the_old_secret(engine: Engine) -> None:
     service = ConsentService(engine)
     app = service.register_app("R", "https://r.example/h")
-    rotated = service.rotate_secret(app.app_id, overlap_s=0)
-    assert rotated.signing_secrets == [rotated.signing_secret]
-    assert rotated.signing_secret != app.signing_secret
+    rotated, rotation = service.rotate_secret(app.app_id, overlap_s=0)
+    assert rotated.signing_secrets == [rotation.secret]
+    assert rotation.secret != app.signing_secret
 
 
 def test_disabling_an_app_ends_its_consents(engine: Engine) -> None:

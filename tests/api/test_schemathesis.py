@@ -35,6 +35,7 @@ CHECKS = [
 ]
 OPERATIONS = [
     ("POST", "/v1/apps"),
+    ("GET", "/v1/apps"),
     ("GET", "/v1/apps/{app_id}"),
     ("POST", "/v1/apps/{app_id}/review"),
     ("POST", "/v1/apps/{app_id}/secret/rotate"),
@@ -76,7 +77,12 @@ def schema(store: Engine, tmp_path_factory: pytest.TempPathFactory) -> Any:
         api_platform_token=PLATFORM["Authorization"].removeprefix("Bearer "),
         api_operator_token=OPERATOR["Authorization"].removeprefix("Bearer "),
     )
-    app = create_app(api_settings, store, rate_limiter=RateLimiter(1_000_000))
+    app = create_app(
+        api_settings,
+        store,
+        rate_limiter=RateLimiter(1_000_000),
+        client_rate_limiter=RateLimiter(1_000_000),
+    )
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

@@ -117,11 +117,20 @@ def test_ready_writes_the_download_ready_event_to_the_outbox(
     build(engine, api_settings, transfer_id, b"abc")
 
     with Session(engine) as session:
-        query = select(OutboxEvent).where(col(OutboxEvent.kind) == "notification")
-        [event] = session.exec(query).all()
+        query = (
+            select(OutboxEvent)
+            .where(col(OutboxEvent.kind) == "notification")
+            .order_by(col(OutboxEvent.id))
+        )
+        event, removed = session.exec(query).all()
     payload = json.loads(event.payload)
     assert event.key == consent_id
     assert payload["event_type"] == "portability.download.ready"
+    # Then the one-time consent is used up, and the app told after the download event.
+    assert (removed.key, json.loads(removed.payload)["attributes"]) == (
+        consent_id,
+        {"reason": "completed"},
+    )
     assert payload["attributes"]["transfer_id"] == transfer_id
     assert payload["attributes"]["download_url"].endswith(f"/v1/transfers/{transfer_id}/archive")
     assert payload["attributes"]["size_bytes"] == "3"
@@ -268,7 +277,8 @@ def test_an_ongoing_grant_asks_for_its_initial_snapshot_unless_declined(
     client: TestClient, owner: RegisteredApp
 ) -> None:
     with_snapshot = ongoing_consent(client, owner)
-    declined = ongoing_consent(client, owner, initial_snapshot=False)
+    # Another user: the first user's identical consent is active (a second is refused).
+    declined = ongoing_consent(client, owner, initial_snapshot=False, user_id="u00000043")
 
     assert (with_snapshot["snapshot_epoch"], declined["snapshot_epoch"]) == (1, 0)
     listed = client.get(

@@ -62,14 +62,19 @@ def test_register_app_writes_app_and_outbox_row(service: ConsentService, engine:
         None,
     )
     assert event.id == app.version
-    assert payload(event) == {
+    record = payload(event)
+    [sealed] = record.pop("sealed_signing_secrets")
+    assert record == {
         "app_id": app.app_id,
         "name": "Recipient",
         "webhook_url": "https://r.example/hook",
-        "signing_secrets": [app.signing_secret],
+        "signing_secrets": [],
         "enabled": True,
         "version": event.id,
     }
+    # The outbox holds the secret sealed only (see tests/consent/test_sealed_secrets.py).
+    assert sealed.startswith("sealed:v1:")
+    assert "whsec_" not in sealed
 
 
 def test_app_view_repr_hides_the_secret(app: AppView) -> None:

@@ -205,11 +205,17 @@ async def test_resolver_refuses_metadata_names_before_resolving() -> None:
 
 async def test_loopback_is_refused_without_the_flag(endpoint: Endpoint, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, webhook_allow_loopback=False)
-    for url in (endpoint.url(), endpoint.url(host="localhost")):
-        outcome = await post_once(settings, url)
-        assert (outcome.ok, outcome.status, outcome.retriable) == (False, None, False)
+    # As written (a literal address): it can never pass, so the endpoint waits for a new URL.
+    literal = await post_once(settings, endpoint.url())
+    assert (literal.ok, literal.status, literal.retriable) == (False, None, False)
+    assert literal.endpoint_refused
+    # Through DNS: refused now, tried again on the schedule (the answer may change).
+    named = await post_once(settings, endpoint.url(host="localhost"))
+    assert (named.ok, named.status, named.retriable) == (False, None, True)
+    assert not named.endpoint_refused
+    for outcome in (literal, named):
         assert "a loopback address; refused" in outcome.reason
-    assert "localhost resolves to" in outcome.reason
+    assert "localhost resolves to" in named.reason
     assert endpoint.received == []
 
 
@@ -225,7 +231,7 @@ async def test_loopback_is_allowed_with_the_flag(endpoint: Endpoint, tmp_path: P
     assert endpoint.paths() == ["/answer"]
 
 
-async def test_a_name_resolving_to_a_private_address_is_refused_permanently(
+async def test_a_name_resolving_to_a_private_address_is_refused_and_retried(
     endpoint: Endpoint, tmp_path: Path
 ) -> None:
     # Even a public-looking name is refused when its address is private.
@@ -233,10 +239,12 @@ async def test_a_name_resolving_to_a_private_address_is_refused_permanently(
     outcome = await post_once(
         Settings(data_dir=tmp_path), f"http://hooks.example:{endpoint.port}/answer", base
     )
-    assert (outcome.ok, outcome.retriable) == (False, False)
+    # Refused on every attempt while DNS answers so; retried, since the answer can change.
+    assert (outcome.ok, outcome.retriable, outcome.endpoint_refused) == (False, True, False)
     assert outcome.reason.startswith(
         "webhook host hooks.example resolves to 10.0.0.5, a private address; refused"
     )
+    assert endpoint.received == []
 
 
 async def test_unspecified_address_never_reaches_the_local_server(
@@ -248,7 +256,7 @@ async def test_unspecified_address_never_reaches_the_local_server(
         Settings(data_dir=tmp_path), f"http://sneaky.example:{endpoint.port}/answer", base
     )
     assert "an unspecified address; refused" in outcome.reason
-    assert not outcome.retriable
+    assert outcome.retriable
     assert endpoint.received == []
 
 
@@ -259,6 +267,7 @@ async def test_metadata_address_is_refused(tmp_path: Path) -> None:
         "webhook address 169.254.169.254 is a cloud metadata service address; refused"
     )
     assert not literal.retriable
+    assert literal.endpoint_refused
     base = ScriptedResolver([("169.254.169.254", 80)])
     named = await post_once(settings, "http://innocent.example/hook", base)
     assert "resolves to 169.254.169.254, a cloud metadata service address" in named.reason

@@ -19,7 +19,7 @@ from portability.delivery.replay import (
     ReplayRefusedError,
     ReplayUnavailableError,
 )
-from replay_harness import WAIT_S, ReplayStack, delivery, replay_stack, wait_until
+from replay_harness import FAST_RETRY, WAIT_S, ReplayStack, delivery, replay_stack, wait_until
 
 
 @pytest.fixture
@@ -96,7 +96,8 @@ async def test_nothing_to_replay_is_done_with_nothing_found(stack: ReplayStack) 
 
 
 async def test_a_refusing_endpoint_fails_the_replay_with_the_reason(stack: ReplayStack) -> None:
-    # The webhook path names an app the receiver does not know: it answers 404, which is final.
+    # The webhook path names an app the receiver does not know: it answers 404, retried as
+    # every non-2xx is (FAST_RETRY: 3 attempts), then the replay fails with the reason.
     app = stack.register("app-r4", webhook_app_id="nobody")
     consent = stack.grant(app.app_id)
     await stack.produce([delivery(consent, app.app_id, s) for s in (1, 2, 3)])
@@ -109,7 +110,7 @@ async def test_a_refusing_endpoint_fails_the_replay_with_the_reason(stack: Repla
     assert done.last_error is not None
     assert "HTTP 404" in done.last_error
     assert "sequences 1-2" in done.last_error
-    assert (done.deltas_found, done.deltas_sent, done.requests) == (2, 0, 1)
+    assert (done.deltas_found, done.deltas_sent, done.requests) == (2, 0, FAST_RETRY.attempts)
 
 
 async def test_retriable_failures_are_retried_and_one_replay_runs_per_consent(

@@ -148,6 +148,27 @@ async def test_gone_disables_until_the_url_changes(endpoints: Endpoints) -> None
     assert endpoint.changed.is_set()  # lanes waiting on the old endpoint wake up
 
 
+async def test_a_url_the_rules_refuse_disables_until_a_new_one(endpoints: Endpoints) -> None:
+    """It can never succeed, yet the data is owed: parked for a new URL, not dead-lettered."""
+    endpoint = endpoints.get("app-1", "http://10.0.0.5/hook")
+    refused = Outcome(
+        False,
+        None,
+        "webhook address 10.0.0.5 is a private address; refused",
+        retriable=False,
+        endpoint_refused=True,
+    )
+
+    endpoints.record(endpoint, refused)
+
+    assert endpoint.disabled
+    assert endpoint.disabled_reason == (
+        "webhook address 10.0.0.5 is a private address; refused: the app must set a webhook "
+        "URL the rules allow"
+    )
+    assert not endpoints.get("app-1", "https://hooks.example/hook").disabled
+
+
 async def test_failing_too_long_disables(endpoints: Endpoints, clock: Clock) -> None:
     endpoint = endpoints.get("app-1", "https://a.example/hook")
     endpoints.record(endpoint, FAIL)

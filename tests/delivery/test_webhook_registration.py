@@ -7,12 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
 from portability.api import create_app
 from portability.consent import ConsentService, create_store_engine, init_schema
 from portability.consent.errors import InvalidRequestError
 from portability.delivery.egress import EgressPolicy
+from portability.sealing import SecretsKey
 from portability.settings import Settings
 
 with warnings.catch_warnings():
@@ -76,7 +78,9 @@ def test_malformed_url_is_a_clear_error(engine: Engine) -> None:
 
 
 def _client(engine: Engine, tmp_path: Path, **settings: object) -> TestClient:
-    configured = Settings(data_dir=tmp_path, **settings)  # type: ignore[arg-type]
+    # Outside development mode the API needs the key sealing signing secrets: any will do.
+    key = SecretStr(SecretsKey.generate().text())
+    configured = Settings(data_dir=tmp_path, secrets_key=key, **settings)  # type: ignore[arg-type]
     return TestClient(create_app(configured, engine))
 
 

@@ -35,6 +35,7 @@ from portability.delivery.payload import rendered_delta
 from portability.matching.matcher import delta_id
 from portability.receiver import ReceivingApp
 from portability.runtime import Runtime
+from portability.sealing import SecretsKeys
 from portability.settings import Settings
 from portability.simulation import ChangeFactory
 from portability.wire.dead_letters import DeadLetter
@@ -94,7 +95,10 @@ class World:
         self.runtime = runtime
         self.engine = create_store_engine(runtime.settings.resolved_database_url())
         init_schema(self.engine)
-        self.service = ConsentService(self.engine)
+        # The settings' keys, as the worker's: it opens what the service seals.
+        self.service = ConsentService(
+            self.engine, secrets=SecretsKeys.from_settings(runtime.settings)
+        )
         self.factory = ChangeFactory(["nobody"], seed=3)
         self.produced: dict[str, list[DeliveryRecord]] = {}
 

@@ -3,7 +3,9 @@ producer, and consumers committing offsets for any group, all closed afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -11,9 +13,11 @@ from portability.broker import ensure_topics
 from portability.settings import Settings
 from portability.wire.topics import TopicNames, pipeline_topics
 
-__all__ = ["PARTITIONS", "Scene"]
+__all__ = ["PARTITIONS", "Scene", "joined_member"]
 
 PARTITIONS = 2
+# Joining a group on Tansu takes about 5 s.
+JOIN_DEADLINE_S = 30.0
 
 
 class Scene:
@@ -50,6 +54,21 @@ class Scene:
         ]
         return [(await future).offset for future in futures]
 
+    async def produce_keyed(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes,
+        headers: list[tuple[str, bytes]],
+        count: int = 1,
+    ) -> list[int]:
+        """``count`` records with ``key`` and ``headers`` (as the worker parks them)."""
+        futures = [
+            await self._producer.send(topic, b"x", key=key, partition=partition, headers=headers)
+            for _ in range(count)
+        ]
+        return [(await future).offset for future in futures]
+
     async def commit(self, group: str, offsets: dict[TopicPartition, int]) -> None:
         consumer = self._committers.get(group)
         if consumer is None:
@@ -60,3 +79,27 @@ class Scene:
             self._committers[group] = consumer
         consumer.assign(list(offsets))
         await consumer.commit(offsets)
+
+
+@contextlib.asynccontextmanager
+async def joined_member(
+    bootstrap: str, group: str, *topics: str
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """A real member of ``group`` subscribed to ``topics``, once it holds partitions; it
+    commits only what the test commits (it is the group's live member meanwhile)."""
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + JOIN_DEADLINE_S
+        while not consumer.assignment():
+            assert time.monotonic() < deadline, f"the consumer did not join {group}"
+            await consumer.getmany(timeout_ms=100)
+        yield consumer
+    finally:
+        await consumer.stop()

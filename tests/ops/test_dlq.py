@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,6 +21,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from rich.cells import cell_len
 from typer.testing import CliRunner, Result
 
 from pipeline_harness import pipeline_settings
@@ -621,3 +624,33 @@ async def test_cli_replay_needs_offsets_or_all(letters: Letters, cli: list[str])
     assert neither.exit_code == 2, neither.output
     assert "--all" in _flat(neither.stderr)
     assert filters_with_offsets.exit_code == 2, filters_with_offsets.output
+
+
+async def test_cli_list_keeps_ids_whole_at_80_columns_on_a_pipe(
+    letters: Letters, cli: list[str]
+) -> None:
+    """As an operator piping it (``| less``): 80 columns, stdout not a terminal."""
+    consent, app_id = "cns_1f0e2d3c4b5a6978", "app_5c2a0e1f9b3d"
+    offset = await letters.write(
+        DeadLetter(
+            topic=letters.topics.deliveries, partition=1, offset=98765, key=consent.encode(),
+            value=letters.delivery(consent, app_id, 3), stage="delivery",
+            reason="HTTP 503 after 8 attempt(s): upstream is down for maintenance",
+            extra={"attempts": "8", "consent_id": consent, "app_id": app_id},
+        )
+    )  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "portability", *cli, "dlq", "list",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=os.environ | {"COLUMNS": "80"},
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    text = stdout.decode()
+    row = next(line for line in text.splitlines() if consent in line)
+    assert app_id in row
+    assert str(offset) in row.split()
+    assert "HTTP 503 after 8" in row  # and why, folded over the next lines
+    assert max(cell_len(line) for line in text.splitlines()) <= 80
+    assert "not shown at this width: time (UTC), stage, source, attempts, replay" in _flat(text)

@@ -287,7 +287,14 @@ def test_group_found_without_partitions_is_unknown() -> None:
 
 
 def test_statuses_are_ordered_by_severity() -> None:
-    ordered = [Status.OK, Status.WARNING, Status.REWOUND, Status.STALLED, Status.STOPPED]
+    ordered = [
+        Status.OK,
+        Status.PARKED,
+        Status.WARNING,
+        Status.REWOUND,
+        Status.STALLED,
+        Status.STOPPED,
+    ]
 
     assert sorted(reversed(ordered), key=lambda s: s.severity) == ordered
     assert Status.UNKNOWN.severity > Status.STOPPED.severity

@@ -20,7 +20,7 @@ from typer.testing import CliRunner, Result
 from portability.broker import EmbeddedBroker, free_port
 from portability.cli import app
 
-from .scene import PARTITIONS, Scene
+from .scene import PARTITIONS, Scene, joined_member
 
 pytestmark = pytest.mark.usefixtures("cli_environment")
 
@@ -37,8 +37,8 @@ def _flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def _json(result: Result) -> Any:
-    assert result.exit_code == 0, result.output
+def _json(result: Result, exit_code: int = 0) -> Any:
+    assert result.exit_code == exit_code, result.output
     return json.loads(result.stdout)
 
 
@@ -50,6 +50,7 @@ def configured(scene: Scene, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setenv("PORTABILITY_PARTITIONS", str(PARTITIONS))
     monkeypatch.setenv("PORTABILITY_MATCHER_GROUP", settings.matcher_group)
     monkeypatch.setenv("PORTABILITY_DELIVERY_GROUP", settings.delivery_group)
+    monkeypatch.setenv("PORTABILITY_STATE_GROUP", settings.state_group)
     return ["--bootstrap", scene.bootstrap]
 
 
@@ -165,19 +166,27 @@ async def test_lag_json_document(scene: Scene, configured: list[str]) -> None:
     await scene.produce(scene.names.deliveries, 0, 5, age_s=60)
     await scene.commit(settings.delivery_group, {TopicPartition(scene.names.deliveries, 0): 2})
 
-    document = _json(await _invoke(*configured, "lag", "--samples", "1", "--json"))
+    # The matcher and the state view never ran (UNKNOWN, the worst status: exit 7).
+    document = _json(await _invoke(*configured, "lag", "--samples", "1", "--json"), exit_code=7)
 
-    assert set(document) == {"at", "bootstrap", "window", "missing_topics", "groups"}
-    assert (document["window"], document["missing_topics"]) == (1, [])
+    assert set(document) == {"at", "bootstrap", "status", "window", "missing_topics", "groups"}
+    assert (document["status"], document["window"], document["missing_topics"]) == (
+        "UNKNOWN",
+        1,
+        [],
+    )
     groups = {group["group"]: group for group in document["groups"]}
-    assert list(groups) == [settings.matcher_group, settings.delivery_group]
+    assert list(groups) == [settings.matcher_group, settings.delivery_group, settings.state_group]
     assert groups[settings.matcher_group]["status"] == "UNKNOWN"
+    assert groups[settings.state_group]["status"] == "UNKNOWN"
     delivery = groups[settings.delivery_group]
     assert (delivery["status"], delivery["members"], delivery["lag"]) == ("STOPPED", 0, 3)
+    assert (delivery["parked"], delivery["next_retry_at"]) == (0, None)
     assert 60 <= delivery["lag_seconds"] < 90
     first = delivery["partitions"][0]
     assert set(first) == {
         "topic", "partition", "committed", "start", "end", "lag", "lag_seconds", "status", "reason",
+        "parked",
     }  # fmt: skip
     assert (first["topic"], first["partition"], first["committed"], first["end"]) == (
         scene.names.deliveries,
@@ -194,12 +203,13 @@ async def test_lag_table_over_a_few_samples(scene: Scene, configured: list[str])
 
     result = await _invoke(*configured, "lag", "--samples", "2", "--interval", "0.1")
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 7, result.output  # the matcher and the state view never ran
     assert "window: 2 sample(s)" in result.stdout
     assert group in result.stdout
+    assert scene.settings.state_group in result.stdout
     assert scene.names.deliveries in result.stdout
     assert "OK" in result.stdout
-    assert "UNKNOWN" in result.stdout  # the matcher never ran
+    assert "UNKNOWN" in result.stdout
 
 
 async def test_lag_watch_json_prints_a_document_per_sample(
@@ -209,7 +219,8 @@ async def test_lag_watch_json_prints_a_document_per_sample(
         *configured, "lag", "--watch", "--samples", "3", "--interval", "0.1", "--json"
     )
 
-    assert result.exit_code == 0, result.output
+    # A watch that ends after --samples exits by its last report: no group ever ran.
+    assert result.exit_code == 7, result.output
     documents = [json.loads(line) for line in result.stdout.splitlines()]
     assert [document["window"] for document in documents] == [1, 2, 3]
 
@@ -217,7 +228,7 @@ async def test_lag_watch_json_prints_a_document_per_sample(
 async def test_lag_watch_table(scene: Scene, configured: list[str]) -> None:
     result = await _invoke(*configured, "lag", "--watch", "--samples", "2", "--interval", "0.1")
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 7, result.output
     assert scene.settings.delivery_group in result.stdout
 
 
@@ -229,7 +240,8 @@ async def test_lag_of_chosen_groups(scene: Scene, configured: list[str]) -> None
         await _invoke(
             *configured, "lag", "--group", chosen, "--group", "nosuch", "--group", chosen,
             "--samples", "1", "--json",
-        )
+        ),
+        exit_code=7,  # nosuch is UNKNOWN
     )  # fmt: skip
 
     groups = {group["group"]: group for group in document["groups"]}
@@ -240,6 +252,38 @@ async def test_lag_of_chosen_groups(scene: Scene, configured: list[str]) -> None
         (scene.names.consents, 1),
     ]
     assert groups["nosuch"]["status"] == "UNKNOWN"
+
+
+@pytest.mark.parametrize(
+    ("story", "status", "exit_code"),
+    [("caught up", "OK", 0), ("behind, no members", "STOPPED", 6), ("never ran", "UNKNOWN", 7)],
+)
+async def test_lag_exits_by_the_worst_groups_status(
+    scene: Scene, configured: list[str], story: str, status: str, exit_code: int
+) -> None:
+    group = f"story-{uuid.uuid4().hex[:8]}"
+    tp = TopicPartition(scene.names.consents, 0)
+    if story != "never ran":
+        await scene.produce(tp.topic, 0, 3)
+        await scene.commit(group, {tp: 3 if story == "caught up" else 1})
+
+    result = await _invoke(*configured, "lag", "--group", group, "--samples", "1", "--json")
+
+    assert result.exit_code == exit_code, result.output
+    assert json.loads(result.stdout)["status"] == status
+
+
+async def test_lag_exits_3_for_a_warning(scene: Scene, configured: list[str]) -> None:
+    """A member that has not caught up, seen once: no trend yet, a WARNING."""
+    group = f"member-{uuid.uuid4().hex[:8]}"
+    tp = TopicPartition(scene.names.consents, 0)
+    await scene.produce(tp.topic, 0, 3)
+    async with joined_member(scene.bootstrap, group, tp.topic) as member:
+        await member.commit({tp: 1})
+        result = await _invoke(*configured, "lag", "--group", group, "--samples", "1")
+
+    assert result.exit_code == 3, result.output
+    assert "WARNING" in result.stdout
 
 
 async def test_lag_without_topics_exits_1(

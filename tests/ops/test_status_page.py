@@ -169,16 +169,19 @@ async def wait_for_samples(status: OperatorStatus, count: int) -> None:
 
 
 def settled(status: OperatorStatus) -> bool:
-    """The failures show, every letter is counted, and lag is back to 0."""
+    """The failures show, every letter is counted, and lag is back to 0 (the gone app's
+    parked delta left out: it waits on purpose)."""
     snapshot = status.snapshot()
     endpoints = {e.app_id: e.state for e in snapshot.endpoints}
-    groups = {g.group: g.lag for g in snapshot.groups}
+    groups = {g.group: g for g in snapshot.groups}
+    running = (status.settings.matcher_group, status.settings.delivery_group)
     return (
         endpoints.get(APP_GONE) == "disabled"
         and endpoints.get(APP_BROKEN) == "failing"
         and snapshot.dead_letters.letters == 3
-        and len(groups) == 2
-        and all(lag == 0 for lag in groups.values())
+        and status.settings.state_group in groups
+        and all(group in groups and groups[group].lag == 0 for group in running)
+        and groups[status.settings.delivery_group].parked > 0
     )
 
 
@@ -217,7 +220,7 @@ async def test_status_page_in_chromium(
             async with serve_api(api) as url:
                 delivered = await workload(p, status)
                 await wait_until(lambda: settled(status), "failures shown, lag back to 0")
-                await check_json(url, delivered)
+                await check_json(url, delivered, settings)
                 streaming = asyncio.create_task(stream(p, stop))
                 await wait_for_samples(status, 4)
                 dom = await load_page(chromium, tmp_path / "chromium", url)
@@ -241,7 +244,7 @@ async def load_page(chromium: str, profile: Path, url: str) -> str:
     return dom
 
 
-async def check_json(url: str, delivered: dict[str, int]) -> None:
+async def check_json(url: str, delivered: dict[str, int], settings: Settings) -> None:
     """The settled state, exactly."""
     operator = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
     async with httpx.AsyncClient(base_url=url) as client:
@@ -265,10 +268,18 @@ async def check_json(url: str, delivered: dict[str, int]) -> None:
     assert document["dead_letters"]["by_stage"] == {"delivery": 2, "matcher": 1}
     assert document["dead_letters"]["by_app"] == {APP_BROKEN: 2}
     assert document["consents"] == {"active": 5}
-    for group in document["groups"]:
-        assert group["status"] == "OK"
-        assert len(group["history"]) >= 6
-        assert group["history"][-1]["lag"] == 0
+    groups = {group["group"]: group for group in document["groups"]}
+    # The gone app's delta is parked for its new URL: the worker's group is PARKED, not
+    # STALLED, and the parked record is no lag. No state view runs here: its group UNKNOWN.
+    assert groups[settings.matcher_group]["status"] == "OK"
+    delivery = groups[settings.delivery_group]
+    assert delivery["status"] == "PARKED"
+    assert "waits for its app's endpoint (disabled)" in delivery["reason"]
+    assert delivery["parked"] >= 1
+    assert groups[settings.state_group]["status"] == "UNKNOWN"
+    for name in (settings.matcher_group, settings.delivery_group):
+        assert len(groups[name]["history"]) >= 6
+        assert groups[name]["history"][-1]["lag"] == 0
 
 
 def check_dom(dom: str, settings: Settings, delivered: dict[str, int]) -> None:
@@ -282,6 +293,7 @@ def check_dom(dom: str, settings: Settings, delivered: dict[str, int]) -> None:
         assert lines, f"no lag line of {group}"
         assert max(int(points) for points in lines) >= 10
         assert re.search(rf'<tr data-group="{group}">', dom)
+    assert re.search(r'<table id="groups">.*?<th[^>]*>parked</th>', dom, re.S)
     active = {APP_A: "2", APP_B: "1"}
     for app_id, count in delivered.items():
         # state, active consents, delivered, dead letters, success, failing consents

@@ -7,7 +7,7 @@ from aiokafka import TopicPartition
 from rich.console import Console, RenderableType
 
 from portability.ops.lag import GroupLag, LagReport, PartitionLag
-from portability.ops.lag_rules import PartitionSample, Status, Verdict
+from portability.ops.lag_rules import ParkedHold, PartitionSample, Status, Verdict
 from portability.ops.lag_view import format_age, lag_table
 from portability.ops.topics_view import (
     PartitionState,
@@ -100,3 +100,33 @@ def test_lag_table_shows_groups_partitions_and_missing_topics() -> None:
     assert "missing topics: p.notifications" in text
     assert report.as_dict()["groups"][0]["lag_seconds"] is None
     assert report.as_dict()["groups"][1]["lag"] is None
+
+
+def test_lag_table_shows_parked_records_apart_and_why() -> None:
+    hold = ParkedHold(3, "cns_1", 1, 600.0)
+    parked = PartitionLag(
+        TopicPartition("p.deliveries.retry", 0),
+        PartitionSample(at=0.0, committed=3, start=0, end=8, lag_seconds=900.0, parked=hold),
+        Verdict(Status.PARKED, "parked record of consent cns_1: retry 2 due in 10m 00s"),
+    )
+    behind = PartitionLag(
+        TopicPartition("p.deliveries", 0),
+        PartitionSample(at=0.0, committed=4, start=0, end=6, lag_seconds=2.0),
+        Verdict(Status.OK, "consuming, lag 2 not growing"),
+    )
+    group = GroupLag(
+        "delivery", Verdict(Status.PARKED, "p.deliveries.retry[0]: ..."), 1, (parked, behind)
+    )
+    report = LagReport(0.0, "k:9092", 2, (group,))
+
+    text = _text(lag_table(report))
+    document = report.as_dict()
+
+    assert "2 (+5 parked)" in text
+    assert "retry 2 due in 10m 00s" in text
+    assert "PARKED" in text
+    assert (group.lag, group.parked, group.lag_seconds, group.next_retry_at) == (2, 5, 2.0, 600.0)
+    assert document["status"] == "PARKED"
+    assert document["groups"][0]["next_retry_at"] == "1970-01-01T00:10:00.000+00:00"
+    assert document["groups"][0]["partitions"][0]["parked"]["offset"] == 3
+    assert document["groups"][0]["partitions"][1]["parked"] is None

@@ -22,6 +22,7 @@ from portability.privacy import (
     for_subject,
     load_policy,
     policy_from_document,
+    policy_source,
     reset_current_policy,
 )
 from portability.privacy.model import record_fields
@@ -257,6 +258,34 @@ def test_a_bad_edit_is_refused_and_the_version_in_force_stays(
     write(path, document())  # the same rules again: nothing to do
     assert not source.check()
     assert source.reloads == 0
+
+
+def test_one_policy_file_has_one_source_in_a_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The matcher and the transfers role of one process share the file's source: a refused
+    edit is logged once, not once by each (and another file has a source of its own)."""
+    path, other = tmp_path / "policy.yaml", tmp_path / "other.yaml"
+    write(path, document())
+    write(other, edited(lambda d: d.update(version="other-1")))
+    reset_current_policy()
+    try:
+        settings = Settings(privacy_policy_path=path, privacy_policy_reload_s=0.001)
+        matcher_side = policy_source(settings)
+        transfers_side = policy_source(settings.model_copy())
+        assert transfers_side is matcher_side
+        assert policy_source(settings.model_copy(update={"privacy_policy_path": other})) is not (
+            matcher_side
+        )
+
+        path.write_text("version: [unclosed")
+        with caplog.at_level(logging.ERROR, logger="portability.privacy.loader"):
+            assert not matcher_side.check()
+            assert current_policy(settings) == SHIPPED  # the transfers role's next archive
+        assert len(caplog.records) == 1, caplog.text
+        assert matcher_side.refusals == 1
+    finally:
+        reset_current_policy()
 
 
 def test_current_policy_is_the_process_wide_source(tmp_path: Path) -> None:

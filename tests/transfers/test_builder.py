@@ -88,11 +88,17 @@ async def test_transfer_becomes_a_ready_archive_of_the_users_current_records(
     assert sum(manifest["record_counts"].values()) == len(want) == transfer.record_count
     assert shipped == set(want)  # current records only: deleted ones are absent
     with Session(engine) as session:
-        query = select(OutboxEvent).where(col(OutboxEvent.kind) == "notification")
-        [event] = session.exec(query).all()
+        query = (
+            select(OutboxEvent)
+            .where(col(OutboxEvent.kind) == "notification")
+            .order_by(col(OutboxEvent.id))
+        )
+        event, removed = session.exec(query).all()
     ready = json.loads(event.payload)
     assert ready["event_type"] == "portability.download.ready"
     assert ready["attributes"]["sha256"] == transfer.sha256
+    # The one-time consent is used up by its archive: the app hears of that next.
+    assert json.loads(removed.payload)["attributes"] == {"reason": "completed"}
 
 
 async def test_users_held_elsewhere_wait_and_failures_say_why(

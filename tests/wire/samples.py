@@ -108,9 +108,14 @@ def app(**overrides: Any) -> AppRecord:
         "app_id": "app-1",
         "name": "Photo Backup",
         "webhook_url": "https://hooks.example.com/portability",
-        "signing_secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_b2xk"],
+        # As writers since sealing send it: no clear secret, the sealed ones (see app.avsc).
+        "signing_secrets": [],
         "enabled": True,
         "version": 3,
+        "sealed_signing_secrets": [
+            "sealed:v1:k1:6Jm0Jc7bQ1yqkS3RZt8nSg2sN4mV1pQ7xY9zA0bC1dE2fG3hI4jK5lM6nO7pQ8rS9tU",
+            "sealed:v1:k1:Zt8nSg2sN4mV1pQ7xY9zA0bC1dE2fG3hI4jK5lM6nO7pQ8rS9tU6Jm0Jc7bQ1yqkS3R",
+        ],
     }
     record.update(overrides)  # type: ignore[typeddict-item]
     return record

@@ -62,7 +62,9 @@ def test_consent_round_trips(codec: AvroCodec, record: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    "record", [app(), app(enabled=False, signing_secrets=[])], ids=["enabled", "disabled"]
+    "record",
+    [app(), app(enabled=False, signing_secrets=["whsec_b2xk"], sealed_signing_secrets=[])],
+    ids=["enabled", "disabled-written-before-sealing"],
 )
 def test_app_round_trips(codec: AvroCodec, record: dict[str, Any]) -> None:
     assert codec.decode(SchemaName.APP, codec.encode(SchemaName.APP, record)) == record

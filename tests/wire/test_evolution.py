@@ -284,8 +284,49 @@ def test_every_field_an_old_writer_may_lack_has_a_default() -> None:
     """The fields the tests above drop are the ones the schemas give defaults."""
     for name, record_name, field in [
         (SchemaName.APP, "App", "enabled"),
+        (SchemaName.APP, "App", "sealed_signing_secrets"),
         (SchemaName.CONSENT, "Consent", "revoked_at"),
         (SchemaName.ACCOUNT_CHANGE, "Profile", "bio"),
     ]:
         fields = {f["name"]: f for f in _find_record(_current(name), record_name)["fields"]}
         assert "default" in fields[field], (name, field)
+
+
+# --- sealed signing secrets (app.avsc) -----------------------------------------------------------
+
+
+def _app_before_sealing() -> Schema:
+    """app.avsc as it was before secrets were sealed: clear secrets only, without a default."""
+    schema = _without_field(SchemaName.APP, "App", "sealed_signing_secrets")
+    for field in _find_record(schema, "App")["fields"]:
+        if field["name"] == "signing_secrets":
+            del field["default"]
+    return schema
+
+
+async def test_app_written_before_sealing_keeps_its_clear_secrets(
+    registry: InProcessSchemaRegistry, codec: AvroCodec
+) -> None:
+    """A record from before sealing still on the compacted topic: its clear secrets are read
+    (the worker signs with them until the app's next record), and no sealed one."""
+    written = {
+        **_strip(dict(app()), "sealed_signing_secrets"),
+        "signing_secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+    }
+    data = await _frame(registry, codec, SchemaName.APP, _app_before_sealing(), written)
+
+    decoded = await codec.decode_fetching(SchemaName.APP, data)
+
+    assert decoded == {**written, "sealed_signing_secrets": []}
+
+
+def test_worker_from_before_sealing_finds_no_secret_in_current_records(codec: AvroCodec) -> None:
+    """Readable, but without a secret to sign with: why workers are upgraded before the API."""
+    old_reader = fastavro.parse_schema(_app_before_sealing())
+    data = codec.encode(SchemaName.APP, app())
+
+    body = io.BytesIO(data[5:])
+    decoded = fastavro.schemaless_reader(body, parsed_schema(SchemaName.APP), old_reader)
+
+    assert decoded == _strip(dict(app()), "sealed_signing_secrets")
+    assert decoded["signing_secrets"] == []

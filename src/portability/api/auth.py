@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from portability.api.errors import ApiError
-from portability.api.ratelimit import RateLimiter
+from portability.api.ratelimit import RateLimiter, client_key
 from portability.consent import ConsentService
 from portability.settings import Settings
 
@@ -42,22 +42,60 @@ _UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
 
 
 class Authenticator:
-    """Maps a bearer token to a :class:`Principal`, and applies the per-app rate limit."""
+    """Maps a bearer token to a :class:`Principal`, and applies the rate limits.
 
-    def __init__(self, settings: Settings, service: ConsentService, limiter: RateLimiter) -> None:
-        """Know the platform and operator tokens of ``settings`` and the apps' keys."""
+    An app is limited per API key; a request without a valid token per client address (it
+    has no key to be charged to, and refused tokens are how keys would be guessed).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        service: ConsentService,
+        limiter: RateLimiter,
+        client_limiter: RateLimiter | None = None,
+    ) -> None:
+        """Know the platform and operator tokens of ``settings`` and the apps' keys.
+
+        Args:
+            settings: The platform and operator tokens.
+            service: Looks up app API keys.
+            limiter: The per-app limit.
+            client_limiter: The per-client limit; default
+                ``settings.api_client_rate_limit_per_minute``.
+        """
         self._platform = settings.api_platform_token.get_secret_value().encode()
         self._operator = settings.api_operator_token.get_secret_value().encode()
         self._service = service
         self._limiter = limiter
+        self._clients = client_limiter or RateLimiter(settings.api_client_rate_limit_per_minute)
 
-    def authenticate(self, token: str | None) -> Principal:
-        """The caller of ``token``.
+    def limit_client(self, host: str | None) -> None:
+        """Charge a request without a valid token to its client address.
 
         Raises:
-            ApiError: 401 without a valid token, 429 when an app is over its rate limit.
+            ApiError: 429, with ``Retry-After``, when the client is over its limit.
+        """
+        key = client_key(host)
+        wait = self._clients.acquire(key)
+        if wait > 0:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"too many requests without a valid token from {key}: retry after the "
+                "Retry-After seconds",
+                {"Retry-After": RateLimiter.retry_after(wait)},
+            )
+
+    def authenticate(self, token: str | None, client: str | None = None) -> Principal:
+        """The caller of ``token``, sent from the address ``client``.
+
+        Raises:
+            ApiError: 401 without a valid token, 429 when an app is over its rate limit or
+                the client over its limit of requests without a valid token.
         """
         if not token:
+            self.limit_client(client)
             raise ApiError(
                 401,
                 "unauthorized",
@@ -71,6 +109,7 @@ class Authenticator:
             return Principal("operator")
         app = self._service.authenticate_app(token)
         if app is None:
+            self.limit_client(client)
             raise ApiError(
                 401,
                 "unauthorized",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,12 +16,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from portability.consent.errors import (
     ConflictError,
+    DuplicateConsentError,
     InvalidRequestError,
     NotFoundError,
     RegionNotServedError,
 )
 
-__all__ = ["ERROR_RESPONSES", "ApiError", "ErrorResponse", "install_error_handlers"]
+__all__ = ["ERROR_RESPONSES", "ApiError", "ErrorResponse", "install_error_handlers", "shown"]
 
 _log = logging.getLogger(__name__)
 
@@ -78,12 +80,50 @@ def _json(status: int, error: str, message: str, headers: dict[str, str] | None 
     return JSONResponse(status_code=status, content=body, headers=headers)
 
 
+# What to send instead, for the type mistakes strict bodies refuse (pydantic's own words,
+# "Input should be a valid integer", say what is wrong but not what to write).
+_TYPE_HINTS = {
+    "int_type": "must be a JSON number without quotes, e.g. 17",
+    "bool_type": "must be true or false, without quotes",
+    "string_type": "must be a JSON string, in double quotes",
+    "list_type": 'must be a JSON array, e.g. ["post", "profile"]',
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+    "extra_forbidden": "is not a field of this request: remove it (or check its spelling)",
+}
+
+
+def shown(value: Any) -> str:
+    """The offending value as JSON would show it, cut short (bodies may be long)."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _explain(error: Mapping[str, Any]) -> str:
+    kind = error.get("type", "")
+    loc = tuple(error.get("loc", ()))
+    if kind == "missing" and loc == ("body",):
+        return 'body: send a JSON object (with "Content-Type: application/json")'
+    where = ".".join(str(part) for part in loc if part != "body") or "body"
+    if kind == "missing":
+        return f"{where}: is required"
+    hint = _TYPE_HINTS.get(kind)
+    if hint is None:
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        return f"{where}: {message}"
+    if kind == "extra_forbidden":
+        return f"{where}: {hint}"
+    return f"{where}: {hint}, not {shown(error.get('input'))}"
+
+
 def _describe(errors: Sequence[Any]) -> str:
-    parts = []
-    for error in errors[:5]:
-        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-        parts.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts) or "the request is malformed"
+    # A value refused by a union (``[...] | "all"``) is reported once per member: say it once.
+    parts = list(dict.fromkeys(_explain(error) for error in errors))
+    return "; ".join(parts[:5]) or "the request is malformed"
 
 
 async def _api_error(_request: Request, error: Exception) -> Any:
@@ -107,6 +147,10 @@ async def _store_error(_request: Request, error: Exception) -> Any:
         return _json(404, "not_found", str(error))
     if isinstance(error, RegionNotServedError):
         return _json(403, "region_not_served", str(error))
+    if isinstance(error, DuplicateConsentError):
+        # The consent in force, where a client that retried a grant finds what it asked for.
+        location = {"Location": f"/v1/consents/{error.consent_id}"}
+        return _json(409, "consent_exists", str(error), location)
     if isinstance(error, ConflictError):
         return _json(409, "conflict", str(error))
     if isinstance(error, InvalidRequestError):

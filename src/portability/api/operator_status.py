@@ -55,6 +55,7 @@ Health = Literal["ok", "warning", "critical", "unknown"]
 
 _CRITICAL_GROUP = {Status.STOPPED, Status.STALLED}
 _WARNING_GROUP = {Status.WARNING, Status.REWOUND, Status.UNKNOWN}
+# PARKED is no problem: retries wait on purpose, and their endpoints' trouble is listed apart.
 MAX_APPS = 100  # rows of the app table; the JSON says how many were left out
 
 
@@ -75,9 +76,11 @@ class GroupHealth:
     status: str
     reason: str
     members: int | None
-    lag: int | None
+    lag: int | None  # PARKED partitions left out: see parked
     lag_seconds: float | None
     history: tuple[LagPoint, ...]
+    parked: int = 0  # records on PARKED partitions (retries waiting on purpose)
+    next_retry_at: float | None = None  # the first of their retries due, if known
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +90,8 @@ class GroupHealth:
             "members": self.members,
             "lag": self.lag,
             "lag_seconds": _rounded(self.lag_seconds),
+            "parked": self.parked,
+            "next_retry_at": None if self.next_retry_at is None else _iso(self.next_retry_at),
             "history": [
                 {
                     "at": _iso(point.at),
@@ -343,6 +348,8 @@ def _groups(view: LagView) -> tuple[GroupHealth, ...]:
             lag=group.lag,
             lag_seconds=group.lag_seconds,
             history=view.history.get(group.group, ()),
+            parked=group.parked,
+            next_retry_at=group.next_retry_at,
         )
         for group in view.latest.groups
     )

@@ -1,167 +1,45 @@
-"""The API's routes: apps (registration, review, secrets), consents (grant, revoke, status),
-replays and one-time transfers."""
+"""The API's routes: consents (grant, revoke, status), replays and one-time transfers; the
+app routes are in :mod:`.app_routes` and included here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import FileResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from portability.api.auth import Authenticator, Principal
+from portability.api.app_routes import apps_router
+from portability.api.auth import Principal
 from portability.api.delivery_status import DeliveryStatusBoard
+from portability.api.dependencies import (
+    ApiContext,
+    Caller,
+    ConsentId,
+    Context,
+    not_found,
+    visible_consent,
+)
 from portability.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
+from portability.api.requests import ID_PATTERN, GrantRequest, ReplayRequest
 from portability.api.schemas import (
-    ID_PATTERN,
-    AppRegistrationRequest,
-    AppRegistrationResponse,
-    AppResponse,
     ConsentListResponse,
     ConsentResponse,
     ConsentStatusResponse,
-    GrantRequest,
-    ReplayRequest,
     ReplayResponse,
-    ReviewRequest,
-    SecretRotationResponse,
     TransferListResponse,
     TransferResponse,
-    WebhookUpdate,
 )
-from portability.consent import AppView, ConsentService, ConsentView
 from portability.consent.errors import ConflictError
 from portability.consent.models import ConsentStatus
-from portability.consent.transfers import TransferStore, TransferView, delete_archive
-from portability.delivery.replay import Replayer, ReplayUnavailableError
-from portability.settings import Settings
+from portability.consent.transfers import TransferView, delete_archive
+from portability.delivery.replay import ReplayUnavailableError
 from portability.wire.records import RemovalReason
 
 __all__ = ["ApiContext", "router"]
 
-
-@dataclass(frozen=True, slots=True)
-class ApiContext:
-    """What every request needs; kept in ``app.state.context``."""
-
-    settings: Settings
-    service: ConsentService
-    authenticator: Authenticator
-    status_board: DeliveryStatusBoard
-    replayer: Replayer
-    transfers: TransferStore
-
-
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
-_bearer = HTTPBearer(auto_error=False, description="Platform, operator or app API key.")
-
-AppId = Annotated[str, Path(pattern=ID_PATTERN, examples=["app_5c2a0e1f9b3d"])]
-ConsentId = Annotated[str, Path(pattern=ID_PATTERN, examples=["cns_1f0e2d3c4b5a6978"])]
-
-
-def _context(request: Request) -> ApiContext:
-    context: ApiContext = request.app.state.context
-    return context
-
-
-def _principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    token = credentials.credentials if credentials is not None else None
-    return _context(request).authenticator.authenticate(token)
-
-
-Context = Annotated[ApiContext, Depends(_context)]
-Caller = Annotated[Principal, Depends(_principal)]
-
-
-def _not_found(kind: str, ident: str) -> ApiError:
-    return ApiError(404, "not_found", f"no {kind} {ident!r}: check the id")
-
-
-def _visible_app(context: ApiContext, caller: Principal, app_id: str) -> AppView:
-    """The app, if the caller may see it; another app's id is 404, as if it did not exist."""
-    if caller.role == "app" and not caller.owns(app_id):
-        raise _not_found("app", app_id)
-    return context.service.get_app(app_id)
-
-
-def _visible_consent(context: ApiContext, caller: Principal, consent_id: str) -> ConsentView:
-    consent = context.service.get_consent(consent_id)
-    if caller.role == "app" and not caller.owns(consent.app_id):
-        raise _not_found("consent", consent_id)
-    return consent
-
-
-# --- apps -------------------------------------------------------------------------------------
-
-
-@router.post("/apps", status_code=201, tags=["apps"])
-def register_app(body: AppRegistrationRequest, context: Context) -> AppRegistrationResponse:
-    """Register an app (no token needed). It stays pending until an operator approves it.
-
-    The response holds the app's API key and webhook signing secret: they are shown once.
-    """
-    registration = context.service.apply_for_app(
-        body.name, body.webhook_url, body.use_case, list(body.requested_scopes)
-    )
-    return AppRegistrationResponse(
-        app=AppResponse.of(registration.app),
-        api_key=registration.api_key,
-        signing_secret=registration.app.signing_secret,
-    )
-
-
-@router.get("/apps/{app_id}", tags=["apps"])
-def get_app(app_id: AppId, context: Context, caller: Caller) -> AppResponse:
-    """An app: an app sees its own, the platform and operators any."""
-    return AppResponse.of(_visible_app(context, caller, app_id))
-
-
-@router.post("/apps/{app_id}/review", tags=["apps"])
-def review_app(app_id: AppId, body: ReviewRequest, context: Context, caller: Caller) -> AppResponse:
-    """Approve an app within its requested scopes, or reject it with a reason (operators)."""
-    _visible_app(context, caller, app_id)
-    caller.require("operator")
-    scopes = list(body.approved_scopes) if body.approved_scopes is not None else None
-    view = context.service.review_app(
-        app_id, body.decision, approved_scopes=scopes, reason=body.reason
-    )
-    return AppResponse.of(view)
-
-
-@router.put("/apps/{app_id}/webhook", tags=["apps"])
-def set_webhook(
-    app_id: AppId, body: WebhookUpdate, context: Context, caller: Caller
-) -> AppResponse:
-    """Point the app's deliveries at a new URL (the app itself, or an operator).
-
-    This is how an app whose endpoint was disabled (410 Gone, or failing too long) gets its
-    deliveries again: the parked ones are sent to the new URL, in order.
-    """
-    _visible_app(context, caller, app_id)
-    caller.require("app", "operator")
-    return AppResponse.of(context.service.set_webhook_url(app_id, body.webhook_url))
-
-
-@router.post("/apps/{app_id}/secret/rotate", tags=["apps"])
-def rotate_secret(app_id: AppId, context: Context, caller: Caller) -> SecretRotationResponse:
-    """Give the app a new signing secret (the app itself, or an operator).
-
-    Both secrets sign every delivery until the overlap
-    (``PORTABILITY_SECRET_ROTATION_OVERLAP_S``) ends.
-    """
-    _visible_app(context, caller, app_id)
-    caller.require("app", "operator")
-    view = context.service.rotate_secret(app_id, context.settings.secret_rotation_overlap_s)
-    return SecretRotationResponse(
-        app_id=view.app_id,
-        signing_secret=view.signing_secret,
-        previous_secret_expires_at=view.previous_secret_expires_at,
-    )
+router.include_router(apps_router)
 
 
 # --- consents ---------------------------------------------------------------------------------
@@ -169,7 +47,11 @@ def rotate_secret(app_id: AppId, context: Context, caller: Caller) -> SecretRota
 
 @router.post("/consents", status_code=201, tags=["consents"])
 def grant_consent(body: GrantRequest, context: Context, caller: Caller) -> ConsentResponse:
-    """Grant an app a consent, for a user in the EEA or the UK (platform only)."""
+    """Grant an app a consent, for a user in the EEA or the UK (platform only).
+
+    A user holds one active consent per app, mode and categories: an identical grant is 409
+    ``consent_exists``, naming the active consent (also in ``Location``).
+    """
     caller.require("platform")
     categories = [body.categories] if isinstance(body.categories, str) else body.categories
     snapshot = body.initial_snapshot
@@ -205,7 +87,7 @@ def list_consents(
 @router.get("/consents/{consent_id}", tags=["consents"])
 def get_consent(consent_id: ConsentId, context: Context, caller: Caller) -> ConsentResponse:
     """A consent: an app sees its own, the platform and operators any."""
-    return ConsentResponse.of(_visible_consent(context, caller, consent_id))
+    return ConsentResponse.of(visible_consent(context, caller, consent_id))
 
 
 _REVOKE_REASONS: dict[str, RemovalReason] = {
@@ -223,7 +105,7 @@ def revoke_consent(consent_id: ConsentId, context: Context, caller: Caller) -> C
     ``app_revoked``, an operator ``policy``. Revoking a consent that already ended changes
     nothing.
     """
-    _visible_consent(context, caller, consent_id)
+    visible_consent(context, caller, consent_id)
     view = context.service.revoke(consent_id, reason=_REVOKE_REASONS[caller.role])
     return ConsentResponse.of(view)
 
@@ -248,7 +130,7 @@ def consent_status(
     consent_id: ConsentId, context: Context, caller: Caller
 ) -> ConsentStatusResponse:
     """State, granted categories, last delivery and its sequence, and failures with reasons."""
-    consent = _visible_consent(context, caller, consent_id)
+    consent = visible_consent(context, caller, consent_id)
     return ConsentStatusResponse(
         consent_id=consent.consent_id,
         state=consent.status,
@@ -318,7 +200,7 @@ async def replay_consent(
     Only an active consent is replayed (409 ``consent_not_active`` otherwise), one replay
     per consent at a time (409 ``replay_in_progress``); 503 when this server has no Kafka.
     """
-    await run_in_threadpool(_visible_consent, context, caller, consent_id)
+    await run_in_threadpool(visible_consent, context, caller, consent_id)
     caller.require("app", "operator")
     try:
         view = await context.replayer.submit(
@@ -343,10 +225,10 @@ def get_replay(
     consent_id: ConsentId, replay_id: ReplayId, context: Context, caller: Caller
 ) -> ReplayResponse:
     """A replay's state and counters: an app sees its own consents' replays, others any."""
-    _visible_consent(context, caller, consent_id)
+    visible_consent(context, caller, consent_id)
     view = context.replayer.store.get(replay_id)
     if view.consent_id != consent_id:
-        raise _not_found("replay", replay_id)
+        raise not_found("replay", replay_id)
     return ReplayResponse.of(view)
 
 
@@ -370,7 +252,7 @@ def request_transfer(
     key, until ``expires_at`` (4 days by default). One transfer per consent at a time (409);
     an ongoing consent gets a snapshot and deltas instead (409).
     """
-    _visible_consent(context, caller, consent_id)
+    visible_consent(context, caller, consent_id)
     caller.require("app", "operator")
     view = context.transfers.request(consent_id)
     response.headers["Location"] = f"/v1/transfers/{view.transfer_id}"
@@ -387,7 +269,7 @@ def request_snapshot(
     last ``portability.snapshot`` page is delivered; those the snapshot already holds are not
     sent. 409 for a consent that is not active and ongoing.
     """
-    _visible_consent(context, caller, consent_id)
+    visible_consent(context, caller, consent_id)
     caller.require("app", "operator")
     view = context.transfers.request_snapshot(consent_id)
     response.headers["Location"] = f"/v1/transfers/{view.transfer_id}"
@@ -397,7 +279,7 @@ def request_snapshot(
 @router.get("/consents/{consent_id}/transfers", tags=["transfers"])
 def list_transfers(consent_id: ConsentId, context: Context, caller: Caller) -> TransferListResponse:
     """A consent's transfers, oldest first: an app sees its own consents', others any."""
-    _visible_consent(context, caller, consent_id)
+    visible_consent(context, caller, consent_id)
     base = context.settings.public_api_url()
     views = context.transfers.list_for_consent(consent_id)
     return TransferListResponse(transfers=[TransferResponse.of(v, base) for v in views])
@@ -475,5 +357,5 @@ def download_archive(transfer_id: TransferId, context: Context, caller: Caller) 
 def _visible_transfer(context: ApiContext, caller: Principal, transfer_id: str) -> TransferView:
     view = context.transfers.get(transfer_id)
     if caller.role == "app" and not caller.owns(view.app_id):
-        raise _not_found("transfer", transfer_id)
+        raise not_found("transfer", transfer_id)
     return view

@@ -1,11 +1,10 @@
-"""Request and response bodies of the consent API."""
+"""Response bodies of the consent API (the request bodies are in :mod:`.requests`)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Literal
+from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field
 
 from portability.consent import AppView, ConsentView
 from portability.consent.models import (
@@ -21,72 +20,17 @@ from portability.consent.transfers import TransferView, download_url
 from portability.wire.records import Category, RemovalReason
 
 __all__ = [
-    "ID_PATTERN",
-    "AppRegistrationRequest",
+    "AppListResponse",
     "AppRegistrationResponse",
     "AppResponse",
     "ConsentListResponse",
     "ConsentResponse",
     "ConsentStatusResponse",
-    "GrantRequest",
-    "ReplayRequest",
     "ReplayResponse",
-    "ReviewRequest",
     "SecretRotationResponse",
+    "TransferListResponse",
+    "TransferResponse",
 ]
-
-ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
-_TEXT = r"^[^\x00-\x1f\x7f]*$"  # printable: no control characters (PostgreSQL refuses NUL)
-
-Scope = Literal["profile", "post", "follow", "activity", "direct_message", "all"]
-Text = Annotated[str, Field(pattern=_TEXT)]
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class AppRegistrationRequest(_Body):
-    """A developer registers an app; an operator then reviews it."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "Archive Pal",
-                    "use_case": "Keeps a private, searchable backup of the user's posts.",
-                    "webhook_url": "https://archivepal.example/webhooks/portability",
-                    "requested_scopes": ["post", "profile"],
-                }
-            ]
-        },
-    )
-
-    name: str = Field(min_length=1, max_length=200, pattern=_TEXT)
-    use_case: str = Field(
-        min_length=1,
-        max_length=2000,
-        pattern=_TEXT,
-        description="What the app does with each scope it requests (reviewed by an operator).",
-    )
-    webhook_url: str = Field(
-        min_length=1, max_length=2048, pattern=_TEXT, description="An http(s) URL with a host."
-    )
-    requested_scopes: list[Scope] = Field(min_length=1, max_length=6)
-
-
-class WebhookUpdate(_Body):
-    """A new webhook URL for an app; a disabled endpoint starts afresh with it."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"webhook_url": "https://archivepal.example/hooks/v2"}]},
-    )
-
-    webhook_url: str = Field(
-        min_length=1, max_length=2048, pattern=_TEXT, description="An http(s) URL with a host."
-    )
 
 
 class AppResponse(BaseModel):
@@ -103,7 +47,13 @@ class AppResponse(BaseModel):
     enabled: bool
     created_at: datetime
     previous_secret_expires_at: datetime | None = Field(
-        description="While set, the previous signing secret still signs deliveries."
+        description="While set, an earlier signing secret still signs deliveries (the last "
+        "one stops then)."
+    )
+    previous_secrets_expire_at: list[datetime] = Field(
+        default_factory=list,
+        description="When each earlier signing secret still signing stops, newest first "
+        "(at most two: three secrets sign at once, at most).",
     )
 
     @classmethod
@@ -121,7 +71,14 @@ class AppResponse(BaseModel):
             enabled=view.enabled,
             created_at=view.created_at,
             previous_secret_expires_at=view.previous_secret_expires_at,
+            previous_secrets_expire_at=list(view.secrets.previous_ends),
         )
+
+
+class AppListResponse(BaseModel):
+    """Apps, oldest registration first."""
+
+    apps: list[AppResponse]
 
 
 class AppRegistrationResponse(BaseModel):
@@ -132,74 +89,17 @@ class AppRegistrationResponse(BaseModel):
     signing_secret: str = Field(description="Standard Webhooks secret (`whsec_...`).")
 
 
-class ReviewRequest(_Body):
-    """An operator's decision on an app."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"decision": "approve", "approved_scopes": ["post"]},
-                {"decision": "reject", "reason": "The use case does not need direct messages."},
-            ]
-        },
-    )
-
-    decision: Literal["approve", "reject"]
-    approved_scopes: list[Scope] | None = Field(
-        default=None,
-        min_length=1,
-        max_length=6,
-        description="On approval, a subset of the requested scopes; default all requested.",
-    )
-    reason: str | None = Field(
-        default=None, max_length=2000, pattern=_TEXT, description="Required to reject."
-    )
-
-
 class SecretRotationResponse(BaseModel):
-    """The app's new signing secret; the previous one signs too until the overlap ends."""
+    """The app's new signing secret; the ones before it sign too until their overlaps end."""
 
     app_id: str
-    signing_secret: str
-    previous_secret_expires_at: datetime | None
-
-
-class GrantRequest(_Body):
-    """The platform, acting for a user, grants an app a consent."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "user_id": "u00000042",
-                    "user_region": "DE",
-                    "app_id": "app_5c2a0e1f9b3d",
-                    "categories": ["post", "profile"],
-                    "mode": "ongoing",
-                    "expires_at": "2027-01-01T00:00:00Z",
-                }
-            ]
-        },
+    signing_secret: str = Field(description="The new Standard Webhooks secret (`whsec_...`).")
+    previous_secret_expires_at: datetime | None = Field(
+        description="When the secret this rotation replaced stops signing (None: at once)."
     )
-
-    user_id: str = Field(min_length=1, max_length=200, pattern=_TEXT)
-    user_region: str = Field(
-        pattern=r"^[A-Za-z]{2}$",
-        description="The user's ISO 3166-1 alpha-2 country; only the EEA and GB are served.",
-    )
-    app_id: str = Field(pattern=ID_PATTERN)
-    categories: list[Scope] | Literal["all"] = Field(
-        description='Categories, or "all" for the full archive.'
-    )
-    mode: ConsentMode = "ongoing"
-    expires_at: AwareDatetime | None = None
-    initial_snapshot: bool | None = Field(
-        default=None,
-        description="For an ongoing consent: send the user's current records of the "
-        "categories first (portability.snapshot pages), then the deltas. Default: true for "
-        "ongoing, false for one_time (whose data comes as an archive).",
+    previous_secrets_expire_at: list[datetime] = Field(
+        default_factory=list,
+        description="When each earlier secret still signing stops, newest first.",
     )
 
 
@@ -285,50 +185,6 @@ class ConsentStatusResponse(BaseModel):
         description="Whether that snapshot's last page was delivered (its deltas then flow); "
         "null without a snapshot or without delivery status.",
     )
-
-
-class ReplayRequest(_Body):
-    """Which of a consent's deltas to deliver again: exactly one of the two fields."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "minProperties": 1,
-            "maxProperties": 1,
-            "examples": [{"from_sequence": 17}, {"since": "2026-11-23T09:00:00Z"}],
-        },
-    )
-
-    from_sequence: int | None = Field(
-        default=None,
-        ge=1,
-        le=2**62,
-        description="Replay deltas with this sequence and above (e.g. the first one missing).",
-    )
-    since: AwareDatetime | None = Field(
-        default=None,
-        description="Replay deltas the pipeline produced at or after this time "
-        "(ISO 8601 with a time zone).",
-    )
-
-    @field_validator("since")
-    @classmethod
-    def _utc(cls, since: datetime | None) -> datetime | None:
-        if since is None:
-            return None
-        try:
-            return since.astimezone(UTC)
-        except OverflowError as error:
-            raise ValueError("since is out of range: give a time within the last 7 days") from error
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> ReplayRequest:
-        if (self.from_sequence is None) == (self.since is None):
-            raise ValueError(
-                'give exactly one of from_sequence (e.g. {"from_sequence": 17}) or since '
-                '(e.g. {"since": "2026-11-23T09:00:00Z"})'
-            )
-        return self
 
 
 class ReplayResponse(BaseModel):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import uvicorn
@@ -21,26 +21,36 @@ from portability.api.app import create_app
 from portability.api.delivery_status import DeliveryStatusBoard, follow_delivery_status
 from portability.api.operator_status import OperatorStatus
 from portability.consent import ConsentService, OutboxRelay, create_store_engine, init_schema
+from portability.consent.resealing import seal_clear_secrets
 from portability.consent.transfers import TransferStore, delete_archive
 from portability.delivery.replay import Replayer
+from portability.ops.lifecycle import listening_socket
 from portability.runtime import Runtime
+from portability.sealing import SecretsKeys
 from portability.settings import Settings
 
 __all__ = ["serve_api", "sweep"]
 
 _log = logging.getLogger(__name__)
+_API_ADDRESS = ("PORTABILITY_API_HOST", "PORTABILITY_API_PORT")
 
 
-async def serve_api(settings: Settings) -> None:
-    """Serve the API on ``settings.api_host:api_port`` until interrupted."""
+async def serve_api(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve the API on ``settings.api_host:api_port`` until ``stop`` is set.
+
+    The port is bound first: a taken one stops the command (StartupError) before it opens the
+    store or Kafka. The command owns SIGINT and SIGTERM (:mod:`portability.ops.lifecycle`).
+    """
+    listener = listening_socket(settings.api_host, settings.api_port, "the API", _API_ADDRESS)
     engine = create_store_engine(settings.resolved_database_url())
     await asyncio.to_thread(init_schema, engine)
+    # A store from before sealing keeps secrets in the clear: sealed (and republished) now.
+    await asyncio.to_thread(seal_clear_secrets, engine, SecretsKeys.from_settings(settings))
     board = DeliveryStatusBoard()
-    stop = asyncio.Event()
     transfers = TransferStore(engine, expiry_s=settings.transfer_expiry_s)
-    background: list[Coroutine[Any, Any, None]] = [
-        sweep(ConsentService(engine), settings, stop, transfers)
-    ]
+    # Each loop is made where it starts at once as a task: one made before a failed start
+    # would never be awaited.
+    background: list[Coroutine[Any, Any, None]] = []
     runtime: Runtime | None = None
     relay: OutboxRelay | None = None
     replayer: Replayer | None = None
@@ -57,7 +67,9 @@ async def serve_api(settings: Settings) -> None:
         # Started with or without Kafka: it also fails replays a previous process left running.
         replayer = Replayer(settings, engine, runtime)
         await replayer.start()
+        background.append(sweep(ConsentService(engine), settings, stop, transfers))
         tasks = [asyncio.create_task(coroutine) for coroutine in background]
+        background.clear()  # the tasks own them now
         config = uvicorn.Config(
             create_app(
                 settings,
@@ -69,13 +81,22 @@ async def serve_api(settings: Settings) -> None:
             host=settings.api_host,
             port=settings.api_port,
             log_config=None,
+            # The per-client rate limit keys on the address these proxies forward.
+            forwarded_allow_ips=settings.api_forwarded_allow_ips,
         )
+        server = _Server(config)
+        tasks.append(asyncio.create_task(_exit_when_set(stop, server)))
+        _log.info("consent API on http://%s:%d", settings.api_host, listener.getsockname()[1])
         try:
-            await uvicorn.Server(config).serve()
+            await server.serve(sockets=[listener])
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
     finally:
+        stop.set()  # arms the watchdog of the stop (portability.ops.lifecycle)
+        listener.close()
+        for unstarted in background:
+            unstarted.close()  # made but never a task (a failed start): nothing to warn about
         if replayer is not None:
             await replayer.stop()
         if relay is not None:
@@ -83,6 +104,23 @@ async def serve_api(settings: Settings) -> None:
         if runtime is not None:
             await runtime.close()
         engine.dispose()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: ``stop`` ends it (see :func:`serve_api`).
+
+    Its own would also re-raise the signal after its shutdown, which ends the process (SIGTERM)
+    before the relay and the Kafka clients are stopped.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _exit_when_set(stop: asyncio.Event, server: uvicorn.Server) -> None:
+    await stop.wait()
+    server.should_exit = True
 
 
 async def sweep(

@@ -205,15 +205,24 @@ def _groups(snapshot: StatusSnapshot) -> str:
         f'<tr data-group="{_e(g.group)}"><td>{_e(g.group)}</td>'
         f'<td><span class="badge {_e(g.status)}">{_e(g.status)}</span></td>'
         f'<td class="num">{_n(g.members)}</td><td class="num">{_n(g.lag)}</td>'
-        f'<td class="num">{_seconds(g.lag_seconds)}</td><td class="reason">{_e(g.reason)}</td></tr>'
+        f'<td class="num">{_seconds(g.lag_seconds)}</td><td class="num">{_parked(g)}</td>'
+        f'<td class="reason">{_e(g.reason)}</td></tr>'
         for g in snapshot.groups
     )
     return _table(
         "groups",
-        ["group", "status", "members", "lag", "lag time", "why"],
+        ["group", "status", "members", "lag", "lag time", "parked", "why"],
         rows,
-        numeric={2, 3, 4},
+        numeric={2, 3, 4, 5},
     )
+
+
+def _parked(group: GroupHealth) -> str:
+    """Records waiting on PARKED partitions, and when the first of their retries is due."""
+    if not group.parked:
+        return _NONE
+    due = "" if group.next_retry_at is None else f" · next {_at_epoch(group.next_retry_at)}"
+    return f"{_n(group.parked)}{due}"
 
 
 def _apps(apps: Sequence[AppHealth], left_out: int) -> str:

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib.util
 import logging
 import os
+import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -46,6 +51,34 @@ def free_port(host: str = "127.0.0.1") -> int:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A pre-exec hook that has Linux stop the child when its parent dies, even by SIGKILL.
+
+    Only where this process has one thread: a pre-exec hook runs Python in the forked child,
+    which can deadlock on a lock another thread held at the fork (see ``subprocess``). That
+    covers ``portability broker`` and the demo, which start the broker before any thread;
+    elsewhere the broker is stopped by :meth:`EmbeddedBroker.stop` only. (The signal follows
+    the thread that forked: any single-threaded process forks from its main thread.)
+    """
+    if not sys.platform.startswith("linux") or threading.active_count() != 1:
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the call: nobody will stop us
+            os._exit(1)
+
+    return die_with_parent
 
 
 class EmbeddedBroker:
@@ -93,13 +126,22 @@ class EmbeddedBroker:
             "--storage-engine",
             "memory://tansu/",
         ]
+        hook = _parent_death_signal()
         if self._log_file is None:
             return subprocess.Popen(  # noqa: S603 - fixed argv, our own binary
-                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                command,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=hook,  # None where another thread runs (see above)
             )
         with self._log_file.open("ab") as output:
             return subprocess.Popen(  # noqa: S603 - fixed argv, our own binary
-                command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                command,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=hook,  # None where another thread runs (see above)
             )
 
     async def _wait_listening(self, process: subprocess.Popen[bytes], timeout_s: float) -> None:

@@ -7,6 +7,7 @@ topics, so the pipeline never reads the database.
 
 from portability.consent.errors import (
     ConsentError,
+    DuplicateConsentError,
     InvalidRequestError,
     NotFoundError,
     RelayError,
@@ -34,6 +35,7 @@ __all__ = [
     "ConsentService",
     "ConsentStatus",
     "ConsentView",
+    "DuplicateConsentError",
     "InvalidRequestError",
     "NotFoundError",
     "OutboxEvent",

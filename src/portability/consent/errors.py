@@ -5,6 +5,7 @@ from portability.errors import PortabilityError
 __all__ = [
     "ConflictError",
     "ConsentError",
+    "DuplicateConsentError",
     "InvalidRequestError",
     "NotFoundError",
     "RegionNotServedError",
@@ -26,6 +27,18 @@ class InvalidRequestError(ConsentError, ValueError):
 
 class ConflictError(ConsentError):
     """A request the current state does not allow, e.g. a grant to an app not yet approved."""
+
+
+class DuplicateConsentError(ConflictError):
+    """A grant identical to an active consent (same user, app, mode and categories).
+
+    ``consent_id`` is the active consent the caller should use (or revoke first).
+    """
+
+    def __init__(self, message: str, consent_id: str) -> None:
+        """Refuse the grant; ``consent_id`` names the consent already in force."""
+        super().__init__(message)
+        self.consent_id = consent_id
 
 
 class RegionNotServedError(ConsentError):

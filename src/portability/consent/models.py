@@ -104,7 +104,9 @@ class App(SQLModel, table=True):
     app_id: str = Field(primary_key=True, max_length=64)
     name: str = Field(max_length=200)
     webhook_url: str = Field(max_length=2048)
-    signing_secret: str = Field(max_length=128)
+    # Before secrets were sealed (migration 0007): the clear secret. Emptied once sealed, when
+    # the secrets live in sealed_signing_secrets (see consent.signing_secrets).
+    signing_secret: str = Field(default="", max_length=128)
     version: int = Field(default=0, sa_type=_BIG_INT, description="Outbox id of this state.")
     created_at: datetime = _utc_column()
     use_case: str = Field(default="", max_length=2000, sa_column_kwargs={"server_default": ""})
@@ -126,14 +128,35 @@ class App(SQLModel, table=True):
     review_reason: str | None = Field(default=None, max_length=2000)
     enabled: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
     api_key_hash: str | None = Field(default=None, max_length=64, unique=True, index=True)
-    previous_signing_secret: str | None = Field(default=None, max_length=128)
+    previous_signing_secret: str | None = Field(default=None, max_length=128)  # as signing_secret
+    # When the next previous secret stops signing (the earliest): the overlap sweep's question.
     previous_secret_expires_at: datetime | None = _utc_column(nullable=True)
+    sealed_signing_secrets: str | None = Field(
+        default=None,
+        sa_type=sa.Text,
+        description="JSON list, newest first, of the live secrets: each sealed, with the end "
+        "of its overlap (None: the current one) and its rotation's idempotency key hash.",
+    )
 
 
 class Consent(SQLModel, table=True):
     """One user's authorisation for one app to receive some categories of their data."""
 
     __tablename__ = CONSENTS_TABLE
+    __table_args__ = (
+        # Never two active copies of one consent (see consent.copies): each would receive
+        # every change. Migration 0006 creates it.
+        sa.Index(
+            "uq_consents_active_copy",
+            "user_id",
+            "app_id",
+            "mode",
+            "categories",
+            unique=True,
+            sqlite_where=sa.text("status = 'active'"),
+            postgresql_where=sa.text("status = 'active'"),
+        ),
+    )
 
     consent_id: str = Field(primary_key=True, max_length=64)
     user_id: str = Field(index=True, max_length=200)

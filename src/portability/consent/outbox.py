@@ -7,7 +7,12 @@ version older than one they applied. Rows are re-sent from the first unacknowled
 onwards, in id order, so the last record of a key on the compacted topic is always its
 latest state.
 
-Run one relay per database: two relays would interleave their sends.
+Any number of relays may run against one database: exactly one publishes at a time, the one
+holding the store's publishing lock (:mod:`portability.consent.locks`); the others stand by
+and one of them takes over within ``takeover_interval_s`` when the holder stops or dies. The
+holder checks that it still holds the lock before it sends each batch, so two relays never
+interleave their sends. A holder killed between Kafka's acknowledgement and the mark leaves
+those rows for its successor to send again, as a restart would.
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import secrets
+import socket
+import weakref
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -29,17 +38,25 @@ from sqlmodel import Session, col, select
 
 from portability.consent._time import utc_now
 from portability.consent.errors import ConsentError, RelayError
+from portability.consent.locks import PublishLock, publish_lock
 from portability.consent.models import OutboxEvent
+from portability.consent.publishing import Publishing, RelayStatus
 from portability.errors import PortabilityError
 from portability.runtime import Runtime
 from portability.wire.schemas import SchemaName
 from portability.wire.topics import partition_for_consent, partition_for_user
 
-__all__ = ["OutboxRelay"]
+__all__ = ["OutboxRelay", "RelayStatus", "running_relays"]
 
 _log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_DOUBLINGS = 30  # 2**30 * any sane poll interval is past any max_backoff_s
+_RUNNING: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
+
+
+def running_relays() -> list[OutboxRelay]:
+    """The relays started and not stopped in this process (for metrics), by id."""
+    return sorted(_RUNNING, key=lambda relay: relay.status.relay_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +86,31 @@ class OutboxRelay:
     """
 
     def __init__(
-        self, engine: Engine, runtime: Runtime, *, client_id: str = "portability-outbox"
+        self,
+        engine: Engine,
+        runtime: Runtime,
+        *,
+        client_id: str = "portability-outbox",
+        lock: PublishLock | None = None,
+        takeover_interval_s: float = 1.0,
     ) -> None:
-        """Relay the outbox in ``engine``'s database with ``runtime``'s Kafka and codec."""
+        """Relay the outbox in ``engine``'s database with ``runtime``'s Kafka and codec.
+
+        Args:
+            engine: The consent store.
+            runtime: Kafka, codec and topics.
+            client_id: The Kafka producer's client id.
+            lock: The publishing lock; default the store's (:func:`publish_lock`).
+            takeover_interval_s: How often a standing-by relay tries to take the lock.
+        """
         self._engine = engine
         self._runtime = runtime
         self._client_id = client_id
         self._producer: AIOKafkaProducer | None = None
+        relay_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        lock = lock or publish_lock(engine, f"portability relay {relay_id}")
+        self._publishing = Publishing(lock, relay_id)
+        self._takeover_interval_s = takeover_interval_s
 
     async def start(self) -> None:
         """Start the Kafka producer (idempotent)."""
@@ -89,12 +124,37 @@ class OutboxRelay:
             await producer.stop()
             raise
         self._producer = producer
+        self._publishing.reopen()
+        _RUNNING.add(self)
 
     async def stop(self) -> None:
-        """Flush and stop the producer (idempotent); pending rows stay for the next start."""
+        """Flush and stop the producer, then let the publishing lock go (idempotent).
+
+        Pending rows stay for the next holder, which may take over at once.
+        """
         producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()
+        _RUNNING.discard(self)
+        try:
+            if producer is not None:
+                await producer.stop()
+        finally:
+            # After the flush: a successor must not send while this relay's sends are open.
+            await self._publishing.release()
+
+    @property
+    def status(self) -> RelayStatus:
+        """Whether this relay publishes or stands by, who holds the lock, and counts."""
+        return self._publishing.status
+
+    @property
+    def relay_id(self) -> str:
+        """This relay's id in logs, stats and the lock (``host:pid:random``)."""
+        return self.status.relay_id
+
+    @property
+    def publishing(self) -> bool:
+        """Whether this relay holds the publishing lock (as of its last check)."""
+        return self.status.publishing
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -111,25 +171,31 @@ class OutboxRelay:
     async def publish_pending(self, limit: int = 500) -> int:
         """Publish up to ``limit`` unpublished rows, oldest first, and mark them published.
 
-        Every row is sent in id order on one producer; rows are marked (in one UPDATE) only
-        once Kafka acknowledged them.
+        Only the holder of the publishing lock publishes: a relay that does not hold it tries
+        to take it, and publishes nothing while another relay holds it. Every row is sent in
+        id order on one producer; rows are marked (in one UPDATE) only once Kafka
+        acknowledged them.
 
         Returns:
-            How many rows were published (0: the outbox is empty).
+            How many rows were published (0: the outbox is empty, or another relay holds
+            the lock; :attr:`publishing` tells which).
 
         Raises:
-            RelayError: Kafka or the database failed; the acknowledged leading rows were
-                marked, the rest stay pending.
+            RelayError: Kafka, the database or the lock failed; the acknowledged leading rows
+                were marked, the rest stay pending.
             ConsentError: :meth:`start` was not called.
         """
         producer = self._require_producer()
+        if not await self._publishing.take():
+            return 0
         try:
             rows = await asyncio.to_thread(self._read_pending, limit)
         except SQLAlchemyError as error:
             raise RelayError(f"cannot read the outbox: {error}") from error
-        if not rows:
+        if not rows or not await self._publishing.still_held():
             return 0
         acked, failure = await self._send_in_order(producer, rows)
+        self.status.published += acked
         if acked:
             await self._mark_published([row.id for row in rows[:acked]])
         if failure is not None:
@@ -148,9 +214,10 @@ class OutboxRelay:
     ) -> None:
         """Publish pending rows until ``stop`` is set.
 
-        Polls every ``poll_interval_s`` while idle, and at once after a full batch. A failed
-        round is logged and retried after a doubling delay of at most ``max_backoff_s``, so
-        an outage neither ends the loop nor makes it spin.
+        Polls every ``poll_interval_s`` while idle, and at once after a full batch; while
+        another relay holds the publishing lock, tries to take it every
+        ``takeover_interval_s``. A failed round is logged and retried after a doubling delay
+        of at most ``max_backoff_s``, so an outage neither ends the loop nor makes it spin.
         """
         failures = 0
         while not stop.is_set():
@@ -162,8 +229,11 @@ class OutboxRelay:
                 _log.warning("outbox relay: %s (retry %d in %.2fs)", error, failures, delay)
             else:
                 failures = 0
-                # A full batch means more rows are probably waiting.
-                delay = 0.0 if published >= limit else poll_interval_s
+                if not self.status.publishing:
+                    delay = self._takeover_interval_s
+                else:
+                    # A full batch means more rows are probably waiting.
+                    delay = 0.0 if published >= limit else poll_interval_s
             await _wait(stop, delay)
 
     def _require_producer(self) -> AIOKafkaProducer:

@@ -14,7 +14,7 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -23,12 +23,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from portability.consent._time import millis, normalize, utc_now
+from portability.consent.copies import copy_after_conflict, refuse_active_copy
 from portability.consent.errors import ConflictError, InvalidRequestError, NotFoundError
 from portability.consent.models import App, Consent, OutboxEvent, OutboxKind, Transfer
 from portability.consent.regions import check_region
+from portability.consent.signing_secrets import Rotation, drop_ended, issue_first, rotate
 from portability.consent.views import AppView, ConsentView
 from portability.delivery.egress import EgressPolicy, EgressRefusedError
 from portability.delivery.signing import generate_secret
+from portability.sealing import SecretsKeys
 from portability.wire.notifications import authorization_removed
 from portability.wire.records import CATEGORIES, RemovalReason
 from portability.wire.topics import consent_key
@@ -38,6 +41,7 @@ __all__ = [
     "AppRegistration",
     "ConsentService",
     "ReviewDecision",
+    "end_consent",
     "hash_api_key",
     "new_api_key",
     "new_signing_secret",
@@ -92,16 +96,26 @@ class ConsentService:
     one transaction and returns frozen views, never ORM objects.
     """
 
-    def __init__(self, engine: Engine, *, webhook_policy: EgressPolicy | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        webhook_policy: EgressPolicy | None = None,
+        secrets: SecretsKeys | None = None,
+    ) -> None:
         """Use ``engine``, whose schema :func:`~portability.consent.init_schema` created.
 
         Args:
             engine: The consent store.
             webhook_policy: The rules webhook URLs must meet (``EgressPolicy.from_settings``);
                 default development mode's: http allowed, loopback allowed.
+            secrets: The keys that seal apps' signing secrets
+                (``SecretsKeys.from_settings``); default a key of this process only.
         """
         self._engine = engine
         self._webhook_policy = webhook_policy or EgressPolicy()
+        # The ephemeral default seals what no other process can open: for tests only.
+        self._keys = secrets or SecretsKeys.ephemeral()
 
     def register_app(
         self,
@@ -183,7 +197,6 @@ class ConsentService:
             app_id=app_id or f"app_{secrets.token_hex(6)}",
             name=name,
             webhook_url=webhook_url,
-            signing_secret=new_signing_secret(),
             created_at=now,
             use_case=use_case,
             requested_scopes=scopes,
@@ -198,7 +211,8 @@ class ConsentService:
                         f"app_id {app.app_id!r} is already registered: choose another or omit it"
                     )
                 session.add(app)
-                view = _publish_app(session, app, now)
+                issue_first(app, self._keys)
+                view = _publish_app(session, app, now, self._keys)
         except IntegrityError as error:
             # Lost a race with a concurrent registration of the same id.
             raise InvalidRequestError(f"app_id {app.app_id!r} is already registered") from error
@@ -211,7 +225,7 @@ class ConsentService:
         query = select(App).where(col(App.api_key_hash) == hash_api_key(api_key))
         with Session(self._engine) as session:
             app = session.exec(query).first()
-            return None if app is None else AppView.of(app)
+            return None if app is None else AppView.of(app, self._keys)
 
     def review_app(
         self,
@@ -254,7 +268,7 @@ class ConsentService:
             else:
                 raise InvalidRequestError(f"unknown decision {decision!r}: approve or reject")
             app.review_reason = reason
-            view = _publish_app(session, app, at)
+            view = _publish_app(session, app, at, self._keys)
             _end_unfit_consents(session, view, "policy", at)
             return view
 
@@ -268,24 +282,34 @@ class ConsentService:
         with Session(self._engine) as session, session.begin():
             app = _require_app(session, app_id, for_update=True)
             if app.enabled == enabled:
-                return AppView.of(app)
+                return AppView.of(app, self._keys)
             app.enabled = enabled
-            view = _publish_app(session, app, at)
+            view = _publish_app(session, app, at, self._keys)
             _end_unfit_consents(session, view, "app_disabled", at)
             return view
 
-    def rotate_secret(self, app_id: str, overlap_s: float, now: datetime | None = None) -> AppView:
-        """Give the app a new signing secret; the old one keeps signing for ``overlap_s``.
+    def rotate_secret(
+        self,
+        app_id: str,
+        overlap_s: float,
+        now: datetime | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> tuple[AppView, Rotation]:
+        """Give the app a new signing secret; the one it replaces keeps signing ``overlap_s``.
 
-        The published app carries both secrets until :meth:`end_secret_overlaps` runs after
-        the overlap (with ``overlap_s`` 0 the old secret is dropped at once). A secret still
-        overlapping from an earlier rotation is dropped.
+        Earlier secrets still in their overlap keep signing too, up to three secrets at once;
+        ``overlap_s`` 0 drops every previous one. Repeating a rotation with its
+        ``idempotency_key`` changes nothing. See :mod:`portability.consent.signing_secrets`.
 
         Returns:
-            The app, whose ``signing_secret`` is the new secret.
+            The app, and the rotation: the new secret in the clear, and whether it was made
+            by an earlier call with the same key.
 
         Raises:
             InvalidRequestError: A negative overlap.
+            RotationLimitError: Three secrets sign already (it says when the oldest stops).
+            ConflictError: ``idempotency_key`` made a secret a later rotation replaced.
             NotFoundError: No such app.
         """
         if overlap_s < 0:
@@ -293,11 +317,10 @@ class ConsentService:
         at = utc_now() if now is None else normalize(now, "now")
         with Session(self._engine) as session, session.begin():
             app = _require_app(session, app_id, for_update=True)
-            keep = overlap_s > 0
-            app.previous_signing_secret = app.signing_secret if keep else None
-            app.previous_secret_expires_at = at + timedelta(seconds=overlap_s) if keep else None
-            app.signing_secret = new_signing_secret()
-            return _publish_app(session, app, at)
+            rotation = rotate(app, self._keys, overlap_s, at, idempotency_key)
+            if rotation.repeated:
+                return AppView.of(app, self._keys), rotation
+            return _publish_app(session, app, at, self._keys), rotation
 
     def set_webhook_url(
         self, app_id: str, webhook_url: str, now: datetime | None = None
@@ -316,9 +339,9 @@ class ConsentService:
         with Session(self._engine) as session, session.begin():
             app = _require_app(session, app_id, for_update=True)
             if app.webhook_url == webhook_url:
-                return AppView.of(app)
+                return AppView.of(app, self._keys)
             app.webhook_url = webhook_url
-            return _publish_app(session, app, at)
+            return _publish_app(session, app, at, self._keys)
 
     def end_secret_overlaps(self, now: datetime | None = None) -> list[AppView]:
         """Drop previous secrets whose overlap ended at or before ``now``, and publish each app.
@@ -334,12 +357,11 @@ class ConsentService:
             .with_for_update()
         )
         with Session(self._engine) as session, session.begin():
-            ended = []
-            for app in session.exec(query).all():
-                app.previous_signing_secret = None
-                app.previous_secret_expires_at = None
-                ended.append(_publish_app(session, app, at))
-            return ended
+            return [
+                _publish_app(session, app, at, self._keys)
+                for app in session.exec(query).all()
+                if drop_ended(app, at)
+            ]
 
     def get_app(self, app_id: str) -> AppView:
         """The app ``app_id``.
@@ -348,13 +370,15 @@ class ConsentService:
             NotFoundError: No such app.
         """
         with Session(self._engine) as session:
-            return AppView.of(_require_app(session, app_id))
+            return AppView.of(_require_app(session, app_id), self._keys)
 
-    def list_apps(self) -> list[AppView]:
-        """Every registered app, oldest first."""
+    def list_apps(self, *, review_status: str | None = None) -> list[AppView]:
+        """Registered apps, oldest first: every one, or those in ``review_status``."""
         with Session(self._engine) as session:
-            apps = session.exec(select(App).order_by(col(App.created_at), col(App.app_id)))
-            return [AppView.of(app) for app in apps]
+            query = select(App).order_by(col(App.created_at), col(App.app_id))
+            if review_status is not None:
+                query = query.where(col(App.review_status) == review_status)
+            return [AppView.of(app, self._keys) for app in session.exec(query)]
 
     def grant(
         self,
@@ -391,6 +415,8 @@ class ConsentService:
             RegionNotServedError: The user is outside the EEA and the UK.
             ConflictError: The app is not approved or disabled, or a category is outside its
                 approved scopes.
+            DuplicateConsentError: The user already has an active consent for the app with
+                the same mode and categories (named in the error): never two active copies.
             NotFoundError: ``app_id`` is not registered.
         """
         at = utc_now() if now is None else normalize(now, "now")
@@ -414,13 +440,21 @@ class ConsentService:
                     "as an archive (POST /v1/consents/{consent_id}/transfers)"
                 )
             consent.snapshot_epoch = 1
-        with Session(self._engine) as session, session.begin():
-            _check_grantable(AppView.of(_require_app(session, app_id)), consent.category_list)
-            session.add(consent)
-            view = publish_consent(session, consent, at)
-            if initial_snapshot:
-                session.add(snapshot_transfer(consent, at))
-            return view
+        try:
+            with Session(self._engine) as session, session.begin():
+                _check_grantable(AppView.of(_require_app(session, app_id)), consent.category_list)
+                refuse_active_copy(session, consent)
+                session.add(consent)
+                view = publish_consent(session, consent, at)
+                if initial_snapshot:
+                    session.add(snapshot_transfer(consent, at))
+                return view
+        except IntegrityError as error:
+            # An identical grant committed between the check and the insert (the unique index).
+            duplicate = copy_after_conflict(self._engine, consent)
+            if duplicate is None:
+                raise
+            raise duplicate from error
 
     def revoke(
         self,
@@ -448,7 +482,7 @@ class ConsentService:
             consent = require_consent(session, consent_id, for_update=True)
             if consent.status != "active":
                 return ConsentView.of(consent)
-            return _end_consent(session, consent, reason, at)
+            return end_consent(session, consent, reason, at)
 
     def end_user_consents(
         self, user_id: str, reason: RemovalReason = "account_deleted", now: datetime | None = None
@@ -468,7 +502,7 @@ class ConsentService:
             .with_for_update()
         )
         with Session(self._engine) as session, session.begin():
-            return [_end_consent(session, c, reason, at) for c in session.exec(query).all()]
+            return [end_consent(session, c, reason, at) for c in session.exec(query).all()]
 
     def get_consent(self, consent_id: str) -> ConsentView:
         """The consent ``consent_id``.
@@ -515,7 +549,7 @@ class ConsentService:
         )
         with Session(self._engine) as session, session.begin():
             return [
-                _end_consent(session, consent, "expired", at)
+                end_consent(session, consent, "expired", at)
                 for consent in session.exec(query).all()
             ]
 
@@ -540,12 +574,18 @@ def require_consent(session: Session, consent_id: str, *, for_update: bool = Fal
     return consent
 
 
-def _end_consent(
+def end_consent(
     session: Session, consent: Consent, reason: RemovalReason, now: datetime
 ) -> ConsentView:
-    """Stop an active consent: expired for ``expired``, revoked for any other reason."""
-    consent.status = "expired" if reason == "expired" else "revoked"
-    if reason != "expired":
+    """Stop an active consent and tell its app, in the caller's transaction.
+
+    The consent becomes ``expired`` when it ended by itself (``expired``, or ``completed``:
+    a one-time consent used up by its archive), ``revoked`` for any other reason. Lock the
+    consent's row first (see the module docstring).
+    """
+    ended_by_itself = reason in ("expired", "completed")
+    consent.status = "expired" if ended_by_itself else "revoked"
+    if not ended_by_itself:
         consent.revoked_at = now
     consent.removal_reason = reason
     consent.updated_at = now
@@ -578,7 +618,7 @@ def _end_unfit_consents(
     allowed = set(app.approved_scopes) if app.can_receive else set()
     for consent in session.exec(query).all():
         if not set(consent.category_list) <= allowed:
-            _end_consent(session, consent, reason, now)
+            end_consent(session, consent, reason, now)
 
 
 def _check_grantable(app: AppView, categories: Sequence[str]) -> None:
@@ -611,11 +651,13 @@ def _approved_scopes(app: App, approved: Sequence[str] | None) -> str:
     return scopes
 
 
-def _publish_app(session: Session, app: App, now: datetime) -> AppView:
+def _publish_app(
+    session: Session, app: App, now: datetime, keys: SecretsKeys | None = None
+) -> AppView:
     """Write the app's new state to the outbox; its version is the outbox row's id."""
     event = _append_event(session, "app", app.app_id, None, now)
     app.version = _assigned_id(event)
-    view = AppView.of(app)
+    view = AppView.of(app, keys)
     event.payload = outbox_payload(view.to_record())
     return view
 

@@ -14,13 +14,13 @@ from sqlmodel import create_engine
 
 from portability.consent import models
 from portability.consent.errors import InvalidRequestError
+from portability.consent.locks import MIGRATION_LOCK_KEY, migration_lock
 
 __all__ = ["FIRST_REVISION", "create_store_engine", "init_schema"]
 
 FIRST_REVISION = "0001"
 """The schema before the API (apps, consents, outbox); older stores are adopted as it."""
 _VERSION_TABLE = "alembic_version"
-_LOCK_KEY = 0x706F7274  # "port": one advisory lock for this store's migrations
 
 # psycopg (3) is the driver this project installs; SQLAlchemy's default for a bare
 # "postgresql://" would be psycopg2.
@@ -86,17 +86,25 @@ def init_schema(engine: Engine, revision: str = "head") -> None:
 
     Idempotent and safe on a live database: migrations only add, with server defaults, so
     rows survive. A database created before migrations existed (tables, no version table) is
-    recognised as the first revision and upgraded from there. On PostgreSQL an advisory lock
-    serialises processes that start at the same time.
+    recognised as the first revision and upgraded from there. Processes that start at the same
+    time take turns: a PostgreSQL advisory lock, or a file lock beside a SQLite file.
 
     Args:
         engine: The store's engine.
         revision: The target revision; ``"head"`` (the default) is the current schema, an
             older one is for tests that start from a previous version.
+
+    Raises:
+        ConsentError: Another process has held the migration lock for 10 minutes.
     """
-    with engine.begin() as connection:
+    # Processes started together on an empty store would each create the tables ("table apps
+    # already exists"): one migrates, the others wait, then find nothing left to do.
+    with migration_lock(engine), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
-            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+            # Transaction-scoped: released with the transaction, or when the process dies.
+            connection.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
         config = _alembic_config(connection)
         _adopt_unversioned(connection, config)
         command.upgrade(config, revision)

@@ -12,37 +12,42 @@ is told with a ``portability.download.ready`` event written to the outbox in the
 transaction. It can be downloaded until ``expires_at`` (``PORTABILITY_TRANSFER_EXPIRY_S``,
 4 days by default), then it is ``expired`` and its file deleted. The app may cancel it
 before; a builder that cannot finish marks it ``failed`` with the reason.
+
+A one-time consent is used up by its archive: in the transaction that makes the archive
+ready, the consent ends with removal reason ``completed`` (status ``expired``) and its app
+gets ``authorization.removed`` after ``portability.download.ready``. The download stays
+available until the transfer expires; no further transfer can be asked for. A failed or
+cancelled transfer does not use the consent up: the app may ask again. A consent that ended
+before its archive was ready (revoked, say) gets no archive: the transfer is cancelled.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Container
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from portability.consent._time import utc_now
 from portability.consent.errors import ConflictError, NotFoundError
-from portability.consent.models import (
-    Consent,
-    OutboxEvent,
-    Transfer,
-    TransferKind,
-    TransferState,
-)
+from portability.consent.models import OutboxEvent, Transfer, TransferState
 from portability.consent.service import (
+    end_consent,
     outbox_payload,
     publish_consent,
     require_consent,
     snapshot_transfer,
 )
+from portability.consent.transfer_rules import (
+    check_transferable,
+    consent_active,
+    snapshot_wanted,
+)
+from portability.consent.transfer_views import ArchiveFacts, SnapshotFacts, TransferView
 from portability.settings import Settings
 from portability.wire.notifications import download_ready
-from portability.wire.records import Category
 
 __all__ = [
     "ArchiveFacts",
@@ -55,81 +60,6 @@ __all__ = [
 
 _UNFINISHED: tuple[TransferState, ...] = ("pending", "in_progress")
 _MAX_REASON = 2000
-
-
-@dataclass(frozen=True, slots=True)
-class ArchiveFacts:
-    """What a builder reports about an archive it wrote."""
-
-    archive_file: str  # file name inside the archive folder
-    size_bytes: int
-    sha256: str
-    record_count: int
-    policy_version: str
-    position: str  # "partition:offset" of the current-state view it was built at
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotFacts:
-    """What a builder reports about a snapshot whose pages it published."""
-
-    position: int  # offset of the user's account.changes partition the snapshot is as of
-    partition: int
-    last_page_offset: int  # of the last page on the notifications topic
-    record_count: int
-    pages: int
-    policy_version: str
-
-
-@dataclass(frozen=True, slots=True)
-class TransferView:
-    """One transfer, as stored (see the module docstring for the states)."""
-
-    transfer_id: str
-    consent_id: str
-    app_id: str
-    user_id: str
-    categories: tuple[Category, ...]
-    state: TransferState
-    failure_reason: str | None
-    archive_file: str | None
-    size_bytes: int | None
-    sha256: str | None
-    record_count: int | None
-    policy_version: str | None
-    position: str | None
-    created_at: datetime
-    started_at: datetime | None
-    ready_at: datetime | None
-    expires_at: datetime | None
-    finished_at: datetime | None
-    kind: TransferKind = "archive"
-    snapshot_epoch: int | None = None
-
-    @classmethod
-    def of(cls, row: Transfer) -> TransferView:
-        return cls(
-            transfer_id=row.transfer_id,
-            consent_id=row.consent_id,
-            app_id=row.app_id,
-            user_id=row.user_id,
-            categories=cast("tuple[Category, ...]", tuple(row.categories.split(","))),
-            state=cast("TransferState", row.state),
-            failure_reason=row.failure_reason,
-            archive_file=row.archive_file,
-            size_bytes=row.size_bytes,
-            sha256=row.sha256,
-            record_count=row.record_count,
-            policy_version=row.policy_version,
-            position=row.position,
-            created_at=row.created_at,
-            started_at=row.started_at,
-            ready_at=row.ready_at,
-            expires_at=row.expires_at,
-            finished_at=row.finished_at,
-            kind=cast("TransferKind", row.kind),
-            snapshot_epoch=row.snapshot_epoch,
-        )
 
 
 class TransferStore:
@@ -148,12 +78,12 @@ class TransferStore:
 
         Raises:
             NotFoundError: No such consent.
-            ConflictError: The consent is not an active one-time consent, or already has a
-                transfer in progress.
+            ConflictError: The consent is not an active one-time consent (e.g. its archive
+                was built: it is used up), or already has a transfer in progress.
         """
         with Session(self._engine) as session, session.begin():
             consent = require_consent(session, consent_id, for_update=True)
-            _check_transferable(consent)
+            check_transferable(session, consent)
             running = session.exec(
                 select(Transfer.transfer_id).where(
                     col(Transfer.consent_id) == consent_id,
@@ -215,9 +145,14 @@ class TransferStore:
             for row in session.exec(query).all():
                 if owns_user is not None and row.user_id not in owns_user:
                     continue
-                if row.kind == "snapshot" and not _snapshot_wanted(session, row):
+                if row.kind == "snapshot" and not snapshot_wanted(session, row):
                     row.state, row.finished_at = "cancelled", now
                     row.failure_reason = "the consent ended or asked for a newer snapshot"
+                    session.add(row)
+                    continue
+                if row.kind == "archive" and not consent_active(session, row):
+                    row.state, row.finished_at = "cancelled", now
+                    row.failure_reason = "the consent ended before its archive was built"
                     session.add(row)
                     continue
                 row.state = "in_progress"
@@ -230,15 +165,30 @@ class TransferStore:
             return [TransferView.of(row) for row in claimed]
 
     def mark_ready(self, transfer_id: str, facts: ArchiveFacts, base_url: str) -> TransferView:
-        """The archive is written: ready until the expiry, and the app is told (outbox).
+        """The archive is written: ready until the expiry, the app told, the consent used up.
 
-        A transfer cancelled while it was built stays cancelled (returned as it is); the
-        caller deletes the file then.
+        In one transaction: the transfer becomes ready, the app's ``download.ready`` event is
+        written to the outbox, and the one-time consent ends (``completed``, its
+        ``authorization.removed`` after that event). A transfer cancelled while it was built
+        stays cancelled (returned as it is), and one whose consent ended meanwhile is
+        cancelled: the caller deletes the file then.
         """
         now = utc_now()
         with Session(self._engine) as session, session.begin():
             row = _locked(session, transfer_id)
             if row.state != "in_progress":
+                return TransferView.of(row)
+            # Transfer, then consent: the order mark_snapshot_published locks them in too.
+            consent = require_consent(session, row.consent_id, for_update=True)
+            if consent.status != "active":
+                # Revoked while it was built: the user's data does not go out after all.
+                row.state, row.finished_at = "cancelled", now
+                row.failure_reason = (
+                    f"the consent ended ({consent.removal_reason or consent.status}) while "
+                    "its archive was built"
+                )
+                session.add(row)
+                session.flush()
                 return TransferView.of(row)
             row.state = "ready"
             row.ready_at = now
@@ -271,6 +221,10 @@ class TransferStore:
                     created_at=now,
                 )
             )
+            # Flushed first: download.ready gets the smaller outbox id, so the app hears of
+            # the archive before it hears that the consent ended.
+            session.flush()
+            end_consent(session, consent, "completed", now)
             session.flush()
             return TransferView.of(row)
 
@@ -435,26 +389,3 @@ def _locked(session: Session, transfer_id: str) -> Transfer:
     if row is None:
         raise NotFoundError(f"no transfer {transfer_id!r}: check the id")
     return row
-
-
-def _snapshot_wanted(session: Session, row: Transfer) -> bool:
-    """Whether a pending snapshot is still the current epoch of an active consent."""
-    consent = session.get(Consent, row.consent_id)
-    return (
-        consent is not None
-        and consent.status == "active"
-        and consent.snapshot_epoch == row.snapshot_epoch
-    )
-
-
-def _check_transferable(consent: Consent) -> None:
-    if consent.status != "active":
-        raise ConflictError(
-            f"consent {consent.consent_id!r} is {consent.status}: a transfer needs an active "
-            "consent"
-        )
-    if consent.mode != "one_time":
-        raise ConflictError(
-            f"consent {consent.consent_id!r} is ongoing: its data flows as deltas after its "
-            "initial snapshot; one-time transfers are for one-time consents"
-        )

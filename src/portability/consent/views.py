@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import cast
 
 from portability.consent.models import App, Consent, ConsentMode, ConsentStatus, ReviewStatus
+from portability.consent.signing_secrets import SigningSecrets
+from portability.sealing import SecretsKeys
 from portability.wire.records import AppRecord, Category, ConsentRecord, RemovalReason
 
 __all__ = ["AppView", "ConsentView"]
@@ -20,8 +22,9 @@ class AppView:
         app_id: ``app_`` and 12 hex digits, unless the registrant chose it.
         name: Display name.
         webhook_url: Where deliveries are POSTed.
-        signing_secret: The Standard Webhooks secret (``whsec_<base64>``); kept out of
-            ``repr`` so that logging a view does not leak it.
+        secrets: The secrets that sign deliveries now, sealed as the store keeps them and
+            opened on demand (:attr:`signing_secret`, :attr:`signing_secrets`); kept out of
+            ``repr``.
         created_at: When the app was registered (aware UTC).
         version: Outbox id of the app's latest state, as published on the apps topic.
         use_case: What the app does with the data, as the developer described it.
@@ -30,15 +33,12 @@ class AppView:
         review_status: ``pending``, ``approved`` or ``rejected``.
         review_reason: The operator's reason, if given.
         enabled: Whether deliveries to the app may flow at all.
-        previous_signing_secret: The secret before the latest rotation while its overlap
-            lasts (it still signs deliveries); hidden from ``repr``.
-        previous_secret_expires_at: When the overlap of the previous secret ends.
     """
 
     app_id: str
     name: str
     webhook_url: str
-    signing_secret: str = field(repr=False)
+    secrets: SigningSecrets = field(repr=False)
     created_at: datetime
     version: int
     use_case: str = ""
@@ -47,17 +47,15 @@ class AppView:
     review_status: ReviewStatus = "approved"
     review_reason: str | None = None
     enabled: bool = True
-    previous_signing_secret: str | None = field(default=None, repr=False)
-    previous_secret_expires_at: datetime | None = None
 
     @classmethod
-    def of(cls, app: App) -> AppView:
-        """Snapshot an ``App`` row."""
+    def of(cls, app: App, keys: SecretsKeys | None = None) -> AppView:
+        """Snapshot an ``App`` row; ``keys`` open its secrets when they are asked for."""
         return cls(
             app_id=app.app_id,
             name=app.name,
             webhook_url=app.webhook_url,
-            signing_secret=app.signing_secret,
+            secrets=SigningSecrets.of(app, keys),
             created_at=app.created_at,
             version=app.version,
             use_case=app.use_case,
@@ -66,17 +64,22 @@ class AppView:
             review_status=cast("ReviewStatus", app.review_status),
             review_reason=app.review_reason,
             enabled=app.enabled,
-            previous_signing_secret=app.previous_signing_secret,
-            previous_secret_expires_at=app.previous_secret_expires_at,
         )
 
     @property
+    def signing_secret(self) -> str:
+        """The current Standard Webhooks secret (``whsec_<base64>``), opened with the keys."""
+        return self.secrets.current()
+
+    @property
     def signing_secrets(self) -> list[str]:
-        """Every secret that signs deliveries now: the current one, then the previous one."""
-        secrets = [self.signing_secret]
-        if self.previous_signing_secret is not None:
-            secrets.append(self.previous_signing_secret)
-        return secrets
+        """Every secret that signs deliveries now, in the clear: the current one first."""
+        return self.secrets.opened()
+
+    @property
+    def previous_secret_expires_at(self) -> datetime | None:
+        """When the last previous secret stops signing; None when only the current one signs."""
+        return max(self.secrets.previous_ends, default=None)
 
     @property
     def can_receive(self) -> bool:
@@ -84,7 +87,22 @@ class AppView:
         return self.enabled and self.review_status == "approved"
 
     def to_record(self) -> AppRecord:
-        """The record the apps topic carries for this state."""
+        """The record the apps topic carries for this state: its secrets sealed.
+
+        Only a store not sealed yet still publishes clear secrets, in ``signing_secrets``.
+        """
+        return AppRecord(
+            app_id=self.app_id,
+            name=self.name,
+            webhook_url=self.webhook_url,
+            signing_secrets=self.secrets.clear_values(),
+            enabled=self.can_receive,
+            version=self.version,
+            sealed_signing_secrets=self.secrets.sealed_values(),
+        )
+
+    def to_sending_record(self) -> AppRecord:
+        """This state as the sender needs it, its secrets opened: for memory only, never a topic."""
         return AppRecord(
             app_id=self.app_id,
             name=self.name,
@@ -92,6 +110,7 @@ class AppView:
             signing_secrets=self.signing_secrets,
             enabled=self.can_receive,
             version=self.version,
+            sealed_signing_secrets=[],
         )
 
 

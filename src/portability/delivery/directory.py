@@ -3,6 +3,13 @@
 Every worker reads all of ``apps`` and ``consents`` (small, compacted): it needs an app's
 endpoint and secrets, and must hear of a revocation as soon as possible whatever partition
 the consent lives in.
+
+An app's secrets arrive sealed (:mod:`portability.sealing`) and are opened here, with the keys
+of the settings, into the in-memory record the sender signs with. An app whose secrets do not
+open (the worker lacks the key that sealed them, or holds another key under its id) is kept
+with none and the reason (:meth:`Directory.secrets_problem`): its deliveries wait and are
+retried, they are neither sent unsigned nor dead-lettered at once, and the worker runs on. The
+reason is logged once per app state, naming the key and the setting to fix.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from portability.runtime import Runtime
+from portability.sealing import SecretsKeys, UnsealError
 from portability.wire.errors import WireFormatError
 from portability.wire.records import AppRecord, ConsentRecord
 from portability.wire.schemas import SchemaName
@@ -29,8 +37,21 @@ RevocationListener = Callable[[str], None]
 class Directory:
     """Apps and consent states, kept current by a background reader."""
 
-    def __init__(self, runtime: Runtime, client_id: str = "portability-directory") -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        client_id: str = "portability-directory",
+        *,
+        keys: SecretsKeys | None = None,
+    ) -> None:
+        """Follow ``runtime``'s topics; open secrets with ``keys`` (default: the settings').
+
+        Raises:
+            SecretsKeyError: No keys given and the settings name none (or a bad one).
+        """
         self._runtime = runtime
+        self._keys = keys or SecretsKeys.from_settings(runtime.settings)
+        self._unopened: dict[str, str] = {}  # app id -> why its secrets did not open
         self._reader: AIOKafkaConsumer = runtime.kafka.reader(client_id)
         self._apps: dict[str, AppRecord] = {}
         self._consents: dict[str, ConsentRecord] = {}
@@ -42,7 +63,12 @@ class Directory:
         self._partitions: list[TopicPartition] = []
 
     def app(self, app_id: str) -> AppRecord | None:
+        """The app's latest state, its secrets opened (none if they did not open)."""
         return self._apps.get(app_id)
+
+    def secrets_problem(self, app_id: str) -> str | None:
+        """Why the app's secrets could not be opened; None when they were (or are clear)."""
+        return self._unopened.get(app_id)
 
     def is_stopped(self, consent_id: str) -> bool:
         """True when the consent is known to be revoked or expired: deliver nothing more."""
@@ -113,6 +139,8 @@ class Directory:
                     self._apply(record)
             if not self._caught_up.is_set() and await self._at_end():
                 self._caught_up.set()
+                for reason in self._unopened.values():
+                    log.error("%s", reason)
 
     async def _at_end(self) -> bool:
         for tp in self._partitions:
@@ -134,12 +162,39 @@ class Directory:
             )
             return
         if is_app:
-            app: AppRecord = decoded  # type: ignore[assignment]
+            app = self._opened(decoded)  # type: ignore[arg-type]
             self._apps[app["app_id"]] = app
             for app_listener in self._app_listeners:
                 app_listener(app)
         else:
             self._apply_consent(decoded)  # type: ignore[arg-type]
+
+    def _opened(self, app: AppRecord) -> AppRecord:
+        """``app`` with its sealed secrets opened into ``signing_secrets`` (memory only)."""
+        app_id = app["app_id"]
+        sealed = app.get("sealed_signing_secrets") or []
+        if not sealed:  # written before secrets were sealed: they are clear already
+            self._unopened.pop(app_id, None)
+            return app
+        try:
+            opened = [self._keys.open(value, app_id) for value in sealed]
+        except UnsealError as error:
+            return self._unopenable(app, error)
+        self._unopened.pop(app_id, None)
+        return {**app, "signing_secrets": opened, "sealed_signing_secrets": []}
+
+    def _unopenable(self, app: AppRecord, error: UnsealError) -> AppRecord:
+        """Keep ``app`` without secrets, and why (logged once per state; while catching
+        up, once at the end, for the latest state only)."""
+        app_id = app["app_id"]
+        reason = (
+            f"the signing secrets of app {app_id} (version {app['version']}) cannot be "
+            f"opened: {error}; its deliveries wait and are retried"
+        )
+        if self._caught_up.is_set() and self._unopened.get(app_id) != reason:
+            log.error("%s", reason, extra={"app_id": app_id})
+        self._unopened[app_id] = reason
+        return {**app, "signing_secrets": [], "sealed_signing_secrets": []}
 
     def _apply_consent(self, consent: ConsentRecord) -> None:
         known = self._consents.get(consent["consent_id"])

@@ -4,8 +4,9 @@ Each app's webhook endpoint gets its own state, so one that fails or stalls hold
 its own consents. After ``delivery_circuit_failures`` consecutive failures the circuit opens:
 no request goes to the endpoint until ``delivery_circuit_open_s`` passed, then a single probe
 decides (success closes it; failure opens it again for twice as long, at most ten times the
-setting). An endpoint that answers 410 Gone, or fails without a success for
-``delivery_disable_after_s``, is disabled until its app changes its webhook URL.
+setting). An endpoint that answers 410 Gone, whose URL the egress rules refuse as written, or
+that fails without a success for ``delivery_disable_after_s``, is disabled until its app
+changes its webhook URL.
 """
 
 from __future__ import annotations
@@ -140,6 +141,10 @@ class Endpoints:
             endpoint.failing_since = now
         if outcome.endpoint_gone:
             self._disable(endpoint, f"the endpoint answered 410 Gone: {outcome.reason}")
+        elif outcome.endpoint_refused:
+            self._disable(
+                endpoint, f"{outcome.reason}: the app must set a webhook URL the rules allow"
+            )
         elif now - endpoint.failing_since >= self._settings.delivery_disable_after_s:
             self._disable(
                 endpoint,

@@ -37,6 +37,7 @@ from portability.delivery.sender import Outcome, WebhookSender
 from portability.errors import PortabilityError
 from portability.privacy import is_audience_record_id
 from portability.runtime import Runtime
+from portability.sealing import SecretsKeys, UnsealError
 from portability.settings import Settings
 from portability.wire.errors import WireFormatError
 from portability.wire.records import AppRecord, DeliveryRecord, to_millis
@@ -69,7 +70,7 @@ class ReplayRefusedError(ConflictError):
     """The consent or its app is not in a state that allows a replay.
 
     Attributes:
-        code: ``consent_not_active`` or ``app_cannot_receive``.
+        code: ``consent_not_active``, ``app_cannot_receive`` or ``secrets_unavailable``.
     """
 
     def __init__(self, code: str, message: str) -> None:
@@ -191,7 +192,8 @@ class Replayer:
         self._settings = settings
         self._runtime = runtime
         self._store = ReplayStore(engine)
-        self._service = ConsentService(engine)
+        # The app's secrets are opened to sign what is replayed: the settings' keys.
+        self._service = ConsentService(engine, secrets=SecretsKeys.from_settings(settings))
         self._retry = retry or ReplayRetry()
         self._sender = WebhookSender(settings)
         self._slots = asyncio.Semaphore(_MAX_RUNNING)
@@ -316,7 +318,14 @@ class Replayer:
                 f"app {app.app_id!r} cannot receive deliveries now (review "
                 f"{app.review_status}, enabled={app.enabled}): an operator must enable it",
             )
-        return app.to_record()
+        try:
+            return app.to_sending_record()
+        except UnsealError as error:
+            raise ReplayRefusedError(
+                "secrets_unavailable",
+                f"app {app.app_id!r}'s signing secrets cannot be opened here ({error}): an "
+                "operator must give the API the key that sealed them",
+            ) from error
 
     # --- execution ----------------------------------------------------------------------------
 

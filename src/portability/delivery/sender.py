@@ -1,15 +1,23 @@
 """One HTTP attempt of a signed webhook delivery, and what its answer means.
 
-How an answer is classified (the worker retries the retriable ones, dead-letters the rest):
+How an answer is classified. As with the best webhook services, every answer but a 2xx or a
+410 is retried on the schedule: a 401 while the app is mixing up its secrets, a 404 while it
+redeploys, must not lose data.
 
 - 2xx: delivered.
-- 3xx: final; redirects are not followed (the app must register the final URL).
-- 408, 429, 5xx: retriable. 429 and 503 honour ``Retry-After`` (delay-seconds or an
-  HTTP-date), clamped to ``delivery_retry_after_min_s``..``delivery_retry_after_max_s``.
-- 410: final, and ``endpoint_gone``: the endpoint should be disabled.
-- Other 4xx: final.
+- 410 Gone: final, and ``endpoint_gone``: the endpoint is disabled (deliveries wait for a new
+  URL), the one answer by which an app stops deliveries.
+- Any other status (3xx, 4xx, 5xx): retriable. 429 and 503 honour ``Retry-After``
+  (delay-seconds or an HTTP-date), clamped to ``delivery_retry_after_min_s``..
+  ``delivery_retry_after_max_s``. A 3xx is not followed (the app must register the final URL).
 - No answer (connect timeout, timeout, connection refused or reset, DNS failure): retriable.
-- An address or URL the egress rules refuse, an unusable URL, no secret to sign with: final.
+- A URL the egress rules refuse as written (scheme, a literal refused address, a metadata
+  name) or that cannot be used at all: no request, and ``endpoint_refused``: the endpoint is
+  disabled like a 410 until the app sets a URL the rules allow. It can never succeed, but the
+  data is still owed, so it waits rather than being dead-lettered.
+- A host that resolves only to refused addresses: retriable, checked again on every attempt
+  (DNS answers change); an endpoint failing that long is disabled like any other.
+- No secret to sign with: final (an unsigned delivery could never be verified).
 
 Once the status line and headers have arrived, the status decides: the body only feeds the
 excerpt (its first 4 KB), read within the request's total timeout and never beyond 4 KB.
@@ -39,7 +47,6 @@ log = logging.getLogger(__name__)
 
 _BODY_EXCERPT = 4096
 _ALLOWED_URLS_KEPT = 10_000  # distinct webhook URLs remembered as allowed
-_RETRIABLE_4XX = frozenset({408, 429})
 _HONOURS_RETRY_AFTER = frozenset({429, 503})
 _DELAY_SECONDS = re.compile(r"-?\d+(\.\d+)?")
 
@@ -56,6 +63,7 @@ class Outcome:
         retry_after_s: The wait the app asked for (429/503 ``Retry-After``), within bounds.
         body_excerpt: The first 4 KB of the answer's body, decoded leniently.
         endpoint_gone: The endpoint answered 410 Gone: stop sending to it.
+        endpoint_refused: The egress rules refuse the URL as written: stop sending to it.
     """
 
     ok: bool
@@ -65,6 +73,7 @@ class Outcome:
     retry_after_s: float | None = None
     body_excerpt: str = ""
     endpoint_gone: bool = False
+    endpoint_refused: bool = False
 
 
 class WebhookSender:
@@ -134,13 +143,10 @@ class WebhookSender:
             # Retrying cannot help: the app's secret must be fixed (or rotated) first.
             return Outcome(False, None, f"cannot sign for app {app['app_id']}: {error}", False)
         url = app["webhook_url"]
+        refused = self._refusal(app["app_id"], url)
+        if refused is not None:
+            return refused
         try:
-            # aiohttp skips the resolver for literal IP hosts: they are checked here.
-            if url not in self._allowed_urls:
-                self._policy.check_url(url)
-                if len(self._allowed_urls) >= _ALLOWED_URLS_KEPT:
-                    self._allowed_urls.clear()  # bounded; checking again is only slower
-                self._allowed_urls.add(url)
             async with self._session.post(
                 url, data=body, headers=headers, allow_redirects=False
             ) as response:
@@ -152,14 +158,9 @@ class WebhookSender:
                     self._retry_after_bounds,
                 )
         except EgressRefusedError as error:
-            log.warning(
-                "webhook refused by the egress rules: app %s endpoint %s: %s",
-                app["app_id"],
-                url,
-                error,
-                extra={"app_id": app["app_id"], "endpoint": url},
-            )
-            return Outcome(False, None, str(error), retriable=False)
+            # The name resolved to refused addresses only: DNS may answer otherwise later.
+            _log_refusal(app["app_id"], url, error)
+            return Outcome(False, None, str(error), retriable=True)
         except aiohttp.ConnectionTimeoutError:
             reason = f"connect timeout: no connection within {self._connect_timeout_s:g} s"
             return Outcome(False, None, reason, retriable=True)
@@ -168,6 +169,33 @@ class WebhookSender:
             return Outcome(False, None, reason, retriable=True)
         except aiohttp.ClientError as error:
             return _transport_failure(error)
+
+    def _refusal(self, app_id: str, url: str) -> Outcome | None:
+        """The outcome of a URL the rules refuse as written; None for one they allow.
+
+        aiohttp skips the resolver for literal IP hosts: they are checked here.
+        """
+        if url in self._allowed_urls:
+            return None
+        try:
+            self._policy.check_url(url)
+        except EgressRefusedError as error:
+            _log_refusal(app_id, url, error)
+            return Outcome(False, None, str(error), retriable=False, endpoint_refused=True)
+        if len(self._allowed_urls) >= _ALLOWED_URLS_KEPT:
+            self._allowed_urls.clear()  # bounded; checking again is only slower
+        self._allowed_urls.add(url)
+        return None
+
+
+def _log_refusal(app_id: str, url: str, error: EgressRefusedError) -> None:
+    log.warning(
+        "webhook refused by the egress rules: app %s endpoint %s: %s",
+        app_id,
+        url,
+        error,
+        extra={"app_id": app_id, "endpoint": url},
+    )
 
 
 async def _read_excerpt(response: aiohttp.ClientResponse) -> str:
@@ -194,15 +222,15 @@ def _classify(
 ) -> Outcome:
     if 200 <= status < 300:
         return Outcome(True, status, "delivered", retriable=False, body_excerpt=excerpt)
-    if 300 <= status < 400:
-        reason = f"HTTP {status}: redirects are not followed (register the final URL)"
-        return Outcome(False, status, reason, False, body_excerpt=excerpt)
     if status == 410:
         reason = "HTTP 410: endpoint gone"
         return Outcome(False, status, reason, False, body_excerpt=excerpt, endpoint_gone=True)
-    retriable = status >= 500 or status < 200 or status in _RETRIABLE_4XX
+    reason = f"HTTP {status}"
+    if 300 <= status < 400:
+        reason += ": redirects are not followed (register the final URL)"
     wait = _retry_after(retry_after, bounds) if status in _HONOURS_RETRY_AFTER else None
-    return Outcome(False, status, f"HTTP {status}", retriable, wait, excerpt)
+    # Every other answer is retried on the schedule: the app may be fixing it right now.
+    return Outcome(False, status, reason, True, wait, excerpt)
 
 
 def _retry_after(value: str | None, bounds: tuple[float, float]) -> float | None:
@@ -236,7 +264,8 @@ def _transport_failure(error: aiohttp.ClientError) -> Outcome:
     cause = error.os_error if isinstance(error, aiohttp.ClientConnectorError) else error.__cause__
     for kind, retriable, describe in _TRANSPORT_FAILURES:
         if isinstance(error, kind) or isinstance(cause, kind):
-            return Outcome(False, None, describe(error), retriable)
+            # Not retriable means an unusable URL: like a refused one, it waits for a new URL.
+            return Outcome(False, None, describe(error), retriable, endpoint_refused=not retriable)
     return Outcome(False, None, f"{type(error).__name__}: {error}", retriable=True)
 
 

@@ -68,6 +68,11 @@ __all__ = ["DeliveryWorker"]
 
 log = logging.getLogger(__name__)
 
+_SECRETS_UNOPENED = (
+    "the delivery worker cannot open this app's signing secrets (its secrets key is not the "
+    "one that sealed them): retried until an operator fixes the key"
+)
+
 _FULL_POLL_MS = 50  # reading no new deliveries, how often the bounds are re-checked
 _SPILL_TO = 0.5  # spilling parked lanes brings the parked records held down to this share
 _RELOAD_CHECK_S = 0.25  # how often spilled lanes are checked for being due
@@ -752,6 +757,11 @@ class DeliveryWorker:
         if app is None or (notification is None and not app["enabled"]):
             # A disabled app is still told that its consents ended (reason app_disabled).
             return Outcome(False, None, f"app {items[0].app_id} unknown or disabled", True)
+        if self.directory.secrets_problem(app["app_id"]) is not None:
+            # This worker's key, not the app's endpoint, is at fault: retried, never sent
+            # unsigned, not held against the endpoint's circuit. The detail (key ids, where
+            # the keys come from) is for operators: the directory logged it.
+            return Outcome(False, None, _SECRETS_UNOPENED, True)
         endpoint = self.endpoints.get(app["app_id"], app["webhook_url"])
         # The endpoint's slot first: lanes queueing for a slow endpoint hold no global slot.
         async with endpoint.slots:

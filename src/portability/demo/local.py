@@ -23,6 +23,7 @@ from portability.errors import PortabilityError
 from portability.matching import Matcher
 from portability.receiver import ReceivingApp, run_receiver
 from portability.runtime import Runtime
+from portability.sealing import SecretsKeys
 from portability.settings import Settings
 from portability.simulation import PlatformPublisher
 from portability.transfers.builder import TransferBuilder
@@ -89,7 +90,7 @@ async def local_pipeline(
         pipeline = LocalPipeline(
             runtime=runtime,
             engine=engine,
-            service=ConsentService(engine),
+            service=ConsentService(engine, secrets=SecretsKeys.from_settings(settings)),
             relay=OutboxRelay(engine, runtime),
             matcher=Matcher(runtime),
             worker=DeliveryWorker(runtime),

@@ -44,6 +44,7 @@ from portability.privacy import (
     audience_marker,
     figures_change,
     for_subject,
+    policy_source,
     update_change,
 )
 from portability.privacy.audience import UPDATE_KEY, UPDATE_MARKER
@@ -81,6 +82,12 @@ class Matcher:
     """One matcher instance; ``start``, then ``run`` until ``stop``."""
 
     def __init__(self, runtime: Runtime, client_id: str = "portability-matcher") -> None:
+        # First, so that a matcher with an unusable policy file never starts, nor makes Kafka
+        # clients it would leave unclosed. The process's source of the file: with the
+        # transfers role beside it (``portability pipeline``) the file is checked, and a new
+        # version or a refused edit logged, once.
+        self._policy_source: PolicySource = policy_source(runtime.settings)
+        self._policy = self._policy_source.policy
         self._runtime = runtime
         self._topics = runtime.topics
         self._partitions = runtime.settings.partitions
@@ -101,11 +108,6 @@ class Matcher:
         self._lock = asyncio.Lock()  # a batch and a rebalance never interleave
         self._stopping = asyncio.Event()
         self.stats = MatcherStats()
-        # Loaded now, so that a matcher with an unusable policy file never starts.
-        self._policy_source = PolicySource(
-            runtime.settings.privacy_policy_path, runtime.settings.privacy_policy_reload_s
-        )
-        self._policy = self._policy_source.policy
         self._counted_kinds = _kinds_as_header_values(self._policy)
         self._audience: dict[int, AudienceFigures] = {}
         # The actor side of the figures, per source partition: which of its users' activity
@@ -126,7 +128,11 @@ class Matcher:
     async def stop(self) -> None:
         self._stopping.set()
         async with self._lock:
-            await self._consumer.stop()
+            pass  # a batch in progress ends first: it still needs the producer
+        # Not under the lock: stopping the consumer waits for a rebalance in progress, whose
+        # listener takes the lock (held here, that hung the process on SIGTERM for good).
+        await self._consumer.stop()
+        async with self._lock:
             await self._producer.stop()
             await self._checkpoints.stop()
 
@@ -152,6 +158,11 @@ class Matcher:
     def policy(self) -> PrivacyPolicy:
         """The privacy policy the next batch follows."""
         return self._policy
+
+    @property
+    def policy_source(self) -> PolicySource:
+        """Where the policy comes from: its file, reloads and refused edits."""
+        return self._policy_source
 
     def audience_figures(self, partition: int) -> AudienceFigures | None:
         """The audience figures of a held partition (for inspection and tests)."""
@@ -557,6 +568,8 @@ class Matcher:
             ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)),
         )
         async with self._lock:
+            if self._stopping.is_set():
+                return  # the consumer is stopping and waits for this listener: nothing to load
             if consents:
                 await self._consumer.seek_to_beginning(*consents)
             await self._restore(changes)

@@ -285,13 +285,14 @@ class SchemaInfo:
 async def schema_info(settings: Settings) -> SchemaInfo:
     """The subject, id and text of the AccountChange schema in the configured registry."""
     codec = await open_codec(settings)
+    url = settings.schema_registry_url
     try:
         return SchemaInfo(
             topic=TopicNames.with_prefix(settings.topic_prefix).account_changes,
             subject=codec.subject(SchemaName.ACCOUNT_CHANGE),
             schema_id=codec.schema_id(SchemaName.ACCOUNT_CHANGE),
             record=ACCOUNT_CHANGE_RECORD,
-            registry=_without_credentials(settings.schema_registry_url) or "in-process",
+            registry=_without_credentials(url.get_secret_value() if url else None) or "in-process",
             schema=schema_text(SchemaName.ACCOUNT_CHANGE),
         )
     finally:

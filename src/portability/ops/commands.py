@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from rich.console import Console
@@ -13,22 +12,30 @@ from portability.broker import EmbeddedBroker, ensure_topics
 from portability.settings import Settings
 from portability.wire.topics import TopicNames, pipeline_topics
 
-__all__ = ["create_topics", "run_worker", "serve_broker"]
+__all__ = ["create_topics", "serve_broker", "serve_worker"]
 
 log = logging.getLogger(__name__)
 
 
-async def serve_broker(settings: Settings, port: int, console: Console) -> None:
-    """Run the embedded broker with the pipeline's topics until interrupted."""
+async def serve_broker(
+    settings: Settings, port: int, console: Console, stop: asyncio.Event
+) -> None:
+    """Run the embedded broker with the pipeline's topics until ``stop`` is set.
+
+    The Tansu child is stopped on the way out, whatever ends the command (SIGINT, SIGTERM, or a
+    failure to create the topics).
+    """
     async with EmbeddedBroker(port=port) as broker:
-        names = TopicNames.with_prefix(settings.topic_prefix)
-        await ensure_topics(broker.bootstrap, pipeline_topics(names, settings.partitions))
-        console.print(
-            f"embedded broker on [bold]{broker.bootstrap}[/bold] (in memory; Ctrl-C stops it)\n"
-            f"use it with: export PORTABILITY_KAFKA_BOOTSTRAP={broker.bootstrap}"
-        )
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.Event().wait()
+        try:
+            names = TopicNames.with_prefix(settings.topic_prefix)
+            await ensure_topics(broker.bootstrap, pipeline_topics(names, settings.partitions))
+            console.print(
+                f"embedded broker on [bold]{broker.bootstrap}[/bold] (in memory; Ctrl-C stops "
+                f"it)\nuse it with: export PORTABILITY_KAFKA_BOOTSTRAP={broker.bootstrap}"
+            )
+            await stop.wait()
+        finally:
+            stop.set()  # arms the watchdog of the stop (portability.ops.lifecycle)
 
 
 async def create_topics(settings: Settings) -> Table:
@@ -60,12 +67,9 @@ def _require_bootstrap(settings: Settings) -> str:
     return settings.kafka_bootstrap
 
 
-def run_worker(settings: Settings, roles: set[str]) -> None:
-    """Run the Faust worker hosting ``roles`` until it is stopped (SIGINT/SIGTERM)."""
-    from faust.worker import Worker
-
-    from portability.ops.worker_app import Role, build_app
+async def serve_worker(settings: Settings, roles: set[str], stop: asyncio.Event) -> None:
+    """Run the Faust app hosting ``roles`` until ``stop`` is set (SIGINT/SIGTERM) or one fails."""
+    from portability.ops.worker_app import Role, serve_roles
 
     bootstrap = _require_bootstrap(settings)
-    app = build_app(settings, bootstrap, {Role(role) for role in roles})
-    Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    await serve_roles(settings, bootstrap, {Role(role) for role in roles}, stop)

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from portability.ops.dead_letters import Letter, Listing, ReplayPlan, ReplayResult
+from portability.ops.tables import Column, fitted_table
 
 __all__ = ["letter_detail", "listing_view", "plan_table", "results_table"]
 
@@ -19,15 +20,30 @@ _REASON_WIDTH = 60
 _PREVIEW_BYTES = 64
 
 
-def listing_view(listing: Listing) -> Group:
-    """The letters, oldest first, then counts per stage and per kind of reason."""
-    table = Table(title=f"dead letters in {listing.topic}")
-    for column in ("offset", "time (UTC)", "stage", "source", "consent", "app", "attempts"):
-        table.add_column(column, justify="right" if column in ("offset", "attempts") else "left")
-    table.add_column("replay")
-    table.add_column("reason", overflow="ellipsis", no_wrap=True, max_width=_REASON_WIDTH)
-    for letter in listing.letters:
-        table.add_row(
+_LISTING_COLUMNS = (
+    Column("offset", whole=True, justify="right"),
+    Column("time (UTC)", drop=2, squeeze=19),
+    Column("stage", drop=1),
+    Column("source", drop=5),
+    Column("consent", whole=True),
+    Column("app", whole=True),
+    Column("attempts", drop=4, justify="right"),
+    Column("replay", drop=3),
+    Column("reason", squeeze=16),
+)
+"""At 80 columns an operator still sees which letter (its offset, for ``dlq show``), whose
+(consent and app, whole) and why; the rest gives way first."""
+
+
+def listing_view(listing: Listing, width: int | None = None) -> Group:
+    """The letters, oldest first, then counts per stage and per kind of reason.
+
+    Args:
+        listing: What ``dlq list`` found.
+        width: The terminal's width: the letters' table is fitted to it (None: any width).
+    """
+    rows = [
+        (
             str(letter.offset),
             _time(letter),
             letter.stage,
@@ -38,6 +54,15 @@ def listing_view(listing: Listing) -> Group:
             _replay_cell(letter),
             _truncate(letter.reason),
         )
+        for letter in listing.letters
+    ]
+    table = fitted_table(
+        _LISTING_COLUMNS,
+        rows,
+        width,
+        title=f"dead letters in {listing.topic}",
+        hidden_hint="dlq show OFFSET or --json shows every field",
+    )
     return Group(table, _summary(listing))
 
 

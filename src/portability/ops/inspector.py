@@ -33,7 +33,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from portability.broker import BrokerError
 
-__all__ = ["Inspector", "PartitionRead", "TopicLayout"]
+__all__ = ["Inspector", "PartitionRead", "RecordHead", "TopicLayout"]
 
 _T = TypeVar("_T")
 _POLL_MS = 100
@@ -51,6 +51,15 @@ class PartitionRead:
     end: int  # the high watermark: the offset the next record will get
     first_offset: int | None  # the first record at or after the asked offset, if any
     first_timestamp_ms: int | None  # its timestamp (-1 from the broker becomes None)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordHead:
+    """A record's offset, key and headers (its value is not kept)."""
+
+    offset: int
+    key: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +261,38 @@ class Inspector:
                 if tp in firsts or end <= starts[tp] or polls[tp] > _RECORD_POLLS:
                     results[tp] = _partition_read(end, firsts.get(tp))
         return results
+
+    async def records(
+        self, tp: TopicPartition, start: int, stop: int, limit: int
+    ) -> list[RecordHead]:
+        """The records of ``tp`` from ``start`` up to ``stop`` (exclusive), at most ``limit``.
+
+        Fewer when the partition has fewer there (``_RECORD_POLLS`` polls in a row brought
+        nothing: offsets held by transaction markers, or removed by retention).
+        """
+        if start >= stop or limit <= 0:
+            return []
+        self._consumer.assign([tp])
+        self._consumer.seek(tp, start)
+        return await self._bounded(self._collect(tp, start, stop, limit), "fetch")
+
+    async def _collect(
+        self, tp: TopicPartition, start: int, stop: int, limit: int
+    ) -> list[RecordHead]:
+        found: list[RecordHead] = []
+        idle = 0
+        # Every poll either brings a record (at most ``limit`` of them) or counts as idle.
+        while len(found) < limit and idle < _RECORD_POLLS:
+            batches = await self._consumer.getmany(
+                tp, timeout_ms=_POLL_MS, max_records=limit - len(found)
+            )
+            polled = batches.get(tp, [])
+            fresh = [r for r in polled if start <= r.offset < stop]
+            found += [RecordHead(r.offset, r.key, tuple(r.headers or ())) for r in fresh]
+            if any(r.offset >= stop - 1 for r in polled):
+                break
+            idle = 0 if fresh else idle + 1
+        return found[:limit]
 
 
 def _partition_read(end: int, first: tuple[int, int] | None) -> PartitionRead:

@@ -90,7 +90,13 @@ class LagSampler:
             try:
                 async with Inspector(self._bootstrap, self._timeout_s) as inspector:
                     monitor = LagMonitor(
-                        inspector, groups, topics, window=_JUDGING_WINDOW, clock=self._clock
+                        inspector,
+                        groups,
+                        topics,
+                        window=_JUDGING_WINDOW,
+                        parked_topics=(names.deliveries_retry,),
+                        parked_overdue_s=self._settings.lag_parked_overdue_s,
+                        clock=self._clock,
                     )
                     while not stop.is_set():
                         self._record(await monitor.sample())

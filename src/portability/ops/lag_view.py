@@ -1,4 +1,8 @@
-"""How ``portability lag`` shows a report: one rich table, a row per group and partition."""
+"""How ``portability lag`` shows a report: one rich table, a row per group and partition.
+
+A group's lag leaves its PARKED partitions out (their records wait on purpose) and shows them
+beside it: ``0 (+12 parked)``.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ __all__ = ["format_age", "lag_table"]
 
 _STYLES = {
     Status.OK: "green",
+    Status.PARKED: "cyan",
     Status.WARNING: "yellow",
     Status.REWOUND: "magenta",
     Status.STALLED: "red",
@@ -50,7 +55,7 @@ def _add_group(table: Table, group: GroupLag) -> None:
         "",
         "",
         "",
-        "-" if group.lag is None else str(group.lag),
+        _group_lag(group),
         "-" if group.lag is None else format_age(group.lag_seconds),
         _status(group.verdict.status),
         group.verdict.reason,
@@ -58,6 +63,12 @@ def _add_group(table: Table, group: GroupLag) -> None:
     )
     for index, partition in enumerate(group.partitions):
         _add_partition(table, partition, last=index == len(group.partitions) - 1)
+
+
+def _group_lag(group: GroupLag) -> str:
+    if group.lag is None:
+        return "-"
+    return f"{group.lag} (+{group.parked} parked)" if group.parked else str(group.lag)
 
 
 def _add_partition(table: Table, partition: PartitionLag, last: bool) -> None:

@@ -6,7 +6,8 @@ Every process serves ``/metrics`` (Prometheus text format; OpenMetrics when the 
   web port: what the matcher and the delivery worker count, each endpoint's circuit, the
   end-to-end latency (:func:`worker_registry`);
 - the API process (``portability api``): consumer lag from its lag sampler, dead letters on
-  the topic, consents and the outbox from the consent store (:func:`api_registry`).
+  the topic, consents and the outbox from the consent store (:func:`api_registry`);
+- both: whether their outbox relay publishes or stands by (:class:`RelayCollector`).
 
 Lag is exported by the API process only: every worker instance would otherwise sample the
 same groups, multiplying the load on the brokers and the series in Prometheus.
@@ -38,6 +39,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
+from portability.consent.outbox import running_relays
 from portability.delivery.endpoints import CircuitState
 from portability.matching.stats import DROP_REASONS
 from portability.ops.lag_rules import Status
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
     from portability.delivery import DeliveryWorker
     from portability.matching import Matcher
     from portability.ops.dead_letter_counts import DeadLetterCounter
-    from portability.ops.lag import LagReport
+    from portability.ops.lag import GroupLag, LagReport
     from portability.ops.lag_sampler import LagSampler
     from portability.transfers.builder import TransferBuilder
     from portability.transfers.state import StateView
@@ -61,6 +63,7 @@ __all__ = [
     "LagCollector",
     "MetricSpec",
     "PipelineCollector",
+    "RelayCollector",
     "api_registry",
     "exported_names",
     "render",
@@ -144,6 +147,19 @@ _LAG_SPECS = (
         "gauge",
         "1 for the group's status (as `portability lag` judges it), 0 for the others.",
         ("consumergroup", "status"),
+    ),
+    MetricSpec(
+        "portability_consumergroup_parked_records",
+        "gauge",
+        "Records on the group's PARKED partitions (parked retries waiting on purpose): in "
+        "kafka_consumergroup_lag, left out of kafka_consumergroup_max_lag_seconds.",
+        _GROUP,
+    ),
+    MetricSpec(
+        "portability_consumergroup_parked_retry_due_timestamp_seconds",
+        "gauge",
+        "When the parked retry holding a PARKED partition is due (Unix seconds).",
+        _PARTITION,
     ),
     MetricSpec(
         "portability_lag_sample_timestamp_seconds",
@@ -238,6 +254,18 @@ _ROLE_SPECS = (
         "portability_matcher_ready",
         "gauge",
         "1 once the instance holds partitions and has read their consents.",
+    ),
+    MetricSpec(
+        "portability_privacy_policy_info",
+        "gauge",
+        "1, labelled with the version of the privacy policy this matcher applies now.",
+        ("version",),
+    ),
+    MetricSpec(
+        "portability_privacy_policy_refusals",
+        "counter",
+        "Edits of the privacy policy file refused (not valid, or new rules under the version "
+        "in force): the version in force stays.",
     ),
     MetricSpec(
         "portability_deliveries",
@@ -363,8 +391,20 @@ _ROLE_SPECS = (
     ),
 )
 
+# The outbox relays of the process (a pipeline role's, or the API's).
+_RELAY_SPECS = (
+    MetricSpec(
+        "portability_outbox_relay_publishing",
+        "gauge",
+        "1 if the relay holds the consent store's publishing lock (it publishes), 0 while "
+        "it stands by.",
+        ("relay",),
+    ),
+)
+
 SPECS: dict[str, MetricSpec] = {
-    spec.name: spec for spec in (*_LAG_SPECS, *_LETTER_SPECS, *_STORE_SPECS, *_ROLE_SPECS)
+    spec.name: spec
+    for spec in (*_LAG_SPECS, *_LETTER_SPECS, *_STORE_SPECS, *_ROLE_SPECS, *_RELAY_SPECS)
 }
 """Every metric the processes export, by family name."""
 
@@ -462,6 +502,8 @@ def _matcher_samples(matcher: Matcher, families: _Families) -> None:
     families.add("portability_matcher_batch_seconds", [], stats.last_batch_seconds)
     families.add("portability_matcher_consents", [], matcher.consents_held)
     families.add("portability_matcher_ready", [], 1 if matcher.ready else 0)
+    families.add("portability_privacy_policy_info", [matcher.policy.version], 1)
+    families.add("portability_privacy_policy_refusals", [], matcher.policy_source.refusals)
 
 
 def _state_samples(view: StateView, families: _Families) -> None:
@@ -546,16 +588,7 @@ class LagCollector(Collector):
 def _lag_samples(report: LagReport, families: _Families) -> None:
     topics: dict[tuple[str, str], tuple[int, int]] = {}
     for group in report.groups:
-        for status in Status:
-            families.add(
-                "portability_consumergroup_status",
-                [group.group, str(status)],
-                1 if group.verdict.status is status else 0,
-            )
-        if group.members is not None:
-            families.add("kafka_consumergroup_members", [group.group], group.members)
-        if group.lag_seconds is not None:
-            families.add("kafka_consumergroup_max_lag_seconds", [group.group], group.lag_seconds)
+        _group_samples(group, families)
         sums: dict[str, int] = {}
         for partition in group.partitions:
             sample, topic = partition.sample, partition.tp.topic
@@ -565,6 +598,10 @@ def _lag_samples(report: LagReport, families: _Families) -> None:
                 families.add("kafka_consumergroup_lag_seconds", labels, sample.lag_seconds)
             if sample.committed is not None:
                 families.add("kafka_consumergroup_current_offset", labels, sample.committed)
+            hold = sample.parked
+            if partition.parked and hold is not None and hold.due_at is not None:
+                due = "portability_consumergroup_parked_retry_due_timestamp_seconds"
+                families.add(due, labels, hold.due_at)
             sums[topic] = sums.get(topic, 0) + sample.lag
             topics[(topic, str(partition.tp.partition))] = (sample.start, sample.end)
         for topic, lag in sorted(sums.items()):
@@ -572,6 +609,20 @@ def _lag_samples(report: LagReport, families: _Families) -> None:
     for (topic, number), (start, end) in sorted(topics.items()):
         families.add("kafka_topic_partition_current_offset", [topic, number], end)
         families.add("kafka_topic_partition_oldest_offset", [topic, number], start)
+
+
+def _group_samples(group: GroupLag, families: _Families) -> None:
+    for status in Status:
+        families.add(
+            "portability_consumergroup_status",
+            [group.group, str(status)],
+            1 if group.verdict.status is status else 0,
+        )
+    if group.members is not None:
+        families.add("kafka_consumergroup_members", [group.group], group.members)
+    if group.lag_seconds is not None:
+        families.add("kafka_consumergroup_max_lag_seconds", [group.group], group.lag_seconds)
+    families.add("portability_consumergroup_parked_records", [group.group], group.parked)
 
 
 class DeadLetterCollector(Collector):
@@ -612,6 +663,18 @@ class ApiStoreCollector(Collector):
         return families.all()
 
 
+class RelayCollector(Collector):
+    """Whether each outbox relay of this process publishes or stands by."""
+
+    def collect(self) -> Iterable[Metric]:
+        families = _Families(_RELAY_SPECS)
+        for relay in running_relays():
+            families.add(
+                "portability_outbox_relay_publishing", [relay.relay_id], int(relay.publishing)
+            )
+        return families.all()
+
+
 # --- registries and exposition ---------------------------------------------------------------
 
 
@@ -633,6 +696,7 @@ def worker_registry(
     """What a pipeline worker process serves on ``/metrics``."""
     registry = _process_registry()
     registry.register(PipelineCollector(matcher, worker, builder, state_view))
+    registry.register(RelayCollector())
     return registry
 
 
@@ -649,6 +713,7 @@ def api_registry(
     registry.register(LagCollector(lag))
     registry.register(DeadLetterCollector(dead_letters))
     registry.register(ApiStoreCollector(engine))
+    registry.register(RelayCollector())
     return registry
 
 

@@ -1,9 +1,9 @@
 """The policy in force in this process, for code that is not handed one (snapshots, archives).
 
-The matcher holds its own :class:`~portability.privacy.loader.PolicySource`; everything else
-that ships records calls :func:`current_policy` (or :func:`apply`) each time it starts
-shipping, and stamps ``policy.version`` on what it ships (an archive's manifest, a snapshot's
-deliveries)::
+The matcher holds the process's :class:`~portability.privacy.loader.PolicySource` of its file
+(:func:`policy_source`) and polls it between batches; everything else that ships records
+calls :func:`current_policy` (or :func:`apply`) each time it starts shipping, and stamps
+``policy.version`` on what it ships (an archive's manifest, a snapshot's deliveries)::
 
     policy = current_policy(settings)
     for category, record in records_of_the_user:
@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 from portability.privacy import engine
-from portability.privacy.loader import PolicySource
+from portability.privacy.loader import PolicySource, default_policy_path
 from portability.privacy.model import PrivacyPolicy
 from portability.settings import Settings
 from portability.wire.records import ChangeContext
@@ -30,26 +31,32 @@ from portability.wire.records import ChangeContext
 __all__ = ["apply", "current_policy", "policy_source", "reset_current_policy"]
 
 _lock = threading.Lock()
-_source: PolicySource | None = None
+# One source per policy file; the first one made is the process's (``settings`` None).
+_sources: dict[Path, PolicySource] = {}
 
 
 def policy_source(settings: Settings | None = None) -> PolicySource:
-    """The process's policy source, created on first use from ``settings``.
+    """The process's source of ``settings``' policy file, created on first use.
 
-    Later calls return the same source whatever ``settings`` they pass: a process runs under
-    one policy file (:func:`reset_current_policy` starts over, for tests).
+    Everything in a process that reads one file shares its source (the matcher and the
+    transfers role of ``portability pipeline``): the file is checked, and a new version or a
+    refused edit logged, once. Without ``settings``, the first source made (a process runs
+    under one policy file; :func:`reset_current_policy` starts over, for tests), or that of
+    ``Settings()`` if there is none yet.
 
     Raises:
         PolicyError: The policy file cannot be loaded.
     """
-    global _source
     with _lock:
-        if _source is None:
-            configured = settings if settings is not None else Settings()
-            _source = PolicySource(
-                configured.privacy_policy_path, configured.privacy_policy_reload_s
-            )
-        return _source
+        if settings is None and _sources:
+            return next(iter(_sources.values()))
+        configured = settings if settings is not None else Settings()
+        path = configured.privacy_policy_path or default_policy_path()
+        key = path.resolve()
+        source = _sources.get(key)
+        if source is None:
+            source = _sources[key] = PolicySource(path, configured.privacy_policy_reload_s)
+        return source
 
 
 def current_policy(settings: Settings | None = None) -> PrivacyPolicy:
@@ -74,7 +81,6 @@ def apply(
 
 
 def reset_current_policy() -> None:
-    """Forget the process's policy source (the next call loads it again)."""
-    global _source
+    """Forget the process's policy sources (the next call loads the file again)."""
     with _lock:
-        _source = None
+        _sources.clear()

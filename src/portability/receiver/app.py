@@ -144,7 +144,8 @@ class Removal:
     Attributes:
         event_id: The ``webhook-id``; the same on every redelivery of the event.
         consent_id: The consent that ended.
-        reason: user_revoked, app_revoked, expired, app_disabled, account_deleted or policy.
+        reason: user_revoked, app_revoked, expired, app_disabled, account_deleted, policy,
+            completed or duplicate.
         received_at: Receipt time, seconds since the epoch.
     """
 

@@ -176,7 +176,11 @@ class StateView:
         self._stopping.set()
         async with self._lock:
             await self._cancel_restores(list(self._restoring))
-            await self._consumer.stop()
+        # Not under the lock: stopping the consumer waits for a rebalance in progress, whose
+        # revocation listener takes the lock (held here, that hung the process for good).
+        await self._consumer.stop()
+        async with self._lock:
+            await self._cancel_restores(list(self._restoring))  # begun by that rebalance
             await self._producer.stop()
             for partition in list(self._stores):
                 await asyncio.to_thread(self._stores.pop(partition).close)
@@ -422,6 +426,8 @@ class StateView:
         may be applied to a partition until its file is restored.
         """
         self._consumer.pause(*assigned)
+        if self._stopping.is_set():
+            return  # the consumer is stopping and waits for this listener: restore nothing
         for tp in sorted(assigned):
             if tp.partition in self._stores or tp.partition in self._restoring:
                 continue

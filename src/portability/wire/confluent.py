@@ -119,9 +119,10 @@ class ConfluentSchemaRegistry:
     def __init__(self, url: str, timeout_s: float = 10.0, compatibility: str = "BACKWARD") -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
+            # Not the URL itself: credentials may be in it.
             raise ConfigurationError(
-                f"schema registry URL {url!r} is not an http:// or https:// URL; "
-                "set PORTABILITY_SCHEMA_REGISTRY_URL to e.g. http://schema-registry:8081"
+                "PORTABILITY_SCHEMA_REGISTRY_URL is not an http:// or https:// URL with a host; "
+                "set it to e.g. http://schema-registry:8081"
             )
         # Messages name the registry without the credentials a URL may carry.
         netloc = parts.hostname + (f":{parts.port}" if parts.port else "")

@@ -37,7 +37,14 @@ __all__ = [
 
 Category = Literal["profile", "post", "follow", "activity", "direct_message"]
 RemovalReason = Literal[
-    "user_revoked", "app_revoked", "expired", "app_disabled", "account_deleted", "policy"
+    "user_revoked",
+    "app_revoked",
+    "expired",
+    "app_disabled",
+    "account_deleted",
+    "policy",
+    "completed",
+    "duplicate",
 ]
 CATEGORIES: tuple[Category, ...] = ("profile", "post", "follow", "activity", "direct_message")
 
@@ -118,9 +125,12 @@ class AppRecord(TypedDict):
     app_id: str
     name: str
     webhook_url: str
+    # Clear whsec_ secrets: only in records written before secrets were sealed, and in the
+    # delivery worker's memory once it opened the sealed ones (see app.avsc).
     signing_secrets: list[str]
     enabled: bool
     version: int
+    sealed_signing_secrets: NotRequired[list[str]]
 
 
 class DeliveryRecord(TypedDict):
