@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -49,6 +48,7 @@ from portability.simulation import ChangeFactory
 from portability.wire.records import DeliveryRecord
 from portability.wire.schemas import SchemaName
 from portability.wire.topics import partition_for_consent
+from running_roles import running
 
 APP = "app-sealed"
 wait_until = functools.partial(waiting.wait_until, timeout_s=30.0)
@@ -165,17 +165,6 @@ async def stand(broker: EmbeddedBroker, settings: Settings) -> AsyncIterator[Sta
     finally:
         engine.dispose()
         await runtime.close()
-
-
-@contextlib.asynccontextmanager
-async def running(worker: DeliveryWorker) -> AsyncIterator[DeliveryWorker]:
-    await worker.start()
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        await worker.stop()
-        await asyncio.wait_for(task, 10)
 
 
 async def test_rotating_twice_at_once_keeps_the_first_secret_verifying(stand: Stand) -> None:

@@ -43,6 +43,7 @@ from portability.wire.notifications import SnapshotPage, authorization_removed, 
 from portability.wire.records import DeliveryRecord
 from portability.wire.schemas import SchemaName
 from portability.wire.topics import partition_for_consent
+from running_roles import running
 
 DEADLINE_S = 60.0
 _SNAPSHOT_POSITION = 1_000  # of the snapshot pages below: every produced delta comes after it
@@ -237,17 +238,6 @@ async def world(broker: EmbeddedBroker, settings: Settings) -> AsyncIterator[Wor
     yield made
     made.close()
     await runtime.close()
-
-
-@contextlib.asynccontextmanager
-async def running(worker: DeliveryWorker) -> AsyncIterator[DeliveryWorker]:
-    await worker.start()
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        await worker.stop()
-        await asyncio.wait_for(task, 10)
 
 
 def assert_in_sequence(receiver: ReceivingApp, world: World) -> None:

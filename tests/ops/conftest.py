@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from portability.broker import EmbeddedBroker
+from portability.ops.inspector import Inspector
 from portability.settings import Settings
 
 from .scene import PARTITIONS, Scene
@@ -65,3 +66,10 @@ def cli_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator
     root.setLevel(level)
     for name, noisy_level in noisy.items():
         logging.getLogger(name).setLevel(noisy_level)
+
+
+@pytest.fixture
+async def inspector(broker: EmbeddedBroker) -> AsyncIterator[Inspector]:
+    """An open :class:`Inspector` on the session's broker."""
+    async with Inspector(broker.bootstrap) as opened:
+        yield opened

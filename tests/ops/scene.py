@@ -103,3 +103,13 @@ async def joined_member(
         yield consumer
     finally:
         await consumer.stop()
+
+
+class SkippableClock:
+    """The wall clock, plus whatever a test skips ahead (lag rules judge time)."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.skipped

@@ -22,26 +22,10 @@ from portability.ops.lag import GroupLag, LagMonitor, LagReport, PartitionLag, p
 from portability.ops.lag_rules import Status
 from portability.wire.topics import pipeline_topics
 
-from .scene import PARTITIONS, Scene
+from .scene import PARTITIONS, Scene, SkippableClock
 
 # Joining a group on Tansu takes about 5 s.
 _JOIN_DEADLINE_S = 30.0
-
-
-class _Clock:
-    """The wall clock, plus whatever a test skips ahead."""
-
-    def __init__(self) -> None:
-        self.skipped = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.skipped
-
-
-@pytest.fixture
-async def inspector(broker: EmbeddedBroker) -> AsyncIterator[Inspector]:
-    async with Inspector(broker.bootstrap) as opened:
-        yield opened
 
 
 def _monitor(
@@ -50,7 +34,7 @@ def _monitor(
     groups: Mapping[str, Sequence[str]] | None = None,
     *,
     window: int = 3,
-    clock: _Clock | None = None,
+    clock: SkippableClock | None = None,
 ) -> LagMonitor:
     topics = [spec.name for spec in pipeline_topics(scene.names, PARTITIONS)]
     return LagMonitor(
@@ -59,7 +43,7 @@ def _monitor(
         topics,
         window=window,
         stop_after_s=300.0,
-        clock=clock or _Clock(),
+        clock=clock or SkippableClock(),
     )
 
 
@@ -219,7 +203,7 @@ async def test_a_member_that_does_not_commit_is_stalled_then_stopped(
     group = scene.settings.matcher_group
     topic = scene.names.account_changes
     tp = TopicPartition(topic, 0)
-    clock = _Clock()
+    clock = SkippableClock()
     monitor = _monitor(inspector, scene, clock=clock)
     await scene.produce(topic, 0, 6)
     await member.commit({tp: 2})

@@ -38,26 +38,10 @@ from portability.ops.metrics import LagCollector
 from portability.wire.topics import TopicNames, pipeline_topics
 from waiting import wait_until
 
-from .scene import PARTITIONS, Scene, joined_member
+from .scene import PARTITIONS, Scene, SkippableClock, joined_member
 
 OVERDUE_S = 900.0
 APP_DOWN = "app-down"
-
-
-class _Clock:
-    """The wall clock, plus whatever a test skips ahead."""
-
-    def __init__(self) -> None:
-        self.skipped = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.skipped
-
-
-@pytest.fixture
-async def inspector(broker: EmbeddedBroker) -> AsyncIterator[Inspector]:
-    async with Inspector(broker.bootstrap) as opened:
-        yield opened
 
 
 def _monitor(
@@ -65,7 +49,7 @@ def _monitor(
     names: TopicNames,
     groups: dict[str, tuple[str, ...]],
     partitions: int,
-    clock: _Clock,
+    clock: SkippableClock,
 ) -> LagMonitor:
     return LagMonitor(
         inspector,
@@ -97,7 +81,7 @@ async def test_a_partition_held_at_a_parked_record_is_parked_until_overdue(
     retry = TopicPartition(scene.names.deliveries_retry, 0)
     due = time.time() + 600
     await scene.produce_keyed(retry.topic, 0, b"cns_1", _parked(2, due), count=3)
-    clock = _Clock()
+    clock = SkippableClock()
     monitor = _monitor(inspector, scene.names, pipeline_groups(scene.settings), PARTITIONS, clock)
 
     reports: list[LagReport] = []
@@ -174,7 +158,7 @@ async def test_a_parked_partition_of_a_group_without_members_is_stopped(
     await scene.produce_keyed(retry.topic, 1, b"cns_2", _parked(1, time.time() + 600), count=2)
     await scene.commit(group, {retry: 0})
     monitor = _monitor(
-        inspector, scene.names, pipeline_groups(scene.settings), PARTITIONS, _Clock()
+        inspector, scene.names, pipeline_groups(scene.settings), PARTITIONS, SkippableClock()
     )
 
     judged = next(g for g in (await monitor.sample()).groups if g.group == group)
@@ -290,7 +274,7 @@ async def test_one_apps_parked_retries_leave_the_worker_parked_not_stopped(
     names = TopicNames.with_prefix(settings.topic_prefix)
     known = pipeline_groups(settings)
     groups = {g: known[g] for g in (settings.matcher_group, settings.delivery_group)}
-    clock = _Clock()
+    clock = SkippableClock()
     monitor = _monitor(inspector, names, groups, settings.partitions, clock)
 
     async def delivery() -> GroupLag:
