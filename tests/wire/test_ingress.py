@@ -25,7 +25,6 @@ from portability.wire.ingress import (
     UNKNOWN_ID_TTL_S,
     Door,
     Fault,
-    Rejection,
     TimeWindow,
 )
 from portability.wire.records import AccountChange
@@ -65,18 +64,10 @@ def _record(codec: AvroCodec, user_id: str = "u_ada", **overrides: Any) -> Recor
     return Record(user_id.encode(), value, partition_for_user(user_id, PARTITIONS))
 
 
-async def _verdict(door: Door, record: Record) -> Rejection | None:
-    rejection = door.check(record)
-    if rejection is Door.UNRESOLVED:
-        await door.learn(Door.schema_id_of(record))
-        rejection = door.check(record)
-    return rejection
-
-
 async def test_a_good_record_passes_the_door_and_its_body(codec: AvroCodec) -> None:
-    door = Door(codec.registry, PARTITIONS)
+    door = Door(codec, PARTITIONS)
     record = _record(codec)
-    assert await _verdict(door, record) is None
+    assert await door.verdict(record) is None
     change = codec.decode(SchemaName.ACCOUNT_CHANGE, record.value)
     assert door.body_fault(record, change) is None  # type: ignore[arg-type]
 
@@ -105,9 +96,9 @@ async def test_a_good_record_passes_the_door_and_its_body(codec: AvroCodec) -> N
     ],
 )
 async def test_door_faults(codec: AvroCodec, mutate: Any, fault: Fault | None) -> None:
-    door = Door(codec.registry, PARTITIONS)
+    door = Door(codec, PARTITIONS)
     record = mutate(_record(codec), codec)
-    rejection = await _verdict(door, record)
+    rejection = await door.verdict(record)
     assert rejection is not None
     expected = fault or (
         Fault.UNKNOWN_SCHEMA_ID if record.value.startswith(b"\x00\x7f") else Fault.WRONG_PARTITION
@@ -118,7 +109,7 @@ async def test_door_faults(codec: AvroCodec, mutate: Any, fault: Fault | None) -
 
 
 async def test_a_schema_id_of_another_record_type_is_the_wrong_schema(codec: AvroCodec) -> None:
-    door = Door(codec.registry, PARTITIONS)
+    door = Door(codec, PARTITIONS)
     app = {
         "app_id": "a",
         "name": "n",
@@ -128,14 +119,14 @@ async def test_a_schema_id_of_another_record_type_is_the_wrong_schema(codec: Avr
         "version": 1,
     }
     value = codec.encode(SchemaName.APP, app)
-    rejection = await _verdict(door, Record(b"u_ada", value, partition_for_user("u_ada", 6)))
+    rejection = await door.verdict(Record(b"u_ada", value, partition_for_user("u_ada", 6)))
     assert rejection is not None
     assert rejection.fault is Fault.WRONG_SCHEMA
     assert "portability.v1.App" in rejection.detail
 
 
 async def test_body_faults(codec: AvroCodec) -> None:
-    door = Door(codec.registry, PARTITIONS)
+    door = Door(codec, PARTITIONS)
     mislabelled = _record(codec, "u_mallory")
     mislabelled = Record(b"u_ada", mislabelled.value, partition_for_user("u_ada", PARTITIONS))
     seconds = _record(
@@ -149,7 +140,7 @@ async def test_body_faults(codec: AvroCodec) -> None:
         Fault.RESERVED_FIELD: reserved,
     }
     for fault, record in cases.items():
-        assert await _verdict(door, record) is None, "the door passes it: only the body fails"
+        assert await door.verdict(record) is None, "the door passes it: only the body fails"
         change = codec.decode(SchemaName.ACCOUNT_CHANGE, record.value)
         rejection = door.body_fault(record, change)  # type: ignore[arg-type]
         assert rejection is not None
@@ -180,14 +171,19 @@ async def test_an_unknown_id_is_asked_once_then_again_after_its_time(codec: Avro
     asked: list[int] = []
 
     class Counting:
-        async def fetch(self, schema_id: int) -> str:
+        """The codec the door learns through, counting what it is asked."""
+
+        async def load_schema_id(self, schema_id: int) -> bool:
             asked.append(schema_id)
-            return await codec.registry.fetch(schema_id)
+            return await codec.load_schema_id(schema_id)
+
+        def writer_name(self, schema_id: int) -> str | None:
+            return codec.writer_name(schema_id)
 
     door = Door(Counting(), PARTITIONS)
     record = Record(b"u_ada", b"\x00\x00\x00\x00\x63body", partition_for_user("u_ada", 6))
     for _ in range(100):
-        assert (await _verdict(door, record)).fault is Fault.UNKNOWN_SCHEMA_ID  # type: ignore[union-attr]
+        assert (await door.verdict(record)).fault is Fault.UNKNOWN_SCHEMA_ID  # type: ignore[union-attr]
     assert asked == [99]
     door.expire_unknown(now=0.0)  # long before the TTL ends: nothing forgotten
     assert door.check(record) is not Door.UNRESOLVED
@@ -237,7 +233,7 @@ def test_only_a_record_keyed_by_its_own_user_passes_both_checks(
     matched against another user's consents (the matcher looks consents up by the key)."""
     codec = AvroCodec(InProcessSchemaRegistry())
     asyncio.run(codec.start())
-    door = Door(codec.registry, partitions)
+    door = Door(codec, partitions)
     asyncio.run(door.learn(codec.schema_id(SchemaName.ACCOUNT_CHANGE)))
     value = codec.encode(SchemaName.ACCOUNT_CHANGE, dict(_change(value_user)))
     record = Record(key_user.encode(), value, partition_for_user(key_user, partitions))

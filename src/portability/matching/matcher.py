@@ -113,9 +113,7 @@ class Matcher:
         # The actor side of the figures, per source partition: which of its users' activity
         # records count, so that an account is counted once (see _count_activity).
         self._ledgers: dict[int, ActivityLedger] = {}
-        self._door = Door(
-            runtime.codec.registry, self._partitions, runtime.settings.ingress_window()
-        )
+        self._door = Door(runtime.codec, self._partitions, runtime.settings.ingress_window())
 
     async def start(self) -> None:
         await self._producer.start()
@@ -252,7 +250,7 @@ class Matcher:
                 # is awaited only for a schema id it has not seen.
                 if marker != UPDATE_MARKER and (rejection := check(record)) is not None:
                     if rejection is Door.UNRESOLVED:
-                        rejection = await self._door_check(record)
+                        rejection = await self._door.verdict(record)
                     if rejection is not None:
                         pending.append(await self._reject(record, rejection))
                         continue
@@ -269,11 +267,6 @@ class Matcher:
             self.stats.dropped["no_consent"] += no_consent
             pending += await self._send_audience(tp.partition, outgoing)
         return pending
-
-    async def _door_check(self, record: ConsumerRecord[bytes, bytes]) -> Rejection | None:
-        """The door's verdict on a record whose schema id it has yet to look up."""
-        await self._door.learn(Door.schema_id_of(record))
-        return self._door.check(record)
 
     async def _reject(
         self, record: ConsumerRecord[bytes, bytes], rejection: Rejection

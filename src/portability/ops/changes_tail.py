@@ -168,7 +168,7 @@ class _Reader:
     ) -> None:
         self._bootstrap = bootstrap
         self._codec = codec
-        self._door = Door(codec.registry, partitions, settings.ingress_window())
+        self._door = Door(codec, partitions, settings.ingress_window())
         self._options = options
         self._key = None if options.user is None else options.user.encode()
         self._consumer: AIOKafkaConsumer = KafkaClients(bootstrap, settings).reader(
@@ -293,7 +293,7 @@ class _Reader:
         """The record decoded where it can be, with the verdict the pipeline gives it."""
         headers = tuple((name, bytes(value)) for name, value in record.headers)
         update = audience_marker(headers) == UPDATE_MARKER  # the matcher's own records
-        fault = None if update else await self._door_verdict(record)
+        fault = None if update else await self._door.verdict(record)
         value: dict[str, Any] | None = None
         if fault is None or fault.fault not in _NOT_A_BODY:
             try:
@@ -313,13 +313,6 @@ class _Reader:
             value=value,
             fault=fault,
         )
-
-    async def _door_verdict(self, record: Record) -> Rejection | None:
-        verdict = self._door.check(record)
-        if verdict is Door.UNRESOLVED:
-            await self._door.learn(Door.schema_id_of(record))
-            verdict = self._door.check(record)
-        return verdict
 
 
 def _text(value: bytes | None) -> str | None:

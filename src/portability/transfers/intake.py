@@ -66,7 +66,7 @@ class ViewIntake:
         self._producer = producer
         self._dead_letters = runtime.topics.dead_letters
         self._door = Door(
-            runtime.codec.registry, runtime.settings.partitions, runtime.settings.ingress_window()
+            runtime.codec, runtime.settings.partitions, runtime.settings.ingress_window()
         )
         self._letters: list[asyncio.Future[Any]] = []
         self.stats = IntakeStats()
@@ -78,10 +78,7 @@ class ViewIntake:
         if marker == UPDATE_MARKER:
             self.stats.updates_skipped += 1
             return None
-        door = self._door.check(record)
-        if door is Door.UNRESOLVED:
-            await self._door.learn(Door.schema_id_of(record))
-            door = self._door.check(record)
+        door = await self._door.verdict(record)
         if door is not None:
             self.stats.skipped_at_door[door.fault] += 1
             return None

@@ -192,6 +192,14 @@ class AvroCodec:
         self._unknown.pop(schema_id, None)
         return True
 
+    def writer_name(self, schema_id: int) -> str | None:
+        """The full name of a loaded writer schema (see :meth:`load_schema_id`); None for an
+        id not loaded, or a schema that is not a named record."""
+        writer = self._writers.get(schema_id)
+        if not isinstance(writer, dict) or writer.get("type") != "record":
+            return None
+        return str(writer.get("name", "")) or None
+
     def _remember_unknown(self, schema_id: int, now: float) -> None:
         if len(self._unknown) >= _UNKNOWN_IDS_MAX:
             self._unknown = {i: until for i, until in self._unknown.items() if until > now}

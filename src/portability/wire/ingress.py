@@ -23,14 +23,12 @@ verdict from each: the stage that owns a fault letters it, and the other skips i
 from __future__ import annotations
 
 import enum
-import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
 from portability.wire.dead_letters import MAX_REASON_CHARS, short_reason
-from portability.wire.errors import SchemaRegistryError
 from portability.wire.records import AccountChange, to_millis
 from portability.wire.topics import partition_for_user
 
@@ -155,25 +153,29 @@ class RawRecord(Protocol):
 
 
 class SchemaSource(Protocol):
-    """Where the door learns a writer schema it has not seen (the codec's registry)."""
+    """Where the door learns the writer schema of an id it has not seen: the codec, so that a
+    process fetches each id once and shares the codec's memory of unknown ids."""
 
-    async def fetch(self, schema_id: int) -> str: ...
+    async def load_schema_id(self, schema_id: int) -> bool: ...
+
+    def writer_name(self, schema_id: int) -> str | None: ...
 
 
 class Door:
-    """The producer contract's checks for one process; verdicts on schema ids and keys are
+    r"""The producer contract's checks for one process; verdicts on schema ids and keys are
     remembered, so a record costs a few lookups.
 
-    Call :meth:`check` on every record; when it returns :data:`UNRESOLVED`, the record's
-    schema id is new: ``await`` :meth:`learn` with :meth:`schema_id_of` it, then check again.
+    :meth:`verdict` checks a record, looking a new schema id up first. A hot loop calls the
+    synchronous :meth:`check` instead and ``await``\ s :meth:`verdict` only when it returns
+    :data:`UNRESOLVED` (the record's schema id is new).
     """
 
     UNRESOLVED: Final = Rejection(Fault.UNKNOWN_SCHEMA_ID, "not looked up yet")
 
     def __init__(
-        self, registry: SchemaSource, partitions: int, window: TimeWindow = DEFAULT_WINDOW
+        self, schemas: SchemaSource, partitions: int, window: TimeWindow = DEFAULT_WINDOW
     ) -> None:
-        self._registry = registry
+        self._schemas = schemas
         self._partitions = partitions
         self.window = window
         # Verdicts per 4-byte schema id as framed: None means an AccountChange schema.
@@ -210,6 +212,15 @@ class Door:
             )
         return None
 
+    async def verdict(self, record: RawRecord) -> Rejection | None:
+        """:meth:`check`, looking the record's schema id up first if it is new (the path for
+        callers that need not avoid a coroutine per record)."""
+        rejection = self.check(record)
+        if rejection is self.UNRESOLVED:
+            await self.learn(self.schema_id_of(record))
+            rejection = self.check(record)
+        return rejection
+
     @staticmethod
     def schema_id_of(record: RawRecord) -> int:
         """The schema id in a framed value (call only after :meth:`check` said UNRESOLVED)."""
@@ -224,18 +235,14 @@ class Door:
                 retries the batch rather than dead-lettering good records.
         """
         framed = schema_id.to_bytes(4, "big")
-        try:
-            text = await self._registry.fetch(schema_id)
-        except SchemaRegistryError as error:
-            if error.retriable:
-                raise
+        if not await self._schemas.load_schema_id(schema_id):
             self._ids[framed] = Rejection(
                 Fault.UNKNOWN_SCHEMA_ID, f"schema id {schema_id} is not in the schema registry"
             )
             if self._unknown_since is None:
                 self._unknown_since = time.monotonic()
             return
-        name = _record_name(text)
+        name = self._schemas.writer_name(schema_id)
         if name == ACCOUNT_CHANGE_RECORD:
             self._ids[framed] = None
         else:
@@ -286,21 +293,6 @@ class Door:
             self._places.clear()  # users recur; a rare full rebuild beats an LRU per record
         self._places[key] = place
         return place
-
-
-def _record_name(schema_text: str) -> str | None:
-    """The full name of a record schema's JSON text; None for anything else."""
-    try:
-        schema = json.loads(schema_text)
-    except ValueError:
-        return None
-    if not isinstance(schema, dict) or schema.get("type") != "record":
-        return None
-    name = str(schema.get("name", ""))
-    namespace = schema.get("namespace")
-    if "." in name or not namespace:
-        return name
-    return f"{namespace}.{name}"
 
 
 def _shown(key: bytes | None) -> str:
