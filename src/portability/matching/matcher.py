@@ -404,16 +404,15 @@ class Matcher:
         if consents is None and marker not in self._counted_kinds:
             self.stats.dropped["no_consent"] += 1
             return []  # no consent of the actor, and a kind the policy does not count
+        if consents is not None:
+            return await self._match_one(record, consents, sequences, outgoing)
         change = await self._decode_checked(record)
         if change is None:
             return []
         self._count_activity(change, record.offset, record.partition, outgoing)
-        if consents is None:
-            self.stats.audience_decoded += 1
-            self.stats.dropped["no_consent"] += 1
-            return []
-        self.stats.changes_decoded += 1
-        return await self._deliver(change, record.offset, consents, sequences)
+        self.stats.audience_decoded += 1
+        self.stats.dropped["no_consent"] += 1
+        return []
 
     async def _send_audience(
         self, source_partition: int, outgoing: Outgoing

@@ -73,7 +73,6 @@ class ViewIntake:
 
     async def take(self, record: ConsumerRecord[bytes, bytes]) -> AccountChange | None:
         """The change ``record`` carries, checked; None when it is not the view's to apply."""
-        self._door.expire_unknown()
         marker = audience_marker(record.headers) if record.headers else None
         if marker == UPDATE_MARKER:
             self.stats.updates_skipped += 1
@@ -95,6 +94,11 @@ class ViewIntake:
             return None
         self._check_hint(record, change, marker)
         return change
+
+    def begin_batch(self) -> None:
+        """Once per batch, not per record: let schema ids the registry did not know be asked
+        again once their time is up (a schema registered since is then found)."""
+        self._door.expire_unknown()
 
     def take_letters(self) -> list[asyncio.Future[Any]]:
         """The acknowledgements of the letters sent since the last call."""

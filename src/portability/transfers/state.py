@@ -335,6 +335,7 @@ class StateView:
         if not work:
             return
         started = time.perf_counter()
+        self.intake.begin_batch()
         prepared = [await self._prepare(partition, records) for partition, records in work.items()]
         checkpoints = [await self._write_changelog(part) for part in prepared]
         await asyncio.gather(*self.intake.take_letters())
