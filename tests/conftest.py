@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -67,3 +68,13 @@ async def runtime(broker: EmbeddedBroker, settings: Settings) -> AsyncIterator[R
     opened = await Runtime.open(settings, broker.bootstrap)
     yield opened
     await opened.close()
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's Chromium, for the tests of pages; they skip, saying why, where it is missing
+    (``make test`` installs it where it can)."""
+    found = shutil.which("chromium")
+    if found is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    return found

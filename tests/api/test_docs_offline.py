@@ -6,14 +6,13 @@ with every host name but 127.0.0.1 unresolvable, renders Swagger UI with every o
 
 from __future__ import annotations
 
-import asyncio
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 from api_helpers import TestClient
 
+from browser import run_chromium
 from portability.api import create_app
 from portability.consent import create_store_engine, init_schema
 from portability.settings import Settings
@@ -56,14 +55,6 @@ def test_swagger_ui_does_not_call_the_public_validator(client: TestClient) -> No
     assert '"validatorUrl": null' in client.get("/docs").text
 
 
-@pytest.fixture
-def chromium() -> str:
-    found = shutil.which("chromium")
-    if found is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    return found
-
-
 async def test_swagger_ui_renders_every_operation_offline(
     api_settings: Settings, chromium: str, tmp_path: Path
 ) -> None:
@@ -77,34 +68,17 @@ async def test_swagger_ui_renders_every_operation_offline(
         if item  # every documented path
     }
     async with serve_api(api) as url:
-        process = await asyncio.create_subprocess_exec(
+        dom = await run_chromium(
             chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
+            tmp_path / "profile",
             # Offline: no host but the API's resolves, so a CDN asset could not load.
             "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-            f"--user-data-dir={tmp_path / 'profile'}",
             "--virtual-time-budget=15000",
             "--dump-dom",
             f"{url}/docs",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            timeout_s=CHROMIUM_TIMEOUT_S,
         )
-        try:
-            stdout, stderr = await asyncio.wait_for(process.communicate(), CHROMIUM_TIMEOUT_S)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            raise
     engine.dispose()
-    assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
-    dom = stdout.decode()
 
     rendered = set(re.findall(r'class="opblock-summary-path" data-path="([^"]+)"', dom))
 

@@ -15,15 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
+from browser import run_chromium
 from pipeline_harness import APP_A, APP_B, Pipeline, pipeline_settings, running_pipeline
 from portability.api import create_app
 from portability.api.delivery_status import DeliveryStatusBoard, follow_delivery_status
@@ -38,27 +37,8 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "test-output" / "status-page.
 APP_GONE = "app-gone"
 APP_BROKEN = "app-broken"
 CHROMIUM_TIMEOUT_S = 30.0
-_CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--hide-scrollbars",
-    "--force-device-scale-factor=1",
-)
-
-
-@pytest.fixture
-def chromium() -> str:
-    found = shutil.which("chromium")
-    if found is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    return found
+# A screenshot's pixels as the page lays them out.
+_SCREEN_FLAGS = ("--hide-scrollbars", "--force-device-scale-factor=1")
 
 
 @contextlib.asynccontextmanager
@@ -96,26 +76,6 @@ def status_settings(tmp_path: Path) -> Settings:
             "delivery_circuit_failures": 1000,
         }
     )
-
-
-async def run_chromium(chromium: str, profile: Path, *args: str) -> str:
-    """Run Chromium without blocking the loop (the API answers it from this loop)."""
-    process = await asyncio.create_subprocess_exec(
-        chromium,
-        *_CHROMIUM_FLAGS,
-        f"--user-data-dir={profile}",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), CHROMIUM_TIMEOUT_S)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode == 0, stderr.decode(errors="replace")[-2000:]
-    return stdout.decode()
 
 
 HEALTHY = {"ua1": APP_A, "ua2": APP_A, "ub1": APP_B}
@@ -235,11 +195,21 @@ async def test_status_page_in_chromium(
 async def load_page(chromium: str, profile: Path, url: str) -> str:
     """The page's DOM as Chromium built it; the screenshot is saved on the way."""
     page = url.replace("http://", f"http://operator:{OPERATOR_TOKEN}@") + "/status?refresh=0"
-    dom = await run_chromium(chromium, profile, "--dump-dom", page)
+    dom = await run_chromium(
+        chromium, profile, *_SCREEN_FLAGS, "--dump-dom", page, timeout_s=CHROMIUM_TIMEOUT_S
+    )
     SCREENSHOT.parent.mkdir(exist_ok=True)
     SCREENSHOT.unlink(missing_ok=True)
     size = "--window-size=1400,1900"
-    await run_chromium(chromium, profile, size, f"--screenshot={SCREENSHOT}", page)
+    await run_chromium(
+        chromium,
+        profile,
+        *_SCREEN_FLAGS,
+        size,
+        f"--screenshot={SCREENSHOT}",
+        page,
+        timeout_s=CHROMIUM_TIMEOUT_S,
+    )
     assert SCREENSHOT.stat().st_size > 20_000  # a rendered page, not a blank one
     return dom
 
