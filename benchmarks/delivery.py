@@ -66,12 +66,12 @@ from benchmarks.population import Records, consent_records, produce
 from benchmarks.reporting import print_ratio, print_table
 from portability.broker import EmbeddedBroker, KafkaClients
 from portability.delivery import DeliveryWorker
-from portability.delivery.payload import delta_event, rendered_delta
-from portability.delivery.signing import generate_secret, webhook_headers
 from portability.matching import delta_id
 from portability.runtime import Runtime
 from portability.settings import Settings
 from portability.simulation import ChangeFactory, user_ids
+from portability.webhooks.payload import delta_event, rendered_delta
+from portability.webhooks.signing import generate_secret, webhook_headers
 from portability.wire import CATEGORIES, ConsentRecord, SchemaName
 from portability.wire.records import AppRecord, DeliveryRecord, with_record_type
 from portability.wire.topics import partition_for_consent

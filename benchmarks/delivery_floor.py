@@ -31,9 +31,9 @@ from aiokafka import TopicPartition
 
 from benchmarks.delivery_receiver import ReceivedRequest
 from benchmarks.measurement import InvalidRunError
-from portability.delivery.payload import head_delta_event
-from portability.delivery.signing import webhook_headers
 from portability.runtime import Runtime
+from portability.webhooks.payload import head_delta_event
+from portability.webhooks.signing import webhook_headers
 from portability.wire.records import DeliveryHead
 
 __all__ = ["Floor", "measure_floor"]

@@ -27,13 +27,13 @@ from portability.consent import (
     init_schema,
 )
 from portability.delivery import DeliveryWorker
-from portability.delivery.payload import Delta
 from portability.matching import Matcher
 from portability.receiver import ReceivingApp, run_receiver
 from portability.runtime import Runtime
 from portability.sealing import SecretsKeys
 from portability.settings import Settings
 from portability.simulation import ChangeFactory, PlatformPublisher
+from portability.webhooks.payload import Delta
 from portability.wire.records import AccountChange
 from waiting import wait_until
 

@@ -26,13 +26,13 @@ from sqlalchemy.engine import Engine
 from portability.api import RateLimiter, create_app
 from portability.broker import EmbeddedBroker
 from portability.consent import ConsentService, create_store_engine, init_schema
-from portability.delivery.egress import EgressPolicy
 from portability.delivery.replay import Replayer, ReplayRetry
 from portability.matching.matcher import delta_id
 from portability.receiver import ReceivingApp, RecoveryOptions, run_receiver
 from portability.runtime import Runtime
 from portability.sealing import SecretsKeys
 from portability.settings import Settings
+from portability.webhooks.egress import EgressPolicy
 from portability.wire.records import DeliveryRecord, with_record_type
 from portability.wire.schemas import SchemaName
 from portability.wire.topics import partition_for_consent

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from portability.delivery.signing import generate_secret
 from portability.sealing import (
     KEY_FILE_NAME,
     SecretsKey,
@@ -24,6 +23,7 @@ from portability.sealing import (
     write_key_file,
 )
 from portability.settings import Settings
+from portability.webhooks.signing import generate_secret
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

@@ -780,8 +780,8 @@ def demo(
 
 def _service() -> Any:
     from portability.consent import ConsentService, create_store_engine, init_schema
-    from portability.delivery.egress import EgressPolicy
     from portability.sealing import SecretsKeys
+    from portability.webhooks.egress import EgressPolicy
 
     engine = create_store_engine(_state.settings.resolved_database_url())
     init_schema(engine)

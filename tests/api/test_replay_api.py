@@ -16,8 +16,8 @@ from test_migrations import insert_previous_version_rows
 from portability.broker import EmbeddedBroker
 from portability.consent import ConsentService, init_schema
 from portability.consent.replays import MAX_UNFINISHED_PER_APP, ReplayStore
-from portability.delivery.payload import delta_event
-from portability.delivery.signing import webhook_headers
+from portability.webhooks.payload import delta_event
+from portability.webhooks.signing import webhook_headers
 from replay_harness import (
     OPERATOR_TOKEN,
     PLATFORM_TOKEN,

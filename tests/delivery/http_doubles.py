@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from portability.delivery.signing import generate_secret
+from portability.webhooks.signing import generate_secret
 from portability.wire.records import AppRecord
 
 _ENDLESS_CHUNKS = 10_000  # 10 MB at most: far beyond the 4 KB the sender reads

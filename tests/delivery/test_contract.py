@@ -25,7 +25,12 @@ import fastavro
 import pytest
 from jsonschema import Draft202012Validator
 
-from portability.delivery.payload import (
+from portability.matching.matcher import delta_id
+from portability.privacy import current_policy
+from portability.simulation.platform import ChangeFactory, user_ids
+from portability.transfers.archive import shipped_record_json
+from portability.transfers.render import StoredRecord, state_change
+from portability.webhooks.payload import (
     UNVERSIONED,
     delivery_head,
     delta_event,
@@ -35,12 +40,7 @@ from portability.delivery.payload import (
     parse_delta_event,
     rendered_delta,
 )
-from portability.delivery.signing import generate_secret, webhook_headers
-from portability.matching.matcher import delta_id
-from portability.privacy import current_policy
-from portability.simulation.platform import ChangeFactory, user_ids
-from portability.transfers.archive import shipped_record_json
-from portability.transfers.render import StoredRecord, state_change
+from portability.webhooks.signing import generate_secret, webhook_headers
 from portability.wire import AvroCodec, InProcessSchemaRegistry, SchemaName, notifications
 from portability.wire.notifications import authorization_removed
 from portability.wire.records import (

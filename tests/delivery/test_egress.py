@@ -13,14 +13,14 @@ from aiohttp.abc import AbstractResolver
 from http_doubles import Endpoint, ScriptedResolver, app_record, serve_endpoint
 
 from portability.delivery import Outcome, WebhookSender
-from portability.delivery.egress import (
+from portability.settings import Settings
+from portability.webhooks.egress import (
     AddressKind,
     CheckedResolver,
     EgressPolicy,
     EgressRefusedError,
     address_kind,
 )
-from portability.settings import Settings
 
 BODY = b'{"type":"test.event","data":{}}'
 MSG_ID = "msg_0123456789abcdef0123456789abcdef"
@@ -185,7 +185,7 @@ async def test_resolver_keeps_only_the_allowed_addresses_of_a_mixed_answer(
 ) -> None:
     base = ScriptedResolver([("169.254.169.254", 443), ("93.184.216.34", 443), ("::1", 443)])
     resolver = CheckedResolver(EgressPolicy(allow_loopback=False), base)
-    with caplog.at_level(logging.WARNING, "portability.delivery.egress"):
+    with caplog.at_level(logging.WARNING, "portability.webhooks.egress"):
         results = await resolver.resolve("mixed.example", 443)
     assert [result["host"] for result in results] == ["93.184.216.34"]
     assert "also resolves to refused addresses" in caplog.text

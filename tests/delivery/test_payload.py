@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from portability.delivery.payload import (
+from portability.errors import PortabilityError
+from portability.webhooks.payload import (
     EVENT_SCHEMA_FILE,
     UNVERSIONED,
     Delta,
@@ -28,7 +29,6 @@ from portability.delivery.payload import (
     notification_event,
     parse_delta_event,
 )
-from portability.errors import PortabilityError
 from portability.wire.notifications import AUTHORIZATION_REMOVED, authorization_removed, event_id
 from portability.wire.records import AccountChange, DeliveryRecord, NotificationRecord
 from portability.wire.schemas import schema_dir

@@ -37,14 +37,14 @@ from portability.broker import EmbeddedBroker
 from portability.consent import ConsentService, OutboxRelay, create_store_engine, init_schema
 from portability.consent.resealing import seal_stored_secrets
 from portability.delivery import DeliveryWorker
-from portability.delivery.payload import rendered_delta
-from portability.delivery.signing import generate_secret
 from portability.matching.matcher import delta_id
 from portability.receiver import ReceivingApp, run_receiver
 from portability.runtime import Runtime
 from portability.sealing import SecretsKey, SecretsKeys
 from portability.settings import Settings
 from portability.simulation import ChangeFactory
+from portability.webhooks.payload import rendered_delta
+from portability.webhooks.signing import generate_secret
 from portability.wire.records import DeliveryRecord
 from portability.wire.schemas import SchemaName
 from portability.wire.topics import partition_for_consent

@@ -8,7 +8,8 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from portability.delivery.signing import (
+from portability.errors import PortabilityError
+from portability.webhooks.signing import (
     SigningError,
     generate_secret,
     sign,
@@ -16,7 +17,6 @@ from portability.delivery.signing import (
     validate_secret,
     webhook_headers,
 )
-from portability.errors import PortabilityError
 
 BODY = b'{"type":"portability.delta","data":{"consent_id":"c-1"}}'
 MSG_ID = "msg_0123456789abcdef0123456789abcdef"

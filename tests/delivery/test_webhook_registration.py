@@ -13,9 +13,9 @@ from sqlalchemy.engine import Engine
 from portability.api import create_app
 from portability.consent import ConsentService, create_store_engine, init_schema
 from portability.consent.errors import InvalidRequestError
-from portability.delivery.egress import EgressPolicy
 from portability.sealing import SecretsKey
 from portability.settings import Settings
+from portability.webhooks.egress import EgressPolicy
 
 with warnings.catch_warnings():
     # starlette asks for httpx2 instead of httpx; the TestClient works the same.

@@ -31,13 +31,13 @@ import waiting
 from portability.broker import EmbeddedBroker, free_port
 from portability.consent import ConsentService, OutboxRelay, create_store_engine, init_schema
 from portability.delivery import DeliveryWorker
-from portability.delivery.payload import rendered_delta
 from portability.matching.matcher import delta_id
 from portability.receiver import ReceivingApp
 from portability.runtime import Runtime
 from portability.sealing import SecretsKeys
 from portability.settings import Settings
 from portability.simulation import ChangeFactory
+from portability.webhooks.payload import rendered_delta
 from portability.wire.dead_letters import DeadLetter
 from portability.wire.notifications import SnapshotPage, authorization_removed, snapshot_page
 from portability.wire.records import DeliveryRecord

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from portability.delivery.payload import rendered_delta
 from portability.matching import Matcher
 from portability.runtime import Runtime
 from portability.simulation import ChangeFactory, PlatformPublisher
+from portability.webhooks.payload import rendered_delta
 from portability.wire import ConsentRecord, SchemaName, consent_key, partition_for_user
 from waiting import wait_until
 

@@ -23,11 +23,11 @@ import yaml
 
 from pipeline_harness import APP_A, APP_B, Pipeline, pipeline_settings, running_pipeline
 from portability.broker import EmbeddedBroker
-from portability.delivery.payload import Delta
 from portability.matching import Matcher
 from portability.privacy import default_policy_path, is_tracked, load_policy
 from portability.privacy.model import FIGURE_KINDS
 from portability.simulation import ChangeFactory, UserSettings
+from portability.webhooks.payload import Delta
 from portability.wire.records import AccountChange
 from portability.wire.topics import partition_for_user
 from privacy.streams import truth, user_ids_in

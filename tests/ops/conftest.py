@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from portability.broker import EmbeddedBroker
-from portability.ops.inspector import Inspector
+from portability.broker.inspector import Inspector
 from portability.settings import Settings
 
 from .scene import PARTITIONS, Scene

@@ -26,6 +26,7 @@ from typer.testing import CliRunner, Result
 
 from pipeline_harness import pipeline_settings
 from portability.broker import EmbeddedBroker
+from portability.broker.inspector import Inspector
 from portability.cli import app
 from portability.ops.dead_letters import (
     LetterFilter,
@@ -38,7 +39,6 @@ from portability.ops.dead_letters import (
     show_letter,
 )
 from portability.ops.errors import MissingTopicsError, OpsError
-from portability.ops.inspector import Inspector
 from portability.runtime import Runtime
 from portability.settings import Settings
 from portability.simulation import ChangeFactory

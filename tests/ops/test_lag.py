@@ -16,8 +16,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from portability.broker import BrokerError, EmbeddedBroker, free_port
+from portability.broker.inspector import Inspector
 from portability.ops.errors import MissingTopicsError
-from portability.ops.inspector import Inspector
 from portability.ops.lag import GroupLag, LagMonitor, LagReport, PartitionLag, pipeline_groups
 from portability.ops.lag_rules import Status
 from portability.wire.topics import pipeline_topics

@@ -27,9 +27,9 @@ from typer.testing import CliRunner, Result
 
 from pipeline_harness import APP_A, pipeline_settings, running_pipeline
 from portability.broker import BrokerError, EmbeddedBroker
+from portability.broker.inspector import Inspector
 from portability.cli import app
 from portability.delivery.parking import ParkingTicket
-from portability.ops.inspector import Inspector
 from portability.ops.lag import GroupLag, LagMonitor, LagReport, PartitionLag, pipeline_groups
 from portability.ops.lag_parked import ParkedReader
 from portability.ops.lag_rules import ParkedHold, Status

@@ -14,7 +14,6 @@ import fastavro
 import pytest
 from jsonschema import Draft202012Validator
 
-from portability.delivery.payload import delta_event, event_schema, parse_delta_event
 from portability.privacy import (
     AUDIENCE_HEADER,
     ActivityLedger,
@@ -26,6 +25,7 @@ from portability.privacy import (
     update_change,
 )
 from portability.simulation import ChangeFactory, UserSettings
+from portability.webhooks.payload import delta_event, event_schema, parse_delta_event
 from portability.wire import AvroCodec, InProcessSchemaRegistry, SchemaName, WireFormatError
 from portability.wire.records import AudienceEntry, MatcherCheckpoint, with_record_type
 from portability.wire.schemas import parsed_schema, schema_text

@@ -13,9 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from portability.delivery.payload import delta_event, notification_event
-from portability.delivery.signing import SigningError, generate_secret, webhook_headers
 from portability.receiver import ReceiverStats, ReceivingApp, run_receiver
+from portability.webhooks.payload import delta_event, notification_event
+from portability.webhooks.signing import SigningError, generate_secret, webhook_headers
 from portability.wire.notifications import (
     AUTHORIZATION_REMOVED,
     SnapshotPage,

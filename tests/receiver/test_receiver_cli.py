@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from portability.cli import app
-from portability.delivery.signing import generate_secret
+from portability.webhooks.signing import generate_secret
 
 from .test_receiver import APP_ID, CONSENT_ID, Sender, delivery
 

@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from portability.delivery.signing import generate_secret
 from portability.receiver import ReceivingApp, RecoveryOptions, run_receiver
+from portability.webhooks.signing import generate_secret
 
 from .test_receiver import APP_ID, CONSENT_ID, Sender, delivery
 

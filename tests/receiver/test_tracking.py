@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from portability.delivery.payload import Delta
 from portability.receiver.tracking import ConsentLog, LatencyRecorder
+from portability.webhooks.payload import Delta
 
 
 def delta(sequence: int, delta_id: str | None = None) -> Delta:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portability.delivery.payload import delivery_head, rendered_delta
+from portability.webhooks.payload import delivery_head, rendered_delta
 from portability.wire import CATEGORIES, AvroCodec, Category, SchemaName, WireFormatError
 from portability.wire.delivery_head import HeadReader
 from portability.wire.records import DeliveryRecord

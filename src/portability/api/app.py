@@ -17,11 +17,11 @@ from portability.api.routes import router
 from portability.api.status_page import status_router
 from portability.consent import ConsentService
 from portability.consent.transfers import TransferStore
-from portability.delivery.egress import EgressPolicy
 from portability.delivery.replay import Replayer
 from portability.ops.metrics import api_registry
 from portability.sealing import SecretsKeys
 from portability.settings import Settings
+from portability.webhooks.egress import EgressPolicy
 
 __all__ = ["create_app"]
 

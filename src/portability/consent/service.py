@@ -29,9 +29,9 @@ from portability.consent.models import App, Consent, OutboxEvent, OutboxKind, Tr
 from portability.consent.regions import check_region
 from portability.consent.signing_secrets import Rotation, drop_ended, issue_first, rotate
 from portability.consent.views import AppView, ConsentView
-from portability.delivery.egress import EgressPolicy, EgressRefusedError
-from portability.delivery.signing import generate_secret
 from portability.sealing import SecretsKeys
+from portability.webhooks.egress import EgressPolicy, EgressRefusedError
+from portability.webhooks.signing import generate_secret
 from portability.wire.notifications import authorization_removed
 from portability.wire.records import CATEGORIES, RemovalReason
 from portability.wire.topics import consent_key

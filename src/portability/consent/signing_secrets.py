@@ -31,8 +31,8 @@ from typing import Any
 from portability.consent._time import EPOCH, millis
 from portability.consent.errors import ConflictError
 from portability.consent.models import App
-from portability.delivery.signing import generate_secret
 from portability.sealing import SecretsKeys, is_sealed, key_id_of
+from portability.webhooks.signing import generate_secret
 
 __all__ = [
     "MAX_LIVE_SECRETS",

@@ -35,10 +35,10 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
-from portability.delivery.egress import CheckedResolver, EgressPolicy, EgressRefusedError
-from portability.delivery.payload import delta_event
-from portability.delivery.signing import SigningError, webhook_headers
 from portability.settings import Settings
+from portability.webhooks.egress import CheckedResolver, EgressPolicy, EgressRefusedError
+from portability.webhooks.payload import delta_event
+from portability.webhooks.signing import SigningError, webhook_headers
 from portability.wire.records import AppRecord, DeliveryRecord
 
 __all__ = ["Outcome", "WebhookSender"]
@@ -79,7 +79,7 @@ class Outcome:
 class WebhookSender:
     """Signs and posts batches of deltas with one shared aiohttp session.
 
-    Every request goes through the egress rules (:mod:`portability.delivery.egress`): the URL
+    Every request goes through the egress rules (:mod:`portability.webhooks.egress`): the URL
     is checked before the request, and the connector's resolver checks the addresses it
     connects to. Redirects are never followed.
     """

@@ -50,13 +50,13 @@ from portability.delivery.directory import Directory
 from portability.delivery.endpoints import Endpoint, Endpoints
 from portability.delivery.offsets import OffsetTracker
 from portability.delivery.parking import Attempt, ParkingTicket, RecordKind, now_utc
-from portability.delivery.payload import delivery_head, head_delta_event, notification_event
 from portability.delivery.retry_schedule import RetrySchedule
 from portability.delivery.sender import Outcome, WebhookSender
 from portability.delivery.stats import DeliveryStats
 from portability.delivery.status import StatusBoard
 from portability.privacy import is_audience_record_id
 from portability.runtime import Runtime
+from portability.webhooks.payload import delivery_head, head_delta_event, notification_event
 from portability.wire.dead_letters import HEADER_PREFIX, DeadLetter
 from portability.wire.errors import WireFormatError
 from portability.wire.notifications import AUTHORIZATION_REMOVED, SnapshotPage

@@ -14,9 +14,9 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from portability.delivery.payload import UNVERSIONED, Delta, format_timestamp, render_change
 from portability.privacy import PrivacyPolicy, for_subject, is_audience_record_id
 from portability.receiver import ReceivingApp
+from portability.webhooks.payload import UNVERSIONED, Delta, format_timestamp, render_change
 from portability.wire.records import AccountChange
 
 __all__ = [

@@ -30,7 +30,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from portability.delivery.payload import render_change, render_delta
 from portability.matching.checkpoints import CheckpointStore
 from portability.matching.consent_index import ConsentIndex
 from portability.matching.stats import MatcherStats
@@ -49,6 +48,7 @@ from portability.privacy import (
 )
 from portability.privacy.audience import UPDATE_KEY, UPDATE_MARKER
 from portability.runtime import Runtime
+from portability.webhooks.payload import render_change, render_delta
 from portability.wire.dead_letters import DeadLetter
 from portability.wire.errors import WireFormatError
 from portability.wire.ingress import Door, Fault, Rejection

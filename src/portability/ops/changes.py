@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from portability.broker import KafkaClients, bounded
+from portability.broker.inspector import Inspector
 from portability.ops.change_lines import (
     DEFAULT_MAX_LINE_BYTES,
     LineChecker,
@@ -31,7 +32,6 @@ from portability.ops.change_lines import (
     PreparedRecord,
 )
 from portability.ops.errors import MissingTopicsError, OpsError
-from portability.ops.inspector import Inspector
 from portability.runtime import open_codec
 from portability.settings import Settings
 from portability.wire.ingress import ACCOUNT_CHANGE_RECORD, short_reason

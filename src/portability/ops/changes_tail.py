@@ -10,7 +10,7 @@ timestamp; ``from_beginning`` reads from each partition's first record instead (
 partition in order, the partitions interleaved as fetched); ``follow`` then keeps printing new
 records until stopped. Without ``follow`` the read ends at the partitions' ends as they were
 when it started. The ends are high watermarks from fetch answers (ListOffsets "latest" is
-wrong on the embedded broker, see :mod:`portability.ops.inspector`).
+wrong on the embedded broker, see :mod:`portability.broker.inspector`).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any, Final, TypeAlias
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from portability.broker import BrokerError, KafkaClients
+from portability.broker.inspector import Inspector
 from portability.ops.change_json import change_to_json
 from portability.ops.errors import MissingTopicsError
-from portability.ops.inspector import Inspector
 from portability.privacy.audience import UPDATE_MARKER, audience_marker
 from portability.runtime import open_codec
 from portability.settings import Settings

@@ -35,8 +35,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 
 from portability.broker import BrokerError, KafkaClients, bounded
+from portability.broker.inspector import Inspector, TopicLayout
 from portability.ops.errors import MissingTopicsError, OpsError
-from portability.ops.inspector import Inspector, TopicLayout
 from portability.runtime import open_codec
 from portability.settings import Settings
 from portability.wire.codec import AvroCodec
@@ -454,7 +454,7 @@ class _DeadLetterTopic:
         """Fetch until the position reaches the end; a read that stops moving is an error.
 
         The end is the high watermark of the first fetch answer (ListOffsets "latest" is
-        wrong on Tansu: see :mod:`portability.ops.inspector`); letters written meanwhile
+        wrong on Tansu: see :mod:`portability.broker.inspector`); letters written meanwhile
         are left for the next command.
         """
         loop = asyncio.get_running_loop()

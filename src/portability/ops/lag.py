@@ -20,8 +20,8 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from portability.broker.inspector import Inspector, PartitionRead
 from portability.ops.errors import MissingTopicsError
-from portability.ops.inspector import Inspector, PartitionRead
 from portability.ops.lag_parked import ParkedReader
 from portability.ops.lag_rules import (
     PARKED_OVERDUE_S,

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from aiokafka import TopicPartition
 
 from portability.broker import BrokerError
+from portability.broker.inspector import Inspector, RecordHead
 from portability.delivery.parking import ParkingTicket
-from portability.ops.inspector import Inspector, RecordHead
 from portability.ops.lag_rules import ParkedHold
 
 __all__ = ["SCAN_PER_SAMPLE", "ParkedReader"]

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 from aiokafka.errors import KafkaError
 
+from portability.broker.inspector import Inspector
 from portability.errors import PortabilityError
-from portability.ops.inspector import Inspector
 from portability.ops.lag import LagMonitor, LagReport, pipeline_groups
 from portability.settings import Settings
 from portability.wire.topics import TopicNames, pipeline_topics

@@ -14,9 +14,9 @@ from rich.table import Table
 from rich.text import Text
 
 from portability.broker import BrokerError
+from portability.broker.inspector import Inspector, TopicLayout
 from portability.ops.commands import create_topics
 from portability.ops.errors import MissingTopicsError
-from portability.ops.inspector import Inspector, TopicLayout
 from portability.settings import Settings
 from portability.wire.topics import TopicNames, TopicSpec, pipeline_topics
 

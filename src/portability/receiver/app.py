@@ -20,7 +20,10 @@ from typing import Any, Final
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from portability.delivery.payload import (
+from portability.receiver.recovery import GapRecovery, RecoveryOptions, ReplayRequestRecord
+from portability.receiver.snapshots import ReceivedSnapshot, SnapshotPageError, parse_snapshot_page
+from portability.receiver.tracking import ConsentLog, LatencyRecorder, SequenceRange
+from portability.webhooks.payload import (
     DELTA_EVENT_TYPE,
     Delta,
     DeltaEvent,
@@ -28,10 +31,7 @@ from portability.delivery.payload import (
     UnknownEventTypeError,
     parse_delta_event,
 )
-from portability.delivery.signing import validate_secret
-from portability.receiver.recovery import GapRecovery, RecoveryOptions, ReplayRequestRecord
-from portability.receiver.snapshots import ReceivedSnapshot, SnapshotPageError, parse_snapshot_page
-from portability.receiver.tracking import ConsentLog, LatencyRecorder, SequenceRange
+from portability.webhooks.signing import validate_secret
 from portability.wire.notifications import AUTHORIZATION_REMOVED, SNAPSHOT
 
 __all__ = [

@@ -8,7 +8,7 @@ import math
 from array import array
 from dataclasses import dataclass, field
 
-from portability.delivery.payload import Delta
+from portability.webhooks.payload import Delta
 
 __all__ = ["ConsentLog", "LatencyRecorder", "SequenceRange"]
 

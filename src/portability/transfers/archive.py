@@ -38,11 +38,11 @@ from json.encoder import encode_basestring
 from pathlib import Path
 from typing import IO, Any, Final
 
-from portability.delivery.payload import UNVERSIONED, format_timestamp
 from portability.privacy.engine import apply as apply_policy
 from portability.privacy.model import PrivacyPolicy
 from portability.transfers.render import StoredRecord, render_record
 from portability.transfers.store import Snapshot
+from portability.webhooks.payload import UNVERSIONED, format_timestamp
 from portability.wire.records import CATEGORIES
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Turning an account change into the row the current-state view keeps.
 
 A record is rendered to JSON once, when it is applied, exactly as the webhook contract renders
-it (:mod:`portability.delivery.payload`): datetimes as ISO-8601 UTC with milliseconds and ``Z``,
+it (:mod:`portability.webhooks.payload`): datetimes as ISO-8601 UTC with milliseconds and ``Z``,
 and without fastavro's ``-type`` union hint. The view, its changelog and the archives then copy
 that text around without parsing it again.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from portability.delivery.payload import format_timestamp
+from portability.webhooks.payload import format_timestamp
 from portability.wire.records import AccountChange, ChangeContext
 
 __all__ = ["Deletion", "StoredRecord", "render_record", "state_change"]

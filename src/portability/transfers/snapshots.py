@@ -32,8 +32,8 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
+from portability.broker.inspector import Inspector
 from portability.consent.transfers import SnapshotFacts, TransferStore, TransferView
-from portability.ops.inspector import Inspector
 from portability.privacy import PrivacyPolicy, current_policy
 from portability.runtime import Runtime
 from portability.transfers.archive import shipped_record_json

@@ -19,7 +19,7 @@ matcher and worker).
 A head holds every Delivery field but the change, under the field's name, except that a
 ``timestamp-millis`` field is kept as epoch milliseconds under its name with ``_ms`` (the
 worker formats one per request, if any); from the change it holds ``record_id`` and
-``occurred_at_ms``. :func:`portability.delivery.payload.delivery_head` makes the same head of
+``occurred_at_ms``. :func:`portability.webhooks.payload.delivery_head` makes the same head of
 a record decoded in full.
 """
 

@@ -76,7 +76,7 @@ def download_ready(
     """The event telling an app that a one-time transfer's archive can be downloaded.
 
     Attributes are strings on the wire; the webhook body gives ``size_bytes`` as a number and
-    ``categories`` as a list (see ``delivery.payload``).
+    ``categories`` as a list (see ``webhooks.payload``).
     """
     digest = hashlib.sha256(f"{DOWNLOAD_READY}\n{transfer_id}".encode()).hexdigest()
     return NotificationRecord(
