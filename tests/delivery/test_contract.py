@@ -1,11 +1,11 @@
-"""The webhook contract: what the code sends is what the JSON Schema and the README promise.
+"""The webhook contract: what the code sends is what the JSON Schema and docs/webhooks.md promise.
 
 * Every body the delivery worker builds validates against ``schemas/webhooks/events.schema.json``
   (with format checking), and against a *closed* copy of it that forbids undocumented fields, so
   a field added to the bodies without documenting it fails here.
 * The schema rejects what the contract forbids (one mutation of a valid body at a time).
 * The schema agrees with the Avro schemas and the code's enums it was derived from.
-* The README's JSON examples validate, every event type has one, and its verification snippet
+* The contract page's JSON examples validate, every event type has one, and its verification example
   works with the unmodified ``standardwebhooks`` package.
 """
 
@@ -57,7 +57,9 @@ Document = dict[str, Any]
 
 SCHEMA = event_schema()
 MATCHED = datetime(2026, 11, 23, 9, 41, 7, 412_000, tzinfo=UTC)
-README = Path(__file__).resolve().parents[2] / "README.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+WEBHOOKS_DOC = DOCS / "webhooks.md"
+VERIFY_EXAMPLE = DOCS / "examples" / "webhooks" / "verify.py"
 OPERATIONS = ("upsert", "delete")
 
 
@@ -567,14 +569,11 @@ def test_fields_added_later_are_allowed_by_the_published_schema() -> None:
     assert not CLOSED.is_valid(document)
 
 
-# --- the README ----------------------------------------------------------------------------------
+# --- the contract page (docs/webhooks.md) and its example ------------------------------------
 
 
 def readme_contract_section() -> str:
-    text = README.read_text(encoding="utf-8")
-    start = text.index("## Webhook contract (for app developers)\n")
-    end = text.index("\n## ", start + 1)
-    return text[start:end]
+    return WEBHOOKS_DOC.read_text(encoding="utf-8")
 
 
 def fenced(language: str) -> list[str]:
@@ -615,9 +614,10 @@ def test_readme_removal_reasons_table_lists_every_reason() -> None:
 
 def test_readme_verification_snippet_works_with_standardwebhooks() -> None:
     """The snippet, run as written, accepts a real delivery signed during a rotation."""
-    (snippet,) = [block for block in fenced("python") if "def verified_event(" in block]
+    snippet = VERIFY_EXAMPLE.read_text(encoding="utf-8")
+    assert [block for block in fenced("python") if "def verified_event(" in block] == [snippet]
     namespace: dict[str, Any] = {}
-    exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102 - our own README's code
+    exec(compile(snippet, str(VERIFY_EXAMPLE), "exec"), namespace)  # noqa: S102 - our own example
     verified_event = namespace["verified_event"]
     old, new, stranger = generate_secret(), generate_secret(), generate_secret()
     msg_id, body = delta_event(as_deliveries(every_kind_of_change()[:3], "v1"))

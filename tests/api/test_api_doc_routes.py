@@ -1,7 +1,7 @@
-"""The README's Consent API section lists every route of the app, and nothing else.
+"""docs/api.md lists every route of the app, and nothing else.
 
 Every operation of the OpenAPI document must be a row of the route table (method and path;
-the README may shorten path parameters to ``{id}`` and show a query string), every row must
+the page may shorten path parameters to ``{id}`` and show a query string), every row must
 be a real operation, and each route outside the document (docs, status page, metrics) must
 be named in the section's text.
 """
@@ -18,14 +18,12 @@ from starlette.routing import BaseRoute, Mount, Route
 from portability.api import create_app
 from portability.settings import Settings
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+API_DOC = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
 _ROW = re.compile(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^`? ]*)[^`]*` \|", re.MULTILINE)
 
 
 def _section() -> str:
-    start = README.index("## Consent API")
-    end = README.index("\n## ", start + 1)
-    return README[start:end]
+    return API_DOC
 
 
 def _shape(path: str) -> str:
@@ -63,8 +61,8 @@ def test_every_operation_is_a_row_of_the_route_table_and_every_row_an_operation(
     operations = _documented(create_app(api_settings, engine))
     rows = {(method, _shape(path)) for method, path in _ROW.findall(_section())}
 
-    assert sorted(operations - rows) == [], "routes missing from the README's route table"
-    assert sorted(rows - operations) == [], "README rows naming no route of the app"
+    assert sorted(operations - rows) == [], "routes missing from docs/api.md's route table"
+    assert sorted(rows - operations) == [], "docs/api.md rows naming no route of the app"
 
 
 def test_routes_outside_the_document_are_named_in_the_section(
