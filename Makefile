@@ -19,6 +19,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The status page test drives Debian's headless Chromium; install it where it is missing
 # (it skips, saying why, where that is not possible).

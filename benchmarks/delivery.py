@@ -185,13 +185,13 @@ class _Workload:
                 "change": change,
                 "matched_at": matched_at,
             }
-            # Rendered as the matcher renders every delta it emits (see matcher._emit).
+            # Rendered as the matcher renders every delta it emits (see MatcherOutput.emit).
             delivery["rendered"] = rendered_delta(delivery)
             value = codec.encode(SchemaName.DELIVERY, dict(delivery))
             partition = partition_for_consent(consent_id, partitions)
             encoded.setdefault(partition, []).append((consent_id.encode(), value))
             decoded = codec.decode(SchemaName.DELIVERY, value)
-            self.deliveries[consent_id, sequence] = decoded  # type: ignore[assignment]
+            self.deliveries[consent_id, sequence] = decoded
         self.encoded = encoded
 
     @property

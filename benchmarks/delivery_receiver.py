@@ -37,7 +37,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from portability.webhooks.payload import PayloadError, parse_delta_event
+from portability.webhooks.parsing import PayloadError, parse_delta_event
 
 __all__ = ["Counters", "ReceivedRequest", "ReceiverProcess", "ReceiverReport"]
 

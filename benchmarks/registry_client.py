@@ -42,7 +42,7 @@ from typing import Any
 
 from aiohttp import web
 from schema_registry.client import AsyncSchemaRegistryClient
-from schema_registry.serializers import AsyncAvroMessageSerializer
+from schema_registry.serializers.message_serializer import AsyncAvroMessageSerializer
 
 from benchmarks.measurement import InvalidRunError
 from benchmarks.reporting import print_ratio, print_table

@@ -43,12 +43,13 @@ from portability.broker.embedded import free_port
 from portability.consent import ConsentView
 from portability.demo.local import LocalPipeline, local_pipeline
 from portability.simulation import ChangeFactory
+from portability.wire import Category
 
 __all__ = ["Size", "main"]
 
 _PLATFORM_TOKEN = secrets.token_urlsafe(16)
 _APP_ID = "bench-app"
-_CATEGORIES = ["post", "profile", "follow", "activity", "direct_message"]
+_CATEGORIES: list[Category] = ["post", "profile", "follow", "activity", "direct_message"]
 
 
 @dataclass(frozen=True, slots=True)

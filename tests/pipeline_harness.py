@@ -33,7 +33,7 @@ from portability.runtime import Runtime
 from portability.sealing import SecretsKeys
 from portability.settings import Settings
 from portability.simulation import ChangeFactory, PlatformPublisher
-from portability.webhooks.payload import Delta
+from portability.webhooks.parsing import Delta
 from portability.wire.records import AccountChange
 from waiting import wait_until
 

@@ -26,8 +26,9 @@ from sqlalchemy.engine import Engine
 from portability.api import RateLimiter, create_app
 from portability.broker import EmbeddedBroker
 from portability.consent import ConsentService, create_store_engine, init_schema
-from portability.delivery.replay import Replayer, ReplayRetry
-from portability.matching.matcher import delta_id
+from portability.delivery.replay import Replayer
+from portability.delivery.replay_run import ReplayRetry
+from portability.matching import delta_id
 from portability.receiver import ReceivingApp, RecoveryOptions, run_receiver
 from portability.runtime import Runtime
 from portability.sealing import SecretsKeys

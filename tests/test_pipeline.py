@@ -17,8 +17,8 @@ import pytest_asyncio
 
 from pipeline_harness import APP_A, APP_B, Pipeline, pipeline_settings, running_pipeline
 from portability.broker import EmbeddedBroker
-from portability.matching.matcher import delta_id
-from portability.webhooks.payload import Delta
+from portability.matching import delta_id
+from portability.webhooks.parsing import Delta
 from portability.wire.dead_letters import DeadLetter
 from portability.wire.notifications import AUTHORIZATION_REMOVED, event_id
 from portability.wire.records import AccountChange

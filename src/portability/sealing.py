@@ -9,7 +9,7 @@ from the ``cryptography`` package, under a key from the settings::
 - **Key id.** Each sealed value names the key that sealed it. A key ring holds several keys:
   the first seals, every one opens, so the key can be rotated without a stop (add the new key
   everywhere, make it first, re-seal with ``portability secrets reencrypt``, then drop the old
-  one; see the README, "Signing secrets at rest and on the wire").
+  one; see docs/webhooks.md, "Signing secrets: rotation and sealing").
 - **Bound to its app.** The app id is the associated data: a sealed value copied into another
   app's row or record does not open.
 - **Nonces.** A fresh random 96-bit nonce per seal; one key seals far fewer than the 2**32

@@ -348,9 +348,7 @@ class Settings(BaseSettings):
         known = {f"PORTABILITY_{name.upper()}" for name in cls.model_fields}
         unknown = sorted(k for k in os.environ if k.startswith("PORTABILITY_") and k not in known)
         if unknown:
-            raise ValueError(
-                f"unknown setting(s) {', '.join(unknown)}; see the README's configuration table"
-            )
+            raise ValueError(f"unknown setting(s) {', '.join(unknown)}; see docs/configuration.md")
         return data
 
     def ingress_window(self) -> TimeWindow:

@@ -14,7 +14,8 @@ from portability.settings import Settings
 with warnings.catch_warnings():
     # starlette asks for httpx2 instead of httpx; the TestClient works the same.
     warnings.filterwarnings("ignore", message=".*httpx2.*")
-    from starlette.testclient import TestClient
+    # Imported here, under the filter, by every API test: re-exported on purpose.
+    from starlette.testclient import TestClient as TestClient
 
 PLATFORM_TOKEN = "platform-token-for-tests"
 OPERATOR_TOKEN = "operator-token-for-tests"

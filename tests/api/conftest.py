@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from api_helpers import (
+from sqlalchemy.engine import Engine
+
+from api.api_helpers import (
     OPERATOR,
     OPERATOR_TOKEN,
     PLATFORM_TOKEN,
@@ -15,8 +17,6 @@ from api_helpers import (
     TestClient,
     registration,
 )
-from sqlalchemy.engine import Engine
-
 from portability.api import DeliveryStatusBoard, create_app
 from portability.consent import create_store_engine, init_schema
 from portability.settings import Settings

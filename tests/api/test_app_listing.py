@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from api_helpers import OPERATOR, PLATFORM, RegisteredApp, TestClient
+
+from api.api_helpers import OPERATOR, PLATFORM, RegisteredApp, TestClient
 
 Register = Callable[..., RegisteredApp]
 

@@ -6,8 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from api_helpers import OPERATOR, PLATFORM, RegisteredApp, grant_body, registration
 from starlette.testclient import TestClient
+
+from api.api_helpers import OPERATOR, PLATFORM, RegisteredApp, grant_body, registration
 
 OWN, OTHER, NONE, BAD = "own_app", "other_app", "none", "bad_token"
 CALLERS = ("platform", "operator", OWN, OTHER, NONE, BAD)

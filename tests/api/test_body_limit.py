@@ -16,14 +16,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from api_helpers import TestClient, registration
 from sqlalchemy.engine import Engine
 
+from api.api_helpers import TestClient, registration
 from portability.api import create_app
 from portability.broker import free_port
 from portability.settings import Settings
@@ -92,9 +92,9 @@ async def test_a_chunked_body_is_read_no_further_than_the_limit(
         assert pulled <= MISUSE_BYTES, "the whole body was read"
         return {"type": "http.request", "body": b"x" * CHUNK, "more_body": True}
 
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     scope = {

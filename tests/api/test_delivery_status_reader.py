@@ -38,10 +38,15 @@ async def test_reader_keeps_the_latest_status_of_each_consent(runtime: Runtime) 
     finally:
         await producer.stop()
     board, stop = DeliveryStatusBoard(), asyncio.Event()
+
+    def latest_read() -> bool:
+        status = board.get("cns_a")
+        return status is not None and status["last_sequence"] == 2
+
     reader = asyncio.create_task(follow_delivery_status(runtime, board, stop))
     try:
         await wait_until(
-            lambda: (board.get("cns_a") or {}).get("last_sequence") == 2,
+            latest_read,
             "the latest status of cns_a read",
             timeout_s=20.0,
         )

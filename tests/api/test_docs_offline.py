@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 
 import pytest
-from api_helpers import TestClient
 
+from api.api_helpers import TestClient
 from browser import run_chromium
 from portability.api import create_app
 from portability.consent import create_store_engine, init_schema

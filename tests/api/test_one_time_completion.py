@@ -16,10 +16,10 @@ import hashlib
 from collections.abc import Callable
 
 import pytest
-from api_helpers import PLATFORM, RegisteredApp, TestClient, grant_body
 from sqlalchemy.engine import Engine
 
-from portability.consent.transfers import ArchiveFacts, TransferStore
+from api.api_helpers import PLATFORM, RegisteredApp, TestClient, grant_body
+from portability.consent.transfer_requests import ArchiveFacts, TransferStore
 from portability.settings import Settings
 
 Register = Callable[..., RegisteredApp]

@@ -3,16 +3,22 @@ token (registration, refused tokens); token buckets, 429 with Retry-After."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import pytest
-from api_helpers import OPERATOR, PLATFORM, TestClient, make_client, registration
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from api.api_helpers import OPERATOR, PLATFORM, TestClient, make_client, registration
 from portability.api import RateLimiter, create_app
 from portability.api.ratelimit import client_key
 from portability.consent import ConsentService
 from portability.settings import Settings
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+    from uvicorn._types import ASGI3Application
 
 
 class FakeClock:
@@ -127,13 +133,19 @@ def test_the_client_is_the_address_a_trusted_proxy_forwards(
     """As ``portability api`` runs it: uvicorn's proxy headers, trusting the setting's list."""
     settings = api_settings.model_copy(update={"api_forwarded_allow_ips": "10.0.0.5"})
     api = create_app(settings, engine, client_rate_limiter=RateLimiter(1, clock=FakeClock()))
-    proxied = ProxyHeadersMiddleware(api, trusted_hosts=settings.api_forwarded_allow_ips)
+    # Both are ASGI 3 apps; uvicorn types the scope as TypedDicts, starlette as a mapping.
+    middleware = ProxyHeadersMiddleware(
+        cast("ASGI3Application", api), trusted_hosts=settings.api_forwarded_allow_ips
+    )
+    proxied = cast("ASGIApp", middleware)
     via_proxy = TestClient(proxied, client=("10.0.0.5", 50000))
     untrusted = TestClient(proxied, client=("10.0.0.6", 50000))
 
     def register(client: TestClient, forwarded_for: str, name: str) -> int:
         headers = {"X-Forwarded-For": forwarded_for}
-        return client.post("/v1/apps", json=registration(name=name), headers=headers).status_code
+        response = client.post("/v1/apps", json=registration(name=name), headers=headers)
+        status: int = response.status_code  # the TestClient's httpx is untyped here
+        return status
 
     assert register(via_proxy, "198.51.100.1", "P1") == 201
     assert register(via_proxy, "198.51.100.2", "P2") == 201  # another client behind the proxy

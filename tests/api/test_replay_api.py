@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
-from api_helpers import OPERATOR, PLATFORM, RegisteredApp, grant_body
 from sqlalchemy.engine import Engine
-from test_migrations import insert_previous_version_rows
 
+from api.api_helpers import OPERATOR, PLATFORM, RegisteredApp, grant_body
+from api.test_migrations import insert_previous_version_rows
 from portability.broker import EmbeddedBroker
 from portability.consent import ConsentService, init_schema
 from portability.consent.replays import MAX_UNFINISHED_PER_APP, ReplayStore
@@ -111,7 +111,9 @@ async def test_a_gap_at_the_receiver_is_replayed_and_closes(stack: ReplayStack) 
             assert response.status == 204
     assert stack.receiver.missing_ranges(consent) == [(3, 4)]
 
-    await wait_until(lambda: stack.receiver.replay_requests(), "the gap's recovery ended", WAIT_S)
+    await wait_until(
+        lambda: bool(stack.receiver.replay_requests()), "the gap's recovery ended", WAIT_S
+    )
 
     (request,) = stack.receiver.replay_requests()
     assert (request.consent_id, request.from_sequence, request.outcome) == (consent, 3, "filled")

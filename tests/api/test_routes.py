@@ -7,11 +7,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from api_helpers import OPERATOR, PLATFORM, RegisteredApp, grant_body, registration
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from starlette.testclient import TestClient
 
+from api.api_helpers import OPERATOR, PLATFORM, RegisteredApp, grant_body, registration
 from portability.api import DeliveryStatusBoard
 from portability.consent import ConsentService, OutboxEvent
 from portability.consent.regions import SERVED_REGIONS

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_helpers import OPERATOR, PLATFORM
 from hypothesis import HealthCheck, given, settings
 from sqlalchemy.engine import Engine
 
+from api.api_helpers import OPERATOR, PLATFORM
 from portability.api import RateLimiter, create_app
 from portability.consent import ConsentService, create_store_engine, init_schema
 from portability.settings import Settings

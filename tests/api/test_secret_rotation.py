@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from api_helpers import RegisteredApp
 from starlette.testclient import TestClient
+
+from api.api_helpers import RegisteredApp
 
 Register = Callable[..., RegisteredApp]
 

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from api_helpers import OPERATOR, PLATFORM, RegisteredApp, TestClient, grant_body, registration
+
+from api.api_helpers import OPERATOR, PLATFORM, RegisteredApp, TestClient, grant_body, registration
 
 Register = Callable[..., RegisteredApp]
 

@@ -14,12 +14,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from api_helpers import OPERATOR, PLATFORM, RegisteredApp, TestClient, grant_body
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from api.api_helpers import OPERATOR, PLATFORM, RegisteredApp, TestClient, grant_body
 from portability.consent.models import OutboxEvent
-from portability.consent.transfers import (
+from portability.consent.transfer_requests import (
     ArchiveFacts,
     TransferStore,
     delete_archive,

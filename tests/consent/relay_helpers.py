@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,7 +26,7 @@ def expected_ids(engine: Engine) -> Counter[tuple[str, str]]:
     return Counter(identity(event.kind, json.loads(event.payload)) for event in events)
 
 
-def identity(kind: str, record: dict[str, Any]) -> tuple[str, str]:
+def identity(kind: str, record: Mapping[str, Any]) -> tuple[str, str]:
     """What an outbox row is on Kafka: its kind and version, or its event id."""
     if kind == "notification":
         return kind, str(record["event_id"])

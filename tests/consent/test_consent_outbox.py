@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,7 +39,7 @@ class Read:
     partition: int
     offset: int
     key: bytes
-    record: dict[str, Any]
+    record: Mapping[str, Any]
 
 
 async def read_topic(

@@ -21,7 +21,7 @@ from portability.consent import (
     NotFoundError,
     OutboxEvent,
 )
-from portability.consent import service as service_module
+from portability.consent import outbox_rows as service_module
 from portability.wire import CATEGORIES
 from portability.wire.notifications import AUTHORIZATION_REMOVED, event_id
 

@@ -59,7 +59,7 @@ def test_the_database_refuses_a_copy_the_check_did_not_see(
     """As when two grants pass the check together: the unique index decides, named the same."""
     first = service.grant("u1", app.app_id, ["post"])
     monkeypatch.setattr(
-        "portability.consent.service.refuse_active_copy", lambda _session, _consent: None
+        "portability.consent.consents.refuse_active_copy", lambda _session, _consent: None
     )
 
     with pytest.raises(DuplicateConsentError) as refused:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from relay_helpers import expected_ids, published_ids, unpublished
 from sqlalchemy.engine import Engine
 
+from consent.relay_helpers import expected_ids, published_ids, unpublished
 from portability.consent import (
     AppView,
     ConsentService,
@@ -24,7 +24,7 @@ from portability.consent import (
     create_store_engine,
 )
 from portability.consent.locks import PUBLISH_LOCK_KEY, PublishLock, publish_lock
-from portability.consent.transfers import TransferStore
+from portability.consent.transfer_requests import TransferStore
 from portability.runtime import Runtime
 from waiting import wait_until
 

@@ -27,13 +27,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from relay_helpers import expected_ids, identity, published_ids, unpublished
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from consent.relay_helpers import expected_ids, identity, published_ids, unpublished
 from portability.broker import free_port
 from portability.consent import AppView, ConsentService, OutboxEvent
-from portability.consent.transfers import TransferStore
+from portability.consent.transfer_requests import TransferStore
 from portability.runtime import Runtime
 from waiting import wait_until
 

@@ -19,25 +19,25 @@ import struct
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast, get_args
+from typing import Any, get_args
 
 import fastavro
 import pytest
 from jsonschema import Draft202012Validator
 
-from portability.matching.matcher import delta_id
+from portability.matching import delta_id
 from portability.privacy import current_policy
 from portability.simulation.platform import ChangeFactory, user_ids
 from portability.transfers.archive import shipped_record_json
 from portability.transfers.render import StoredRecord, state_change
+from portability.webhooks.event_schema import event_schema
+from portability.webhooks.parsing import parse_delta_event
 from portability.webhooks.payload import (
     UNVERSIONED,
     delivery_head,
     delta_event,
-    event_schema,
     head_delta_event,
     notification_event,
-    parse_delta_event,
     rendered_delta,
 )
 from portability.webhooks.signing import generate_secret, webhook_headers
@@ -191,7 +191,7 @@ async def through_the_topic(codec: AvroCodec, delivery: DeliveryRecord) -> Deliv
     framed = codec.encode(
         SchemaName.DELIVERY, {**delivery, "change": with_record_type(delivery["change"])}
     )
-    return cast(DeliveryRecord, codec.decode(SchemaName.DELIVERY, framed))
+    return codec.decode(SchemaName.DELIVERY, framed)
 
 
 def as_deliveries(changes: list[AccountChange], policy_version: str) -> list[DeliveryRecord]:
@@ -337,7 +337,7 @@ async def test_a_consumer_before_renderings_reads_this_builds_deliveries(
     assert isinstance(decoded, dict)
     assert "rendered" not in decoded
     for key in ("delta_id", "sequence", "matched_at", "policy_version"):
-        assert decoded[key] == delivery[key]  # type: ignore[literal-required]
+        assert decoded[key] == delivery[key]
     assert decoded["change"]["record"] == delivery["change"]["record"]
 
 

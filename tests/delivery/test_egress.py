@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp.abc import AbstractResolver
-from http_doubles import Endpoint, ScriptedResolver, app_record, serve_endpoint
 
+from delivery.http_doubles import Endpoint, ScriptedResolver, app_record, serve_endpoint
 from portability.delivery import Outcome, WebhookSender
 from portability.settings import Settings
 from portability.webhooks.egress import (

@@ -14,23 +14,22 @@ from typing import Any
 import pytest
 
 from portability.errors import PortabilityError
-from portability.webhooks.payload import (
-    EVENT_SCHEMA_FILE,
-    UNVERSIONED,
+from portability.webhooks.event_schema import EVENT_SCHEMA_FILE, event_schema, event_schema_path
+from portability.webhooks.parsing import (
     Delta,
     DeltaEvent,
     PayloadError,
     UnknownEventTypeError,
-    delta_event,
-    event_schema,
-    event_schema_path,
-    format_timestamp,
-    message_id,
-    notification_event,
     parse_delta_event,
 )
+from portability.webhooks.payload import UNVERSIONED, delta_event, message_id, notification_event
 from portability.wire.notifications import AUTHORIZATION_REMOVED, authorization_removed, event_id
-from portability.wire.records import AccountChange, DeliveryRecord, NotificationRecord
+from portability.wire.records import (
+    AccountChange,
+    DeliveryRecord,
+    NotificationRecord,
+    format_timestamp,
+)
 from portability.wire.schemas import schema_dir
 
 OCCURRED = datetime(2025, 1, 31, 12, 0, 0, 123_456, tzinfo=UTC)

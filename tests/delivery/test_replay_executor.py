@@ -12,13 +12,9 @@ import pytest
 from portability.broker import EmbeddedBroker
 from portability.consent.errors import NotFoundError
 from portability.consent.replays import ReplayInProgressError, ReplayStore
-from portability.consent.transfers import SnapshotFacts, TransferStore
-from portability.delivery.replay import (
-    INTERRUPTED_BY_RESTART,
-    Replayer,
-    ReplayRefusedError,
-    ReplayUnavailableError,
-)
+from portability.consent.transfer_requests import SnapshotFacts, TransferStore
+from portability.delivery.errors import ReplayRefusedError, ReplayUnavailableError
+from portability.delivery.replay import INTERRUPTED_BY_RESTART, Replayer
 from replay_harness import FAST_RETRY, WAIT_S, ReplayStack, delivery, replay_stack, wait_until
 
 
@@ -235,7 +231,7 @@ async def test_a_replay_leaves_out_what_the_consents_snapshot_holds(stack: Repla
     records = []
     for sequence, source_offset in enumerate(range(2, 9), start=1):
         record = delivery(consent, app.app_id, sequence, user_id="u9")
-        record.update(source_offset=source_offset, snapshot_epoch=1)
+        record.update({"source_offset": source_offset, "snapshot_epoch": 1})
         records.append(record)
     await stack.produce(records)
 

@@ -37,7 +37,7 @@ from portability.broker import EmbeddedBroker
 from portability.consent import ConsentService, OutboxRelay, create_store_engine, init_schema
 from portability.consent.resealing import seal_stored_secrets
 from portability.delivery import DeliveryWorker
-from portability.matching.matcher import delta_id
+from portability.matching import delta_id
 from portability.receiver import ReceivingApp, run_receiver
 from portability.runtime import Runtime
 from portability.sealing import SecretsKey, SecretsKeys

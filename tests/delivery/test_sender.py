@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from http_doubles import (
+
+from delivery.http_doubles import (
     Answer,
     Endpoint,
     RawServer,
@@ -23,7 +24,6 @@ from http_doubles import (
     serve_raw,
     unaccepting_port,
 )
-
 from portability.delivery import Outcome, WebhookSender
 from portability.delivery.sender import _retry_after
 from portability.settings import Settings

@@ -7,16 +7,17 @@ from aiokafka import TopicPartition
 from portability.delivery import Outcome, StatusBoard
 from portability.runtime import Runtime
 from portability.wire import SchemaName
+from portability.wire.records import DeliveryStatusRecord
 
 
-async def read_all(runtime: Runtime, topic: str, expected: int) -> list[dict[str, object]]:
+async def read_all(runtime: Runtime, topic: str, expected: int) -> list[DeliveryStatusRecord]:
     reader = runtime.kafka.reader("status-reader")
     await reader.start()
     try:
         partitions = [TopicPartition(topic, p) for p in reader.partitions_for_topic(topic) or ()]
         reader.assign(partitions)
         await reader.seek_to_beginning(*partitions)
-        records: list[dict[str, object]] = []
+        records: list[DeliveryStatusRecord] = []
         for _ in range(50):
             batch = await reader.getmany(timeout_ms=100)
             records += [

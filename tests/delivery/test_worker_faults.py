@@ -31,7 +31,7 @@ import waiting
 from portability.broker import EmbeddedBroker, free_port
 from portability.consent import ConsentService, OutboxRelay, create_store_engine, init_schema
 from portability.delivery import DeliveryWorker
-from portability.matching.matcher import delta_id
+from portability.matching import delta_id
 from portability.receiver import ReceivingApp
 from portability.runtime import Runtime
 from portability.sealing import SecretsKeys
@@ -172,7 +172,7 @@ class World:
             consent_id=consent_id,
             app_id=app_id,
             user_id=f"user-{consent_id}",
-            reason="revoked",
+            reason="user_revoked",
             removed_at=datetime.now(UTC),
             version=2,
         )
@@ -507,7 +507,7 @@ async def _six_consents_of_ten(
         await world.produce(app_id, f"{prefix}{index}", 10)
 
 
-def _bounded(world: World, **bounds: int) -> DeliveryWorker:
+def _bounded(world: World, **bounds: object) -> DeliveryWorker:
     """A worker with smaller bounds on the records it holds (see run())."""
     settings = world.runtime.settings.model_copy(update=bounds)
     return DeliveryWorker(dataclasses.replace(world.runtime, settings=settings))

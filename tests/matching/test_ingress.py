@@ -298,7 +298,7 @@ def _view_of_post(actor: str, owner: str) -> AccountChange:
             "activity": None,
         },
         "audience": None,
-    }  # type: ignore[typeddict-item]
+    }
 
 
 async def test_activity_without_the_audience_header_is_reported_and_still_delivered(

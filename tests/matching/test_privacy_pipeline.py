@@ -27,7 +27,7 @@ from portability.matching import Matcher
 from portability.privacy import default_policy_path, is_tracked, load_policy
 from portability.privacy.model import FIGURE_KINDS
 from portability.simulation import ChangeFactory, UserSettings
-from portability.webhooks.payload import Delta
+from portability.webhooks.parsing import Delta
 from portability.wire.records import AccountChange
 from portability.wire.topics import partition_for_user
 from privacy.streams import truth, user_ids_in

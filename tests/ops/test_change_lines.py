@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from portability import cli
+from portability.cli import root as cli
 from portability.ops.change_json import (
     RECORD_BRANCHES,
     ChangeFormatError,
@@ -140,7 +140,9 @@ async def test_a_good_line_becomes_its_record(codec: AvroCodec) -> None:
     assert (verdict.line, verdict.key, verdict.timestamp_ms) == (7, b"u00000042", NOW_S * 1000)
     assert verdict.schema_id == codec.schema_id(SchemaName.ACCOUNT_CHANGE)
     assert verdict.headers == (("portability.audience", b"share"),)
-    assert codec.decode(SchemaName.ACCOUNT_CHANGE, verdict.value)["record"]["kind"] == "share"
+    record = codec.decode(SchemaName.ACCOUNT_CHANGE, verdict.value)["record"]
+    assert record is not None
+    assert record["kind"] == "share"
 
 
 @pytest.mark.parametrize(

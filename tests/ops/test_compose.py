@@ -196,12 +196,12 @@ def test_secrets_come_from_the_operator(compose: dict[str, Any]) -> None:
         assert _INTERPOLATION.match(api[key]), f"{key} must be required from the environment"
     # The key sealing apps' signing secrets: the API and the workers hold it, no other role.
     for name, service in portability_services(compose).items():
-        key = environment(service).get("PORTABILITY_SECRETS_KEY")
+        sealing_key = environment(service).get("PORTABILITY_SECRETS_KEY")
         if name in ("api", "worker"):
-            assert key is not None, f"{name} needs PORTABILITY_SECRETS_KEY"
-            assert _INTERPOLATION.match(key), "PORTABILITY_SECRETS_KEY must be required"
+            assert sealing_key is not None, f"{name} needs PORTABILITY_SECRETS_KEY"
+            assert _INTERPOLATION.match(sealing_key), "PORTABILITY_SECRETS_KEY must be required"
         else:
-            assert key is None, f"{name} has no use for the secrets key"
+            assert sealing_key is None, f"{name} has no use for the secrets key"
     grafana = environment(compose["services"]["grafana"])
     assert _INTERPOLATION.match(grafana["GF_SECURITY_ADMIN_PASSWORD"])
 

@@ -31,10 +31,10 @@ from portability.cli import app
 from portability.ops.dead_letters import (
     LetterFilter,
     Selection,
-    execute_replay,
+    execute_redelivery,
     list_letters,
     parse_since,
-    plan_replay,
+    plan_redelivery,
     reason_class,
     show_letter,
 )
@@ -331,8 +331,8 @@ async def test_replay_reproduces_key_value_and_partition(letters: Letters) -> No
     offsets = await letters.seed()
     named = (offsets["exhausted"], offsets["refused"])
 
-    plan = await plan_replay(letters.settings, letters.bootstrap, Selection(named))
-    results = await execute_replay(letters.settings, letters.bootstrap, plan.ready)
+    plan = await plan_redelivery(letters.settings, letters.bootstrap, Selection(named))
+    results = await execute_redelivery(letters.settings, letters.bootstrap, plan.ready)
 
     assert not plan.blocked
     assert [(r.letter.offset, r.error, r.marked) for r in results] == [
@@ -349,7 +349,7 @@ async def test_replay_reproduces_key_value_and_partition(letters: Letters) -> No
     listing = await _list(letters)
     assert listing.markers == 2
     assert listing.matched == 4  # markers are not letters
-    marks = {letter.offset: letter.replays for letter in listing.letters}
+    marks = {letter.offset: letter.redeliveries for letter in listing.letters}
     assert [(m.topic, m.partition, m.target) for m in marks[offsets["exhausted"]]] == [
         (letters.topics.deliveries, 0, 0)
     ]
@@ -357,8 +357,10 @@ async def test_replay_reproduces_key_value_and_partition(letters: Letters) -> No
 
 async def test_show_of_a_replay_marker_says_what_it_records(letters: Letters) -> None:
     offsets = await letters.seed()
-    plan = await plan_replay(letters.settings, letters.bootstrap, Selection((offsets["refused"],)))
-    await execute_replay(letters.settings, letters.bootstrap, plan.ready)
+    plan = await plan_redelivery(
+        letters.settings, letters.bootstrap, Selection((offsets["refused"],))
+    )
+    await execute_redelivery(letters.settings, letters.bootstrap, plan.ready)
     marker = len(offsets)  # the first record after the letters
 
     with pytest.raises(OpsError, match=f"letter {offsets['refused']} was replayed to"):
@@ -368,11 +370,11 @@ async def test_show_of_a_replay_marker_says_what_it_records(letters: Letters) ->
 async def test_a_replayed_letter_is_refused_unless_again(letters: Letters) -> None:
     offsets = await letters.seed()
     selection = Selection((offsets["refused"],))
-    first = await plan_replay(letters.settings, letters.bootstrap, selection)
-    await execute_replay(letters.settings, letters.bootstrap, first.ready)
+    first = await plan_redelivery(letters.settings, letters.bootstrap, selection)
+    await execute_redelivery(letters.settings, letters.bootstrap, first.ready)
 
-    second = await plan_replay(letters.settings, letters.bootstrap, selection)
-    again = await plan_replay(letters.settings, letters.bootstrap, selection, again=True)
+    second = await plan_redelivery(letters.settings, letters.bootstrap, selection)
+    again = await plan_redelivery(letters.settings, letters.bootstrap, selection, again=True)
 
     assert second.blocked
     assert "already replayed" in (second.refused[0].refusal or "")
@@ -382,8 +384,10 @@ async def test_a_replayed_letter_is_refused_unless_again(letters: Letters) -> No
 
 async def test_a_replay_that_fails_again_is_tied_to_its_letter(letters: Letters) -> None:
     offsets = await letters.seed()
-    plan = await plan_replay(letters.settings, letters.bootstrap, Selection((offsets["refused"],)))
-    [result] = await execute_replay(letters.settings, letters.bootstrap, plan.ready)
+    plan = await plan_redelivery(
+        letters.settings, letters.bootstrap, Selection((offsets["refused"],))
+    )
+    [result] = await execute_redelivery(letters.settings, letters.bootstrap, plan.ready)
     assert result.offset is not None
     # The worker dead-letters the replayed record again, naming its new position.
     again = await letters.write(
@@ -401,7 +405,7 @@ async def test_a_replay_that_fails_again_is_tied_to_its_letter(letters: Letters)
     listing = await _list(letters, consent_id="cns_b")
 
     by_offset = {letter.offset: letter for letter in listing.letters}
-    assert by_offset[again].replay_of == offsets["refused"]
+    assert by_offset[again].redelivery_of == offsets["refused"]
     assert by_offset[offsets["refused"]].followups == [again]
 
 
@@ -409,14 +413,14 @@ async def test_undecodable_letters_are_refused_without_force(letters: Letters) -
     offsets = await letters.seed()
     selection = Selection((offsets["bad_change"],))
 
-    refused = await plan_replay(letters.settings, letters.bootstrap, selection)
-    forced = await plan_replay(letters.settings, letters.bootstrap, selection, force=True)
+    refused = await plan_redelivery(letters.settings, letters.bootstrap, selection)
+    forced = await plan_redelivery(letters.settings, letters.bootstrap, selection, force=True)
 
     assert refused.blocked
     assert refused.ready == []
     assert "does not decode" in (refused.refused[0].refusal or "")
     assert "--force" in (refused.refused[0].refusal or "")
-    await execute_replay(letters.settings, letters.bootstrap, forced.ready)
+    await execute_redelivery(letters.settings, letters.bootstrap, forced.ready)
     [record] = await letters.read(letters.topics.account_changes, 1)
     assert (record.key, record.value) == (b"u1", b"not avro at all")
 
@@ -424,7 +428,7 @@ async def test_undecodable_letters_are_refused_without_force(letters: Letters) -
 async def test_all_skips_refused_letters_and_replays_the_rest(letters: Letters) -> None:
     offsets = await letters.seed()
 
-    plan = await plan_replay(
+    plan = await plan_redelivery(
         letters.settings,
         letters.bootstrap,
         Selection(letter_filter=LetterFilter(stage="delivery"), all_matching=True),
@@ -449,8 +453,8 @@ async def test_a_parked_delivery_is_replayed_to_deliveries(letters: Letters) -> 
         )
     )
 
-    plan = await plan_replay(letters.settings, letters.bootstrap, Selection((offset,)))
-    await execute_replay(letters.settings, letters.bootstrap, plan.ready)
+    plan = await plan_redelivery(letters.settings, letters.bootstrap, Selection((offset,)))
+    await execute_redelivery(letters.settings, letters.bootstrap, plan.ready)
 
     assert [d.target for d in plan.decisions] == [f"{letters.topics.deliveries}[1]"]
     [record] = await letters.read(letters.topics.deliveries, 1)
@@ -624,6 +628,27 @@ async def test_cli_replay_needs_offsets_or_all(letters: Letters, cli: list[str])
     assert neither.exit_code == 2, neither.output
     assert "--all" in _flat(neither.stderr)
     assert filters_with_offsets.exit_code == 2, filters_with_offsets.output
+
+
+async def test_cli_redeliver_is_the_documented_name_of_replay(
+    letters: Letters, cli: list[str]
+) -> None:
+    """``dlq redeliver`` is the command; ``dlq replay``, its first name, is a hidden alias."""
+    await letters.seed()
+
+    listed = await _invoke(*cli, "dlq", "--help")
+    redeliver = _json(await _invoke(*cli, "dlq", "redeliver", "--all", "--dry-run", "--json"))
+    replay = _json(await _invoke(*cli, "dlq", "replay", "--all", "--dry-run", "--json"))
+
+    assert "redeliver" in listed.stdout
+    assert "replay" not in listed.stdout
+    assert redeliver == replay
+    assert [entry["replay"] for entry in redeliver["plan"]["letters"]] == [
+        False,
+        True,
+        True,
+        False,
+    ]
 
 
 async def test_cli_list_keeps_ids_whole_at_80_columns_on_a_pipe(

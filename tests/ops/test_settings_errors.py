@@ -64,7 +64,9 @@ def test_an_unknown_variable_beside_secrets_names_it_and_prints_no_secret(
 
     result = _invoke(*command)
 
-    _assert_one_clean_line(result, "unknown setting(s) PORTABILITY_OPERATOR_TOKEN", "README")
+    _assert_one_clean_line(
+        result, "unknown setting(s) PORTABILITY_OPERATOR_TOKEN", "docs/configuration.md"
+    )
 
 
 @pytest.mark.usefixtures("secrets_set")
@@ -164,8 +166,7 @@ async def test_a_role_process_with_an_unknown_variable_prints_one_line_and_no_se
     output = process.output()
     assert code == 2, output
     assert output.strip().splitlines() == [
-        "error: unknown setting(s) PORTABILITY_NO_SUCH_SETTING; see the README's configuration "
-        "table"
+        "error: unknown setting(s) PORTABILITY_NO_SUCH_SETTING; see docs/configuration.md"
     ]
     for secret in SECRETS:
         assert secret not in output

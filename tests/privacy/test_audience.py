@@ -15,7 +15,6 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from portability.privacy import (
-    AUDIENCE_HEADER,
     ActivityLedger,
     AudienceFigures,
     audience_marker,
@@ -25,8 +24,11 @@ from portability.privacy import (
     update_change,
 )
 from portability.simulation import ChangeFactory, UserSettings
-from portability.webhooks.payload import delta_event, event_schema, parse_delta_event
+from portability.webhooks.event_schema import event_schema
+from portability.webhooks.parsing import parse_delta_event
+from portability.webhooks.payload import delta_event
 from portability.wire import AvroCodec, InProcessSchemaRegistry, SchemaName, WireFormatError
+from portability.wire.headers import AUDIENCE_HEADER
 from portability.wire.records import AudienceEntry, MatcherCheckpoint, with_record_type
 from portability.wire.schemas import parsed_schema, schema_text
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from portability.receiver.tracking import ConsentLog, LatencyRecorder
-from portability.webhooks.payload import Delta
+from portability.webhooks.parsing import Delta
 
 
 def delta(sequence: int, delta_id: str | None = None) -> Delta:

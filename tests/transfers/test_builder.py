@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 
 from portability.consent import ConsentService, create_store_engine, init_schema
 from portability.consent.models import OutboxEvent
-from portability.consent.transfers import TransferStore
+from portability.consent.transfer_requests import TransferStore
 from portability.runtime import Runtime
 from portability.simulation import ChangeFactory
 from portability.transfers.builder import TransferBuilder

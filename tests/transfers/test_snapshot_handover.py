@@ -19,7 +19,7 @@ import pytest_asyncio
 from pipeline_harness import APP_A, Pipeline, pipeline_settings, running_pipeline
 from portability.broker import EmbeddedBroker
 from portability.consent import ConsentView
-from portability.consent.transfers import TransferStore, TransferView
+from portability.consent.transfer_requests import TransferStore, TransferView
 from portability.demo.copies import Copy, deltas_after_snapshot, received_copy
 from portability.privacy import current_policy, for_subject
 from portability.transfers.builder import TransferBuilder

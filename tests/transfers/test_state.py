@@ -21,7 +21,8 @@ from portability.transfers import (
     StoredRecord,
     state_path,
 )
-from portability.transfers.changelog import SOURCE_OFFSET_HEADER, changelog_key
+from portability.transfers.changelog import changelog_key
+from portability.wire.headers import SOURCE_OFFSET_HEADER
 from portability.wire.records import CATEGORIES, AccountChange, AudienceEntry, ChangeContext
 from portability.wire.topics import partition_for_user
 from waiting import wait_until

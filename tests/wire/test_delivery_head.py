@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from portability.webhooks.payload import delivery_head, rendered_delta
 from portability.wire import CATEGORIES, AvroCodec, Category, SchemaName, WireFormatError
 from portability.wire.delivery_head import HeadReader
-from portability.wire.records import DeliveryRecord
+from portability.wire.records import AccountChange, DeliveryRecord
 from portability.wire.schemas import schema_text
 
 from .samples import change, delivery, previous_delivery_schema, tagged
@@ -28,7 +28,7 @@ def rendered(record: DeliveryRecord) -> DeliveryRecord:
 
 
 def through_fastavro(codec: AvroCodec, data: bytes) -> Any:
-    return delivery_head(codec.decode(SchemaName.DELIVERY, data))  # type: ignore[arg-type]
+    return delivery_head(codec.decode(SchemaName.DELIVERY, data))
 
 
 @pytest.mark.parametrize("category", CATEGORIES)
@@ -62,9 +62,14 @@ def test_any_strings_and_numbers_read_as_fastavro_reads_them(
 ) -> None:
     """Multi-byte varints (long strings, big and negative numbers) and any UTF-8."""
     moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=millis)
-    nested = {**change("post"), "change_id": text, "record_id": text + "/r", "occurred_at": moment}
+    nested: AccountChange = {
+        **change("post"),
+        "change_id": text,
+        "record_id": text + "/r",
+        "occurred_at": moment,
+    }
     record: DeliveryRecord = {
-        **delivery(nested),  # type: ignore[typeddict-item]
+        **delivery(nested),
         "delta_id": text,
         "user_id": text * 2,
         "sequence": sequence,

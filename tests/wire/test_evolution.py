@@ -329,4 +329,5 @@ def test_worker_from_before_sealing_finds_no_secret_in_current_records(codec: Av
     decoded = fastavro.schemaless_reader(body, parsed_schema(SchemaName.APP), old_reader)
 
     assert decoded == _strip(dict(app()), "sealed_signing_secrets")
+    assert isinstance(decoded, dict)
     assert decoded["signing_secrets"] == []

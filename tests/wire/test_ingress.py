@@ -69,7 +69,7 @@ async def test_a_good_record_passes_the_door_and_its_body(codec: AvroCodec) -> N
     record = _record(codec)
     assert await door.verdict(record) is None
     change = codec.decode(SchemaName.ACCOUNT_CHANGE, record.value)
-    assert door.body_fault(record, change) is None  # type: ignore[arg-type]
+    assert door.body_fault(record, change) is None
 
 
 @pytest.mark.parametrize(
@@ -142,11 +142,11 @@ async def test_body_faults(codec: AvroCodec) -> None:
     for fault, record in cases.items():
         assert await door.verdict(record) is None, "the door passes it: only the body fails"
         change = codec.decode(SchemaName.ACCOUNT_CHANGE, record.value)
-        rejection = door.body_fault(record, change)  # type: ignore[arg-type]
+        rejection = door.body_fault(record, change)
         assert rejection is not None
         assert rejection.fault is fault
         assert not rejection.at_door
-    later = door.body_fault(ahead, codec.decode(SchemaName.ACCOUNT_CHANGE, ahead.value))  # type: ignore[arg-type]
+    later = door.body_fault(ahead, codec.decode(SchemaName.ACCOUNT_CHANGE, ahead.value))
     assert later is not None
     assert later.fault is Fault.IMPLAUSIBLE_TIME
     assert "7200 s after" in later.detail
@@ -239,7 +239,7 @@ def test_only_a_record_keyed_by_its_own_user_passes_both_checks(
     record = Record(key_user.encode(), value, partition_for_user(key_user, partitions))
     assert door.check(record) is None
     change = codec.decode(SchemaName.ACCOUNT_CHANGE, value)
-    fault = door.body_fault(record, change)  # type: ignore[arg-type]
+    fault = door.body_fault(record, change)
     if key_user == value_user:
         assert fault is None
     else:

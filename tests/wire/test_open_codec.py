@@ -40,7 +40,7 @@ async def test_open_codec_registers_under_the_configured_strategy(
         data_dir=tmp_path,
         topic_prefix="x.",
         schema_registry_url=url,
-        schema_subject_strategy=strategy,  # type: ignore[arg-type]  # a str, as from the env
+        schema_subject_strategy=strategy,  # a str, as from the env
     )
 
     codec = await open_codec(settings)

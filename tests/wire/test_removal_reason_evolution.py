@@ -30,7 +30,7 @@ def reason_enum(schema: dict[str, Any]) -> dict[str, Any]:
     [field] = [f for f in schema["fields"] if f["name"] == "removal_reason"]
     [enum] = [branch for branch in field["type"] if isinstance(branch, dict)]
     assert enum["name"].rsplit(".", 1)[-1] == "RemovalReason"
-    return enum  # type: ignore[no-any-return]
+    return enum
 
 
 def variant(*, drop: tuple[str, ...] = (), add: tuple[str, ...] = (), default: bool = True) -> Any:
@@ -74,14 +74,14 @@ async def test_records_of_the_schema_before_read_with_this_one(
 
 @pytest.mark.parametrize("reason", NEW_REASONS)
 def test_this_builds_records_with_a_new_reason_decode(codec: AvroCodec, reason: str) -> None:
-    record = consent(status="expired", removal_reason=reason)  # type: ignore[arg-type]
+    record = consent(status="expired", removal_reason=reason)
 
     assert codec.decode(SchemaName.CONSENT, codec.encode(SchemaName.CONSENT, record)) == record
 
 
 def test_a_reason_added_later_reads_as_the_default() -> None:
     later = variant(add=("court_order",))
-    data = write(later, dict(consent(status="revoked", removal_reason="court_order")))  # type: ignore[arg-type]
+    data = write(later, dict(consent(status="revoked", removal_reason="court_order")))
 
     decoded = read(data, later, json.loads(schema_text(SchemaName.CONSENT)))
 

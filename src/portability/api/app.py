@@ -16,7 +16,7 @@ from portability.api.ratelimit import RateLimiter
 from portability.api.routes import router
 from portability.api.status_page import status_router
 from portability.consent import ConsentService
-from portability.consent.transfers import TransferStore
+from portability.consent.transfer_requests import TransferStore
 from portability.delivery.replay import Replayer
 from portability.ops.metrics import api_registry
 from portability.sealing import SecretsKeys

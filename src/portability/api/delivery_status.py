@@ -105,7 +105,7 @@ async def _apply(
     except PortabilityError as error:
         _log.warning("delivery.status: skipping undecodable record of %s: %s", consent_id, error)
         return
-    board.apply(consent_id, DeliveryStatusRecord(**decoded))  # type: ignore[typeddict-item]
+    board.apply(consent_id, decoded)
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

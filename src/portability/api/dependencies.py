@@ -13,7 +13,7 @@ from portability.api.delivery_status import DeliveryStatusBoard
 from portability.api.errors import ApiError
 from portability.api.requests import ID_PATTERN
 from portability.consent import AppView, ConsentService, ConsentView
-from portability.consent.transfers import TransferStore
+from portability.consent.transfer_requests import TransferStore
 from portability.delivery.replay import Replayer
 from portability.settings import Settings
 

@@ -21,6 +21,8 @@ from portability.consent.errors import (
     NotFoundError,
     RegionNotServedError,
 )
+from portability.delivery.errors import ReplayRefusedError, ReplayUnavailableError
+from portability.errors import PortabilityError
 
 __all__ = ["ERROR_RESPONSES", "ApiError", "ErrorResponse", "install_error_handlers", "shown"]
 
@@ -40,8 +42,11 @@ class ErrorResponse(BaseModel):
     message: str = Field(description="What went wrong and what to change.")
 
 
-class ApiError(Exception):
-    """An error response: HTTP status, code and message (and optional headers)."""
+class ApiError(PortabilityError):
+    """An error response: HTTP status, code and message (and optional headers).
+
+    The error of the ``api`` package: every error it raises on purpose is one.
+    """
 
     def __init__(
         self, status: int, error: str, message: str, headers: dict[str, str] | None = None
@@ -51,7 +56,8 @@ class ApiError(Exception):
         self.status = status
         self.error = error
         self.message = message
-        self.headers = headers or {}
+        # Typed as ``HTTPException.headers`` is, for an error that is both (BodyTooLargeError).
+        self.headers: Mapping[str, str] | None = dict(headers or {})
 
 
 _ERROR_CODES = (400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 503)
@@ -128,7 +134,7 @@ def _describe(errors: Sequence[Any]) -> str:
 
 async def _api_error(_request: Request, error: Exception) -> Any:
     assert isinstance(error, ApiError)  # noqa: S101 - registered for ApiError only
-    return _json(error.status, error.error, error.message, error.headers)
+    return _json(error.status, error.error, error.message, dict(error.headers or {}))
 
 
 async def _validation_error(_request: Request, error: Exception) -> Any:
@@ -163,11 +169,22 @@ async def _store_error(_request: Request, error: Exception) -> Any:
     return _json(503, "unavailable", "the consent store is unavailable: retry shortly")
 
 
+async def _replay_error(_request: Request, error: Exception) -> Any:
+    # A replay the consent's state refuses conflicts with it, as consent's ConflictError
+    # does: 409, with the refusal's code (``consent_not_active``...) for callers to branch on.
+    if isinstance(error, ReplayRefusedError):
+        return _json(409, error.code, str(error))
+    assert isinstance(error, ReplayUnavailableError)  # noqa: S101 - registered for these two
+    return _json(503, "replay_unavailable", str(error))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every known exception to a JSON error response."""
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ReplayRefusedError, _replay_error)
+    app.add_exception_handler(ReplayUnavailableError, _replay_error)
     for kind in (
         NotFoundError,
         RegionNotServedError,

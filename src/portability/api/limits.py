@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from portability.api.errors import ApiError
+
 __all__ = ["BodyLimit", "BodyTooLargeError"]
 
 _log = logging.getLogger(__name__)
@@ -32,17 +34,21 @@ def _too_large_message(limit: int) -> str:
     )
 
 
-class BodyTooLargeError(HTTPException):
+class BodyTooLargeError(HTTPException, ApiError):
     """The body passed the limit while it was being read (413).
 
-    An ``HTTPException`` on purpose: FastAPI turns any other error raised while it reads the
-    body into a 400 "error parsing the body", but re-raises an ``HTTPException`` as it is,
-    so the API's error handler answers it with the 413 and its message.
+    An ``HTTPException`` first, on purpose: FastAPI turns any other error raised while it reads
+    the body into a 400 "error parsing the body", but re-raises an ``HTTPException`` as it is,
+    so the API's error handler answers it with the 413 and its message. An :class:`ApiError`
+    too, saying the same, as every error of the API is.
     """
 
     def __init__(self, limit: int) -> None:
         """The error for a body over ``limit`` bytes."""
-        super().__init__(413, detail=_too_large_message(limit), headers=_CLOSE)
+        message = _too_large_message(limit)
+        # Each base sets its own attributes (their constructors take different arguments).
+        HTTPException.__init__(self, 413, detail=message, headers=_CLOSE)
+        ApiError.__init__(self, 413, "too_large", message, _CLOSE)
 
 
 class BodyLimit:

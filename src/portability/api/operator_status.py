@@ -8,8 +8,9 @@ One :class:`StatusSnapshot` per request, from:
 - the dead-letter counter (letters per stage and app, the newest letters);
 - the consent store (apps, active consents, the outbox relay's backlog).
 
-The snapshot is rendered as HTML by :mod:`portability.api.status_page` and served as JSON
-(``as_dict``) for scripts; both come from the same object, so they always agree.
+The snapshot and its rows are in :mod:`portability.api.status_snapshot`; it is rendered as HTML
+by :mod:`portability.api.status_page` and served as JSON (``as_dict``) for scripts; both come
+from the same object, so they always agree.
 """
 
 from __future__ import annotations
@@ -19,220 +20,43 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from portability.api.delivery_status import DeliveryStatusBoard
+from portability.api.status_snapshot import (
+    AppHealth,
+    EndpointProblem,
+    GroupHealth,
+    Health,
+    Problem,
+    Severity,
+    StatusSnapshot,
+)
 from portability.consent import AppView, ConsentService
-from portability.ops.dead_letter_counts import (
+from portability.ops.dead_letters.counts import (
     LATEST_KEPT,
     DeadLetterCounter,
     DeadLetterSummary,
     follow_dead_letters,
 )
 from portability.ops.lag_rules import Status
-from portability.ops.lag_sampler import LagPoint, LagSampler, LagView
+from portability.ops.lag_sampler import LagSampler, LagView
 from portability.ops.store_counts import StoreCounts, read_store_counts
 from portability.settings import Settings
 from portability.wire.records import DeliveryStatusRecord
 
-__all__ = [
-    "AppHealth",
-    "EndpointProblem",
-    "GroupHealth",
-    "OperatorStatus",
-    "Problem",
-    "StatusSnapshot",
-]
+__all__ = ["MAX_APPS", "OperatorStatus"]
 
 log = logging.getLogger(__name__)
-
-Severity = Literal["critical", "warning"]
-Health = Literal["ok", "warning", "critical", "unknown"]
 
 _CRITICAL_GROUP = {Status.STOPPED, Status.STALLED}
 _WARNING_GROUP = {Status.WARNING, Status.REWOUND, Status.UNKNOWN}
 # PARKED is no problem: retries wait on purpose, and their endpoints' trouble is listed apart.
 MAX_APPS = 100  # rows of the app table; the JSON says how many were left out
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    severity: Severity
-    message: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"severity": self.severity, "message": self.message}
-
-
-@dataclass(frozen=True, slots=True)
-class GroupHealth:
-    """A consumer group now, and its lag over the chart's window."""
-
-    group: str
-    status: str
-    reason: str
-    members: int | None
-    lag: int | None  # PARKED partitions left out: see parked
-    lag_seconds: float | None
-    history: tuple[LagPoint, ...]
-    parked: int = 0  # records on PARKED partitions (retries waiting on purpose)
-    next_retry_at: float | None = None  # the first of their retries due, if known
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "group": self.group,
-            "status": self.status,
-            "reason": self.reason,
-            "members": self.members,
-            "lag": self.lag,
-            "lag_seconds": _rounded(self.lag_seconds),
-            "parked": self.parked,
-            "next_retry_at": None if self.next_retry_at is None else _iso(self.next_retry_at),
-            "history": [
-                {
-                    "at": _iso(point.at),
-                    "lag": point.lag,
-                    "lag_seconds": _rounded(point.lag_seconds),
-                    "status": point.status,
-                }
-                for point in self.history
-            ],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class AppHealth:
-    """Delivery to one app, over the consents the delivery status board knows."""
-
-    app_id: str
-    name: str
-    webhook_url: str | None
-    enabled: bool | None  # None: not in the store (known from delivery status only)
-    active_consents: int
-    consents_delivered_to: int  # consents with a delivery status
-    delivered: int  # deltas delivered: each consent's last delivered sequence, summed
-    dead_letters: int  # delivery-stage letters of this app
-    failing_consents: int  # failing now, endpoint not disabled
-    disabled_consents: int  # held because the endpoint is disabled
-    last_delivered_at: datetime | None
-    last_error: str | None
-    last_error_at: datetime | None
-
-    @property
-    def success_ratio(self) -> float | None:
-        """Delivered over delivered plus dead-lettered; None before either happened."""
-        finished = self.delivered + self.dead_letters
-        return None if finished == 0 else self.delivered / finished
-
-    @property
-    def state(self) -> str:
-        if self.disabled_consents:
-            return "disabled"
-        if self.failing_consents:
-            return "failing"
-        if self.enabled is False:
-            return "app disabled"
-        return "ok"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "app_id": self.app_id,
-            "name": self.name,
-            "webhook_url": self.webhook_url,
-            "enabled": self.enabled,
-            "state": self.state,
-            "active_consents": self.active_consents,
-            "consents_delivered_to": self.consents_delivered_to,
-            "delivered": self.delivered,
-            "dead_letters": self.dead_letters,
-            "success_ratio": None if self.success_ratio is None else round(self.success_ratio, 4),
-            "failing_consents": self.failing_consents,
-            "disabled_consents": self.disabled_consents,
-            "last_delivered_at": _iso_datetime(self.last_delivered_at),
-            "last_error": self.last_error,
-            "last_error_at": _iso_datetime(self.last_error_at),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointProblem:
-    """An app's endpoint that fails or is disabled, with its latest error."""
-
-    app_id: str
-    webhook_url: str | None
-    state: Literal["disabled", "failing"]
-    consents: int  # consents whose delivery waits on it
-    last_error: str | None
-    last_status: int | None
-    last_response: str | None
-    updated_at: datetime  # of the latest failure
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "app_id": self.app_id,
-            "webhook_url": self.webhook_url,
-            "state": self.state,
-            "consents": self.consents,
-            "last_error": self.last_error,
-            "last_status": self.last_status,
-            "last_response": self.last_response,
-            "updated_at": _iso_datetime(self.updated_at),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class StatusSnapshot:
-    """Everything the status page shows at one moment."""
-
-    at: float
-    health: Health
-    problems: tuple[Problem, ...]
-    kafka: str | None  # the bootstrap servers; None: no Kafka configured
-    lag: LagView
-    history_s: float
-    groups: tuple[GroupHealth, ...]
-    apps: tuple[AppHealth, ...]
-    apps_left_out: int
-    endpoints: tuple[EndpointProblem, ...]
-    dead_letters: DeadLetterSummary
-    store: StoreCounts | None  # None: the store could not be read
-    delivery_status_available: bool
-
-    def as_dict(self) -> dict[str, Any]:
-        """The ``/status.json`` document (its shape is in the README)."""
-        letters = self.dead_letters
-        return {
-            "at": _iso(self.at),
-            "health": self.health,
-            "problems": [problem.as_dict() for problem in self.problems],
-            "kafka": {
-                "bootstrap": self.kafka,
-                "lag_sampled_at": None if self.lag.latest is None else _iso(self.lag.latest.at),
-                "lag_error": self.lag.error,
-                "delivery_status": self.delivery_status_available,
-            },
-            "history_seconds": self.history_s,
-            "groups": [group.as_dict() for group in self.groups],
-            "apps": [app.as_dict() for app in self.apps],
-            "apps_left_out": self.apps_left_out,
-            "endpoints": [endpoint.as_dict() for endpoint in self.endpoints],
-            "dead_letters": {
-                "following": letters.following,
-                "total": letters.letters,
-                "replayed": letters.replays,
-                "by_stage": letters.by_stage(),
-                "by_app": letters.by_app(),
-                "by_reason": dict(letters.by_reason),
-                "latest": [brief.as_dict() for brief in reversed(letters.latest)],
-                "error": letters.error,
-            },
-            "consents": None if self.store is None else self.store.by_status(),
-            "outbox_pending": None if self.store is None else self.store.outbox_pending,
-        }
 
 
 @dataclass(slots=True)
@@ -471,15 +295,3 @@ def _endpoints(
 
 def _span(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-
-
-def _rounded(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds, 3)
-
-
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="milliseconds")
-
-
-def _iso_datetime(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).isoformat(timespec="milliseconds")

@@ -32,8 +32,7 @@ from portability.api.schemas import (
 )
 from portability.consent.errors import ConflictError
 from portability.consent.models import ConsentStatus
-from portability.consent.transfers import TransferView, delete_archive
-from portability.delivery.replay import ReplayUnavailableError
+from portability.consent.transfer_requests import TransferView, delete_archive
 from portability.wire.records import RemovalReason
 
 __all__ = ["ApiContext", "router"]
@@ -206,8 +205,6 @@ async def replay_consent(
         view = await context.replayer.submit(
             consent_id, caller.role, from_sequence=body.from_sequence, since=body.since
         )
-    except ReplayUnavailableError as error:
-        raise ApiError(503, "replay_unavailable", str(error)) from error
     except ConflictError as error:
         raise ApiError(409, _conflict_code(error), str(error)) from error
     response.headers["Location"] = f"/v1/consents/{consent_id}/replays/{view.replay_id}"

@@ -16,7 +16,7 @@ from portability.consent.models import (
     TransferState,
 )
 from portability.consent.replays import ReplayView
-from portability.consent.transfers import TransferView, download_url
+from portability.consent.transfer_requests import TransferView, download_url
 from portability.wire.records import Category, RemovalReason
 
 __all__ = [

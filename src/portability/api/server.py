@@ -22,7 +22,7 @@ from portability.api.delivery_status import DeliveryStatusBoard, follow_delivery
 from portability.api.operator_status import OperatorStatus
 from portability.consent import ConsentService, OutboxRelay, create_store_engine, init_schema
 from portability.consent.resealing import seal_clear_secrets
-from portability.consent.transfers import TransferStore, delete_archive
+from portability.consent.transfer_requests import TransferStore, delete_archive
 from portability.delivery.replay import Replayer
 from portability.ops.lifecycle import listening_socket
 from portability.runtime import Runtime

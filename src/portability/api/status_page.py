@@ -1,10 +1,10 @@
 """The operator status page (``GET /status``), its JSON (``/status.json``) and ``/metrics``.
 
-The page is rendered on the server from one :class:`~portability.api.operator_status.
-StatusSnapshot` (the JSON is the same snapshot), with the lag chart drawn as inline SVG: no
-script, no CDN, nothing fetched from elsewhere, so it works on an isolated operations network
-and in a terminal browser alike. It reloads itself every ``?refresh=`` seconds (default 10;
-0 turns that off).
+The page is rendered on the server from one :class:`~portability.api.status_snapshot.
+StatusSnapshot` (the JSON is the same snapshot), with the lag chart drawn as inline SVG
+(:mod:`portability.api.lag_chart`): no script, no CDN, nothing fetched from elsewhere, so it
+works on an isolated operations network and in a terminal browser alike. It reloads itself
+every ``?refresh=`` seconds (default 10; 0 turns that off).
 
 The page and its JSON show app ids, webhook URLs and the apps' error answers, so they need the
 operator token: ``Authorization: Bearer <token>``, or HTTP Basic with any user name and the
@@ -18,37 +18,38 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import html
-from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from string import Template
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CollectorRegistry
 
-from portability.api.operator_status import (
-    AppHealth,
-    EndpointProblem,
-    GroupHealth,
-    OperatorStatus,
-    StatusSnapshot,
+from portability.api.lag_chart import lag_chart
+from portability.api.operator_status import OperatorStatus
+from portability.api.status_format import (
+    UNKNOWN,
+    clock,
+    duration,
+    escape,
+    lag_time,
+    number,
+    time_tag,
+    time_tag_of_epoch,
 )
-from portability.ops.dead_letter_counts import DeadLetterSummary
+from portability.api.status_snapshot import AppHealth, EndpointProblem, GroupHealth, StatusSnapshot
+from portability.ops.dead_letters.counts import DeadLetterSummary
 from portability.ops.metrics import render
 from portability.settings import Settings
 
-__all__ = ["lag_chart", "render_status_page", "status_router"]
+__all__ = ["render_status_page", "status_router"]
 
 status_router = APIRouter(include_in_schema=False)
 
 _REALM = 'Basic realm="portability operators", charset="UTF-8"'
-_PALETTE = ("#0969da", "#8250df", "#1a7f37", "#bf3989", "#b35900", "#57606a")
 _DEFAULT_REFRESH_S = 10
-Metric = Literal["records", "seconds"]
-_NONE = "&ndash;"  # an unknown value
 
 
 # --- routes -----------------------------------------------------------------------------------
@@ -84,7 +85,7 @@ def status_page(
 
 @status_router.get("/status.json")
 def status_json(request: Request) -> Response:
-    """The snapshot as JSON (the README documents its fields)."""
+    """The snapshot as JSON (docs/operations.md documents its fields)."""
     if not _is_operator(request):
         return JSONResponse(
             {
@@ -137,11 +138,11 @@ def render_status_page(snapshot: StatusSnapshot, settings: Settings, refresh_s: 
         refresh_meta=f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s else "",
         health=snapshot.health,
         health_label=snapshot.health.upper(),
-        generated=f"at {_clock(snapshot.at)} UTC",
-        kafka=_e(f"Kafka {snapshot.kafka}") if snapshot.kafka else "no Kafka configured",
+        generated=f"at {clock(snapshot.at)} UTC",
+        kafka=escape(f"Kafka {snapshot.kafka}") if snapshot.kafka else "no Kafka configured",
         tiles=_tiles(snapshot),
         problems=_problems(snapshot),
-        history=_duration(snapshot.history_s),
+        history=duration(snapshot.history_s),
         groups=_groups(snapshot),
         charts="".join(
             lag_chart(snapshot.groups, metric, snapshot.at, snapshot.history_s)
@@ -154,7 +155,7 @@ def render_status_page(snapshot: StatusSnapshot, settings: Settings, refresh_s: 
         dead_letters_count=f"({letters.letters})" if letters.following else "",
         dead_letters=_dead_letters(letters),
         refresh_text=f"Reloads every {refresh_s} s" if refresh_s else "Does not reload (refresh=0)",
-        interval=_duration(settings.lag_sample_interval_s),
+        interval=duration(settings.lag_sample_interval_s),
     )
 
 
@@ -162,18 +163,18 @@ def _tiles(snapshot: StatusSnapshot) -> str:
     store, letters = snapshot.store, snapshot.dead_letters
     active = store.by_status().get("active", 0) if store is not None else None
     tiles = [
-        ("active-consents", "active consents", _n(active)),
-        ("outbox", "outbox backlog", _n(store.outbox_pending if store is not None else None)),
-        ("dead-letters", "dead letters", _n(letters.letters if letters.following else None)),
-        ("endpoints", "failing endpoints", _n(len(snapshot.endpoints))),
+        ("active-consents", "active consents", number(active)),
+        ("outbox", "outbox backlog", number(store.outbox_pending if store is not None else None)),
+        ("dead-letters", "dead letters", number(letters.letters if letters.following else None)),
+        ("endpoints", "failing endpoints", number(len(snapshot.endpoints))),
     ]
     tiles += [
-        (f"lag-{g.group}", f"lag of {g.group}", f"{_n(g.lag)} · {_seconds(g.lag_seconds)}")
+        (f"lag-{g.group}", f"lag of {g.group}", f"{number(g.lag)} · {lag_time(g.lag_seconds)}")
         for g in snapshot.groups
     ]
     return "".join(
-        f'<div class="tile" id="tile-{_e(ident)}"><div class="value">{value}</div>'
-        f'<div class="label">{_e(label)}</div></div>'
+        f'<div class="tile" id="tile-{escape(ident)}"><div class="value">{value}</div>'
+        f'<div class="label">{escape(label)}</div></div>'
         for ident, label, value in tiles
     )
 
@@ -190,7 +191,7 @@ def _problems(snapshot: StatusSnapshot) -> str:
         )
         return f'<p class="empty" id="no-problems">{text}</p>'
     items = "".join(
-        f'<li class="{problem.severity}">{_e(problem.message)}</li>'
+        f'<li class="{problem.severity}">{escape(problem.message)}</li>'
         for problem in snapshot.problems
     )
     return f'<ul class="problems" id="problems">{items}</ul>'
@@ -198,15 +199,15 @@ def _problems(snapshot: StatusSnapshot) -> str:
 
 def _groups(snapshot: StatusSnapshot) -> str:
     if snapshot.lag.error and not snapshot.groups:
-        return f'<p class="empty">Lag unknown: {_e(snapshot.lag.error)}</p>'
+        return f'<p class="empty">Lag unknown: {escape(snapshot.lag.error)}</p>'
     if not snapshot.groups:
         return '<p class="empty">No lag sample yet.</p>'
     rows = "".join(
-        f'<tr data-group="{_e(g.group)}"><td>{_e(g.group)}</td>'
-        f'<td><span class="badge {_e(g.status)}">{_e(g.status)}</span></td>'
-        f'<td class="num">{_n(g.members)}</td><td class="num">{_n(g.lag)}</td>'
-        f'<td class="num">{_seconds(g.lag_seconds)}</td><td class="num">{_parked(g)}</td>'
-        f'<td class="reason">{_e(g.reason)}</td></tr>'
+        f'<tr data-group="{escape(g.group)}"><td>{escape(g.group)}</td>'
+        f'<td><span class="badge {escape(g.status)}">{escape(g.status)}</span></td>'
+        f'<td class="num">{number(g.members)}</td><td class="num">{number(g.lag)}</td>'
+        f'<td class="num">{lag_time(g.lag_seconds)}</td><td class="num">{_parked(g)}</td>'
+        f'<td class="reason">{escape(g.reason)}</td></tr>'
         for g in snapshot.groups
     )
     return _table(
@@ -220,9 +221,9 @@ def _groups(snapshot: StatusSnapshot) -> str:
 def _parked(group: GroupHealth) -> str:
     """Records waiting on PARKED partitions, and when the first of their retries is due."""
     if not group.parked:
-        return _NONE
-    due = "" if group.next_retry_at is None else f" · next {_at_epoch(group.next_retry_at)}"
-    return f"{_n(group.parked)}{due}"
+        return UNKNOWN
+    due = "" if group.next_retry_at is None else f" · next {time_tag_of_epoch(group.next_retry_at)}"
+    return f"{number(group.parked)}{due}"
 
 
 def _apps(apps: Sequence[AppHealth], left_out: int) -> str:
@@ -237,16 +238,18 @@ def _apps(apps: Sequence[AppHealth], left_out: int) -> str:
 
 def _app_row(app: AppHealth) -> str:
     ratio = app.success_ratio
-    success = _NONE if ratio is None else f"{ratio * 100:.1f} %"
+    success = UNKNOWN if ratio is None else f"{ratio * 100:.1f} %"
     failing = app.failing_consents + app.disabled_consents
-    name = f'<br><span class="count">{_e(app.name)}</span>' if app.name else ""
+    name = f'<br><span class="count">{escape(app.name)}</span>' if app.name else ""
     return (
-        f'<tr data-app="{_e(app.app_id)}"><td>{_e(app.app_id)}{name}</td>'
-        f'<td><span class="badge {_e(app.state.replace(" ", "-"))}">{_e(app.state)}</span></td>'
-        f'<td class="num">{_n(app.active_consents)}</td><td class="num">{_n(app.delivered)}</td>'
-        f'<td class="num">{_n(app.dead_letters)}</td><td class="num success">{success}</td>'
-        f'<td class="num">{_n(failing)}</td><td>{_at(app.last_delivered_at)}</td>'
-        f'<td class="error">{_e(app.last_error or "")}</td></tr>'
+        f'<tr data-app="{escape(app.app_id)}"><td>{escape(app.app_id)}{name}</td>'
+        f'<td><span class="badge {escape(app.state.replace(" ", "-"))}">'
+        f"{escape(app.state)}</span></td>"
+        f'<td class="num">{number(app.active_consents)}</td>'
+        f'<td class="num">{number(app.delivered)}</td>'
+        f'<td class="num">{number(app.dead_letters)}</td><td class="num success">{success}</td>'
+        f'<td class="num">{number(failing)}</td><td>{time_tag(app.last_delivered_at)}</td>'
+        f'<td class="error">{escape(app.last_error or "")}</td></tr>'
     )
 
 
@@ -254,10 +257,10 @@ def _endpoints(endpoints: Sequence[EndpointProblem]) -> str:
     if not endpoints:
         return '<p class="empty">Every endpoint answers.</p>'
     rows = "".join(
-        f'<tr data-app="{_e(p.app_id)}"><td>{_e(p.app_id)}</td>'
+        f'<tr data-app="{escape(p.app_id)}"><td>{escape(p.app_id)}</td>'
         f'<td><span class="badge {p.state}">{p.state}</span></td>'
-        f'<td class="num">{p.consents}</td><td class="url">{_e(p.webhook_url or "?")}</td>'
-        f'<td class="error">{_e(_error_text(p))}</td><td>{_at(p.updated_at)}</td></tr>'
+        f'<td class="num">{p.consents}</td><td class="url">{escape(p.webhook_url or "?")}</td>'
+        f'<td class="error">{escape(_error_text(p))}</td><td>{time_tag(p.updated_at)}</td></tr>'
         for p in endpoints
     )
     return _table(
@@ -282,27 +285,28 @@ def _error_text(problem: EndpointProblem) -> str:
 def _dead_letters(summary: DeadLetterSummary) -> str:
     if not summary.following:
         reason = summary.error or "no Kafka configured, or not read yet"
-        return f'<p class="empty">Dead letters unknown: {_e(reason)}</p>'
+        return f'<p class="empty">Dead letters unknown: {escape(reason)}</p>'
     if not summary.letters:
         return '<p class="empty" id="no-dead-letters">No dead letters.</p>'
     stages = ", ".join(
-        f"{_e(stage)}: {count}" for stage, count in sorted(summary.by_stage().items())
+        f"{escape(stage)}: {count}" for stage, count in sorted(summary.by_stage().items())
     )
-    apps = ", ".join(f"{_e(app)}: {count}" for app, count in sorted(summary.by_app().items()))
+    apps = ", ".join(f"{escape(app)}: {count}" for app, count in sorted(summary.by_app().items()))
     counts = (
         f'<p id="dead-letter-counts">by stage: {stages}'
         + (f"<br>by app: {apps}" if apps else "")
-        + (f"<br>replayed: {summary.replays}" if summary.replays else "")
+        + (f"<br>replayed: {summary.redeliveries}" if summary.redeliveries else "")
         + "</p>"
     )
     reasons = "".join(
-        f'<tr><td class="num">{count}</td><td class="reason">{_e(reason)}</td></tr>'
+        f'<tr><td class="num">{count}</td><td class="reason">{escape(reason)}</td></tr>'
         for reason, count in list(summary.by_reason.items())[:8]
     )
     latest = "".join(
-        f'<tr><td class="num">{b.offset}</td><td>{_at_epoch(b.at)}</td><td>{_e(b.stage)}</td>'
-        f'<td>{_e(b.app_id or "")}</td><td class="reason">{_e(b.source)}</td>'
-        f'<td class="error">{_e(b.reason[:200])}</td></tr>'
+        f'<tr><td class="num">{b.offset}</td><td>{time_tag_of_epoch(b.at)}</td>'
+        f"<td>{escape(b.stage)}</td>"
+        f'<td>{escape(b.app_id or "")}</td><td class="reason">{escape(b.source)}</td>'
+        f'<td class="error">{escape(b.reason[:200])}</td></tr>'
         for b in reversed(summary.latest[-8:])
     )
     return (
@@ -321,160 +325,7 @@ def _dead_letters(summary: DeadLetterSummary) -> str:
 def _table(ident: str, headers: Sequence[str], rows: str, numeric: Iterable[int] = ()) -> str:
     right = set(numeric)
     head = "".join(
-        f'<th class="num">{_e(h)}</th>' if i in right else f"<th>{_e(h)}</th>"
+        f'<th class="num">{escape(h)}</th>' if i in right else f"<th>{escape(h)}</th>"
         for i, h in enumerate(headers)
     )
     return f'<table id="{ident}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
-
-
-# --- the lag chart ----------------------------------------------------------------------------
-
-_WIDTH, _HEIGHT = 600, 220
-_LEFT, _RIGHT, _TOP, _BOTTOM = 56, 12, 10, 26
-
-
-def lag_chart(groups: Sequence[GroupHealth], metric: Metric, now: float, history_s: float) -> str:
-    """An inline SVG line chart of each group's lag over the last ``history_s`` seconds.
-
-    One ``polyline`` per run of known values (a failed sample breaks the line), each marked
-    ``data-group``; the y axis starts at 0 and ends at a round number above the largest value.
-    """
-    series = {
-        g.group: [(p.at, _value(p.lag, p.lag_seconds, metric)) for p in g.history] for g in groups
-    }
-    values = [v for points in series.values() for _, v in points if v is not None]
-    top = _nice_ceiling(max(values, default=0.0))
-    width, height = _WIDTH - _LEFT - _RIGHT, _HEIGHT - _TOP - _BOTTOM
-    start = now - history_s
-
-    def x(at: float) -> float:
-        return _LEFT + max(0.0, min(1.0, (at - start) / history_s)) * width
-
-    def y(value: float) -> float:
-        return _TOP + height - (value / top) * height
-
-    parts = [_axes(top, metric, history_s, y)]
-    for index, (group, points) in enumerate(series.items()):
-        color = _PALETTE[index % len(_PALETTE)]
-        for run in _runs(points):
-            coordinates = " ".join(f"{x(at):.1f},{y(value):.1f}" for at, value in run)
-            parts.append(
-                f'<polyline class="series" data-group="{_e(group)}" data-points="{len(run)}" '
-                f'stroke="{color}" points="{coordinates}"/>'
-            )
-    if not values:
-        parts.append(
-            f'<text x="{_LEFT + width / 2}" y="{_TOP + height / 2}" text-anchor="middle">'
-            "no samples yet</text>"
-        )
-    title = "records behind" if metric == "records" else "seconds behind (oldest unconsumed)"
-    legend = "".join(
-        f'<span><span class="swatch" style="background:{_PALETTE[i % len(_PALETTE)]}"></span>'
-        f"{_e(g.group)}: {_n(g.lag) if metric == 'records' else _seconds(g.lag_seconds)}</span>"
-        for i, g in enumerate(groups)
-    )
-    return (
-        f"<figure><figcaption>{title}</figcaption>"
-        f'<svg class="lag-chart" data-metric="{metric}" viewBox="0 0 {_WIDTH} {_HEIGHT}" '
-        f'role="img" aria-label="consumer lag, {title}">{"".join(parts)}</svg>'
-        f'<div class="legend">{legend}</div></figure>'
-    )
-
-
-def _axes(top: float, metric: Metric, history_s: float, y: Callable[[float], float]) -> str:
-    width = _WIDTH - _LEFT - _RIGHT
-    parts = []
-    for fraction in (0.0, 0.5, 1.0):
-        value = top * fraction
-        level = y(value)
-        label = f"{value:,.10g}".replace(",", " ") if metric == "records" else _seconds(value)
-        parts.append(
-            f'<line class="grid" x1="{_LEFT}" x2="{_LEFT + width}" y1="{level:.1f}" '
-            f'y2="{level:.1f}"/><text x="{_LEFT - 6}" y="{level + 4:.1f}" '
-            f'text-anchor="end">{label}</text>'
-        )
-    baseline = _HEIGHT - _BOTTOM
-    for fraction in (0.0, 1 / 3, 2 / 3, 1.0):
-        ago = history_s * (1 - fraction)
-        label = "now" if ago == 0 else f"-{_duration(round(ago))}"
-        position = _LEFT + fraction * width
-        parts.append(
-            f'<text x="{position:.1f}" y="{baseline + 16}" text-anchor="middle">{label}</text>'
-        )
-    parts.append(
-        f'<line class="axis" x1="{_LEFT}" x2="{_LEFT + width}" y1="{baseline}" y2="{baseline}"/>'
-    )
-    return "".join(parts)
-
-
-def _value(lag: int | None, lag_seconds: float | None, metric: Metric) -> float | None:
-    if metric == "records":
-        return None if lag is None else float(lag)
-    return lag_seconds
-
-
-def _runs(points: Sequence[tuple[float, float | None]]) -> list[list[tuple[float, float]]]:
-    """Consecutive known values; a single point is drawn as a tiny segment."""
-    runs: list[list[tuple[float, float]]] = [[]]
-    for at, value in points:
-        if value is None:
-            if runs[-1]:
-                runs.append([])
-            continue
-        runs[-1].append((at, value))
-    return [run if len(run) > 1 else [*run, run[0]] for run in runs if run]
-
-
-def _nice_ceiling(value: float) -> float:
-    """The smallest of 1, 2, 2.5, 5 times a power of ten at or above ``value`` (at least 1)."""
-    if value <= 1:
-        return 1.0
-    magnitude = 10 ** (len(str(int(value))) - 1)
-    for step in (1, 2, 2.5, 5, 10):
-        if step * magnitude >= value:
-            return float(step * magnitude)
-    return float(10 * magnitude)  # pragma: no cover - the loop ends at 10x
-
-
-# --- formatting -------------------------------------------------------------------------------
-
-
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _n(value: int | None) -> str:
-    return _NONE if value is None else f"{value:,}".replace(",", " ")
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return _NONE
-    if value < 10:
-        return f"{value:.1f} s"
-    return _duration(value)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 10:
-        return f"{seconds:.3g} s"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _clock(at: float) -> str:
-    return datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _at(moment: datetime | None) -> str:
-    return _NONE if moment is None else _at_epoch(moment.timestamp())
-
-
-def _at_epoch(at: float | None) -> str:
-    if at is None:
-        return _NONE
-    stamp = datetime.fromtimestamp(at, tz=UTC)
-    return f'<time datetime="{stamp.isoformat()}">{stamp.strftime("%H:%M:%S")}</time>'

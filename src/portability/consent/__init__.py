@@ -1,10 +1,11 @@
 """The consent store: apps and consents in SQL, published through a transactional outbox.
 
 ``ConsentService`` changes state and writes each change to the outbox in the same
-transaction; ``OutboxRelay`` publishes the outbox to the compacted ``consents`` and ``apps``
-topics, so the pipeline never reads the database.
+transaction (``outbox_rows``); ``OutboxRelay`` (``relay``) publishes the outbox to the
+compacted ``consents`` and ``apps`` topics, so the pipeline never reads the database.
 """
 
+from portability.consent.credentials import new_signing_secret
 from portability.consent.errors import (
     ConsentError,
     DuplicateConsentError,
@@ -20,9 +21,10 @@ from portability.consent.models import (
     OutboxEvent,
     OutboxKind,
 )
-from portability.consent.outbox import OutboxRelay
-from portability.consent.service import ALL_CATEGORIES, ConsentService, new_signing_secret
+from portability.consent.relay import OutboxRelay
+from portability.consent.service import ConsentService
 from portability.consent.store import create_store_engine, init_schema
+from portability.consent.validation import ALL_CATEGORIES
 from portability.consent.views import AppView, ConsentView
 
 __all__ = [

@@ -1,4 +1,9 @@
-"""Errors of the consent store: each message says what to change to make the call succeed."""
+"""Errors of the consent store: each message says what to change to make the call succeed.
+
+Every one is a :class:`ConsentError`, under :class:`~portability.errors.PortabilityError`.
+Only :class:`RelayError` is ``retriable`` (Kafka or the database could not answer: the same
+round can succeed later); the rest need a different request or a change of state first.
+"""
 
 from portability.errors import PortabilityError
 
@@ -26,7 +31,10 @@ class InvalidRequestError(ConsentError, ValueError):
 
 
 class ConflictError(ConsentError):
-    """A request the current state does not allow, e.g. a grant to an app not yet approved."""
+    """A request the current state does not allow, e.g. a grant to an app not yet approved.
+
+    Not retriable: the same request fails until the state changes (its message says how).
+    """
 
 
 class DuplicateConsentError(ConflictError):

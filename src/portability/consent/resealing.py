@@ -26,7 +26,7 @@ from sqlmodel import Session, col, select
 
 from portability.consent._time import utc_now
 from portability.consent.models import App
-from portability.consent.service import _publish_app
+from portability.consent.outbox_rows import publish_app
 from portability.consent.signing_secrets import SigningSecrets, reseal
 from portability.sealing import SecretsKeys, UnsealError, key_id_of
 
@@ -113,5 +113,5 @@ def _seal_one(engine: Engine, keys: SecretsKeys, app_id: str) -> bool:
         app = session.exec(query).first()
         if app is None or not reseal(app, keys):  # deleted since the listing, or as wanted
             return False
-        _publish_app(session, app, now, keys)
+        publish_app(session, app, now, keys)
         return True

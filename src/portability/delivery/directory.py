@@ -150,24 +150,24 @@ class Directory:
         return True
 
     def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        codec = self._runtime.codec
         is_app = record.topic == self._runtime.topics.apps
         try:
-            decoded = self._runtime.codec.decode(
-                SchemaName.APP if is_app else SchemaName.CONSENT, record.value
-            )
+            opened = codec.decode(SchemaName.APP, record.value) if is_app else None
+            consent = None if is_app else codec.decode(SchemaName.CONSENT, record.value)
         except WireFormatError as error:
             # The matcher dead-letters bad consent records; here they are only skipped.
             log.warning(
                 "skipping %s[%d]@%d: %s", record.topic, record.partition, record.offset, error
             )
             return
-        if is_app:
-            app = self._opened(decoded)  # type: ignore[arg-type]
+        if opened is not None:
+            app = self._opened(opened)
             self._apps[app["app_id"]] = app
             for app_listener in self._app_listeners:
                 app_listener(app)
-        else:
-            self._apply_consent(decoded)  # type: ignore[arg-type]
+        elif consent is not None:
+            self._apply_consent(consent)
 
     def _opened(self, app: AppRecord) -> AppRecord:
         """``app`` with its sealed secrets opened into ``signing_secrets`` (memory only)."""

@@ -15,12 +15,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from portability.wire.headers import (
+    RETRY_FAILURES_HEADER,
+    RETRY_HEADER_PREFIX,
+    RETRY_HISTORY_HEADER,
+    RETRY_KIND_HEADER,
+    RETRY_NOT_BEFORE_HEADER,
+)
+
 __all__ = ["HISTORY_LIMIT", "Attempt", "ParkingTicket", "RecordKind"]
 
 RecordKind = Literal["delivery", "notification"]
 
 HISTORY_LIMIT = 20  # attempts kept in headers; the schedule has 8 by default
-_PREFIX = "retry."
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,35 +63,34 @@ class ParkingTicket:
     def headers(self) -> list[tuple[str, bytes]]:
         history = [attempt.as_json() for attempt in self.history[-HISTORY_LIMIT:]]
         return [
-            (f"{_PREFIX}kind", self.kind.encode()),
-            (f"{_PREFIX}failures", str(self.failures).encode()),
-            (f"{_PREFIX}not_before", f"{self.not_before:.3f}".encode()),
-            (f"{_PREFIX}history", json.dumps(history).encode()),
+            (RETRY_KIND_HEADER, self.kind.encode()),
+            (RETRY_FAILURES_HEADER, str(self.failures).encode()),
+            (RETRY_NOT_BEFORE_HEADER, f"{self.not_before:.3f}".encode()),
+            (RETRY_HISTORY_HEADER, json.dumps(history).encode()),
         ]
 
     @classmethod
     def from_headers(cls, headers: Sequence[tuple[str, bytes]]) -> ParkingTicket:
         """Read a ticket; raises ValueError when the headers are missing or malformed."""
         values = {
-            name.removeprefix(_PREFIX): value.decode()
-            for name, value in headers
-            if name.startswith(_PREFIX)
+            name: value.decode() for name, value in headers if name.startswith(RETRY_HEADER_PREFIX)
         }
         kind: RecordKind
-        match values.get("kind"):
+        match values.get(RETRY_KIND_HEADER):
             case "delivery":
                 kind = "delivery"
             case "notification":
                 kind = "notification"
             case other:
                 raise ValueError(f"retry record has kind {other!r}, not delivery or notification")
-        history = json.loads(values.get("history", "[]"))
+        history = json.loads(values.get(RETRY_HISTORY_HEADER, "[]"))
         if not isinstance(history, list):
-            raise ValueError("retry.history is not a list")  # noqa: TRY004 - bad input, not a bug
+            # TRY004: bad input, not a bug
+            raise ValueError(f"{RETRY_HISTORY_HEADER} is not a list")  # noqa: TRY004
         return cls(
             kind=kind,
-            failures=int(values.get("failures", "0")),
-            not_before=float(values.get("not_before", "0")),
+            failures=int(values.get(RETRY_FAILURES_HEADER, "0")),
+            not_before=float(values.get(RETRY_NOT_BEFORE_HEADER, "0")),
             history=tuple(Attempt.from_json(item) for item in history),
         )
 

@@ -140,8 +140,9 @@ class WebhookSender:
         try:
             headers = webhook_headers(app["signing_secrets"], msg_id, body)
         except SigningError as error:
-            # Retrying cannot help: the app's secret must be fixed (or rotated) first.
-            return Outcome(False, None, f"cannot sign for app {app['app_id']}: {error}", False)
+            # Not retriable: the app's secret must be fixed (or rotated) first.
+            reason = f"cannot sign for app {app['app_id']}: {error}"
+            return Outcome(False, None, reason, error.retriable)
         url = app["webhook_url"]
         refused = self._refusal(app["app_id"], url)
         if refused is not None:
@@ -158,9 +159,10 @@ class WebhookSender:
                     self._retry_after_bounds,
                 )
         except EgressRefusedError as error:
-            # The name resolved to refused addresses only: DNS may answer otherwise later.
+            # The name resolved to refused addresses only (AddressesRefusedError): retriable,
+            # DNS may answer otherwise later.
             _log_refusal(app["app_id"], url, error)
-            return Outcome(False, None, str(error), retriable=True)
+            return Outcome(False, None, str(error), retriable=error.retriable)
         except aiohttp.ConnectionTimeoutError:
             reason = f"connect timeout: no connection within {self._connect_timeout_s:g} s"
             return Outcome(False, None, reason, retriable=True)
@@ -181,7 +183,8 @@ class WebhookSender:
             self._policy.check_url(url)
         except EgressRefusedError as error:
             _log_refusal(app_id, url, error)
-            return Outcome(False, None, str(error), retriable=False, endpoint_refused=True)
+            # A URL refused as written: not retriable, it waits for a new URL.
+            return Outcome(False, None, str(error), error.retriable, endpoint_refused=True)
         if len(self._allowed_urls) >= _ALLOWED_URLS_KEPT:
             self._allowed_urls.clear()  # bounded; checking again is only slower
         self._allowed_urls.add(url)

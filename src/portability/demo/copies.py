@@ -16,8 +16,9 @@ from typing import Any
 
 from portability.privacy import PrivacyPolicy, for_subject, is_audience_record_id
 from portability.receiver import ReceivingApp
-from portability.webhooks.payload import UNVERSIONED, Delta, format_timestamp, render_change
-from portability.wire.records import AccountChange
+from portability.webhooks.parsing import Delta
+from portability.webhooks.payload import UNVERSIONED, render_change
+from portability.wire.records import AccountChange, format_timestamp
 
 __all__ = [
     "Copy",

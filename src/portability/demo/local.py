@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from portability.broker import EmbeddedBroker
 from portability.consent import ConsentService, OutboxRelay, create_store_engine, init_schema
 from portability.delivery import DeliveryWorker
-from portability.errors import PortabilityError
+from portability.demo.errors import DemoError
 from portability.matching import Matcher
 from portability.receiver import ReceivingApp, run_receiver
 from portability.runtime import Runtime
@@ -29,14 +29,10 @@ from portability.simulation import PlatformPublisher
 from portability.transfers.builder import TransferBuilder
 from portability.transfers.state import StateView
 
-__all__ = ["DemoError", "LocalPipeline", "local_pipeline"]
+__all__ = ["LocalPipeline", "local_pipeline"]
 
 _BUILDER_POLL_S = 0.1
 _STOP_TIMEOUT_S = 10.0
-
-
-class DemoError(PortabilityError):
-    """The demo (or a benchmark) could not run to the end, e.g. a pipeline loop died."""
 
 
 @dataclass(slots=True)

@@ -21,7 +21,8 @@ from functools import partial
 from pathlib import Path
 
 from portability.demo.copies import Copy, CopyCheck, check_copy
-from portability.demo.local import DemoError, LocalPipeline, local_pipeline
+from portability.demo.errors import DemoError
+from portability.demo.local import LocalPipeline, local_pipeline
 from portability.demo.report import DemoReport, Progress
 from portability.demo.scenario import Oracle, choose_grants
 from portability.privacy import current_policy, is_audience_record_id
@@ -29,7 +30,7 @@ from portability.settings import Settings
 from portability.simulation import ChangeFactory, user_ids
 from portability.wire.records import CATEGORIES, Category
 
-__all__ = ["DemoError", "DemoOptions", "run_demo"]
+__all__ = ["DemoOptions", "run_demo"]
 
 _TICK_S = 0.25
 # The simulated platform publishes this much time's worth of changes at once. It shares the

@@ -81,7 +81,7 @@ class CheckpointStore:
                 error,
             )
             return None
-        return decoded  # type: ignore[return-value]
+        return decoded
 
     async def send(
         self,

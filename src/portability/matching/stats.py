@@ -8,7 +8,7 @@ from typing import Any, Final
 
 __all__ = ["DROP_REASONS", "MatcherStats"]
 
-# Why a valid change of account.changes reaches no app (the README's producer contract):
+# Why a valid change of account.changes reaches no app (docs/publishing-account-changes.md):
 # no_consent - its user holds no active consent (decided on the key, never decoded);
 # not_granted - the user's consents do not grant its category (or it predates them);
 # withheld - the privacy policy keeps it from every recipient (e.g. an off-platform share).

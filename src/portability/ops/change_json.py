@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Final
 
+from portability.ops.errors import OpsError
 from portability.wire.records import AccountChange, format_timestamp, from_millis
 from portability.wire.schemas import SchemaName, schema_text
 
@@ -42,7 +43,7 @@ _INT_RANGE: Final = {"int": 2**31, "long": 2**63}
 _SHOWN_CHARS: Final = 40
 
 
-class ChangeFormatError(ValueError):
+class ChangeFormatError(OpsError, ValueError):
     """A JSON value that is not an AccountChange; the message names the field and why."""
 
 

@@ -77,7 +77,7 @@ class TailRecord:
     key: bytes | None
     headers: tuple[tuple[str, bytes], ...]
     raw: bytes | None
-    value: dict[str, Any] | None  # the decoded change; None if it does not decode
+    value: AccountChange | None  # the decoded change; None if it does not decode
     fault: Rejection | None  # None: the pipeline takes it
 
     def as_dict(self) -> dict[str, Any]:
@@ -294,15 +294,14 @@ class _Reader:
         headers = tuple((name, bytes(value)) for name, value in record.headers)
         update = audience_marker(headers) == UPDATE_MARKER  # the matcher's own records
         fault = None if update else await self._door.verdict(record)
-        value: dict[str, Any] | None = None
+        value: AccountChange | None = None
         if fault is None or fault.fault not in _NOT_A_BODY:
             try:
                 value = await self._codec.decode_fetching(SchemaName.ACCOUNT_CHANGE, record.value)
             except WireFormatError as error:
                 fault = fault or Rejection(Fault.UNDECODABLE, str(error))
         if fault is None and value is not None and not update:
-            change: AccountChange = value  # type: ignore[assignment]  # decoded by its schema
-            fault = self._door.body_fault(record, change)
+            fault = self._door.body_fault(record, value)
         return TailRecord(
             partition=record.partition,
             offset=record.offset,

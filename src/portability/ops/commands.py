@@ -12,7 +12,7 @@ from portability.broker import EmbeddedBroker, ensure_topics
 from portability.settings import Settings
 from portability.wire.topics import TopicNames, pipeline_topics
 
-__all__ = ["create_topics", "serve_broker", "serve_worker"]
+__all__ = ["create_topics", "require_bootstrap", "serve_broker", "serve_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ async def serve_broker(
 
 
 async def create_topics(settings: Settings) -> Table:
-    bootstrap = _require_bootstrap(settings)
+    bootstrap = require_bootstrap(settings)
     specs = pipeline_topics(TopicNames.with_prefix(settings.topic_prefix), settings.partitions)
     created = set(await ensure_topics(bootstrap, specs, settings.replication_factor))
     table = Table(title=f"topics on {bootstrap}")
@@ -56,7 +56,8 @@ async def create_topics(settings: Settings) -> Table:
     return table
 
 
-def _require_bootstrap(settings: Settings) -> str:
+def require_bootstrap(settings: Settings) -> str:
+    """The configured Kafka bootstrap servers; a ConfigurationError saying how to set them."""
     if settings.kafka_bootstrap is None:
         from portability.errors import ConfigurationError
 
@@ -71,5 +72,5 @@ async def serve_worker(settings: Settings, roles: set[str], stop: asyncio.Event)
     """Run the Faust app hosting ``roles`` until ``stop`` is set (SIGINT/SIGTERM) or one fails."""
     from portability.ops.worker_app import Role, serve_roles
 
-    bootstrap = _require_bootstrap(settings)
+    bootstrap = require_bootstrap(settings)
     await serve_roles(settings, bootstrap, {Role(role) for role in roles}, stop)

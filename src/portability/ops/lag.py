@@ -163,7 +163,7 @@ class LagReport:
         return worst_status(group.verdict.status for group in self.groups)
 
     def as_dict(self) -> dict[str, Any]:
-        """The ``--json`` document; its shape is documented in the README."""
+        """The ``--json`` document; its shape is documented in docs/operations.md."""
         return {
             "at": _iso(self.at),
             "bootstrap": self.bootstrap,

@@ -65,7 +65,10 @@ class Status(StrEnum):
 
     @property
     def exit_code(self) -> int:
-        """What ``portability lag`` exits with when this is the worst status (README table)."""
+        """What ``portability lag`` exits with when this is the worst status.
+
+        The table of exit codes is in docs/operations.md, "Reading lag".
+        """
         return EXIT_CODES[self]
 
 

@@ -35,6 +35,7 @@ from aiokafka.errors import KafkaError
 from sqlalchemy.exc import SQLAlchemyError
 
 from portability.errors import ConfigurationError, PortabilityError
+from portability.ops.errors import OpsError
 from portability.privacy.errors import PolicyError
 
 __all__ = [
@@ -61,11 +62,11 @@ STOP_TIMEOUT_S: Final = 8.0
 Serve = Callable[[asyncio.Event], Awaitable[None]]
 
 
-class StartupError(PortabilityError):
+class StartupError(OpsError):
     """A long-running command cannot start; the message says what to change."""
 
 
-class RoleFailedError(PortabilityError):
+class RoleFailedError(OpsError):
     """A role's loop ended on an error while the process was not stopping."""
 
 

@@ -3,8 +3,8 @@
 Faust gives the processes their shell: timers and web views (``/stats/``, ``/healthz/``, and
 ``/metrics`` for Prometheus). The hot loops (matcher, delivery) run beneath it as services that
 consume in batches with aiokafka directly: the matcher benchmark shows the per-event agent path
-is an order of magnitude slower (see README, "Which part does what"). Faust starts no Kafka
-client of its own (:class:`_ShellOnly`), and the roles start only once its web server listens,
+is an order of magnitude slower (docs/architecture.md, "Which part does what"). Faust starts no
+Kafka client of its own (:class:`_ShellOnly`), and the roles start only once its web server listens,
 so a process that cannot serve its web views stops before it joins any consumer group.
 :func:`serve_roles` runs the app until it is told to stop (see :mod:`portability.ops.lifecycle`).
 """

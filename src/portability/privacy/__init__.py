@@ -9,7 +9,6 @@ user's post figures), the actor's side of those figures, which counts each accou
 """
 
 from portability.privacy.audience import (
-    AUDIENCE_HEADER,
     AudienceFigures,
     Release,
     audience_marker,
@@ -33,7 +32,6 @@ from portability.privacy.model import (
 )
 
 __all__ = [
-    "AUDIENCE_HEADER",
     "FIGURE_KINDS",
     "ActivityLedger",
     "AudienceFigures",

@@ -56,6 +56,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from portability.privacy.model import FIGURE_KINDS, PrivacyPolicy
+from portability.wire.headers import AUDIENCE_HEADER
 from portability.wire.records import (
     AccountChange,
     AudienceCheckpoint,
@@ -64,7 +65,6 @@ from portability.wire.records import (
 )
 
 __all__ = [
-    "AUDIENCE_HEADER",
     "AUDIENCE_RECORD_TYPE",
     "UPDATE_MARKER",
     "AudienceFigures",
@@ -76,7 +76,6 @@ __all__ = [
     "update_change",
 ]
 
-AUDIENCE_HEADER: Final = "portability.audience"
 UPDATE_MARKER: Final = b"update"
 AUDIENCE_RECORD_TYPE: Final = "portability.v1.PostAudience"
 # The reserved record id an audience update "deletes" (nothing has it).

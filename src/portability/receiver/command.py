@@ -17,9 +17,11 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from portability.receiver.app import MAX_TOLERANCE_S, ReceivedEvent, ReceiverStats, ReceivingApp
+from portability.receiver.app import ReceivingApp
+from portability.receiver.events import ReceivedEvent, ReceiverStats
 from portability.receiver.recovery import RecoveryOptions
 from portability.receiver.server import run_receiver
+from portability.receiver.verification import MAX_TOLERANCE_S
 
 __all__ = ["ReceiverOptions", "serve_receiver"]
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ReceivedSnapshot", "SnapshotPageError", "SnapshotPageInfo", "parse_snapshot_page"]
+from portability.receiver.errors import SnapshotPageError
 
-
-class SnapshotPageError(ValueError):
-    """A ``portability.snapshot`` body without the fields a page must have."""
+__all__ = ["ReceivedSnapshot", "SnapshotPageInfo", "parse_snapshot_page"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ import math
 from array import array
 from dataclasses import dataclass, field
 
-from portability.webhooks.payload import Delta
+from portability.webhooks.parsing import Delta
 
 __all__ = ["ConsentLog", "LatencyRecorder", "SequenceRange"]
 

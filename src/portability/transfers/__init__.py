@@ -16,7 +16,8 @@ from portability.transfers.errors import (
     TransfersError,
 )
 from portability.transfers.render import Deletion, StoredRecord
-from portability.transfers.state import StateStats, StateView
+from portability.transfers.state import StateView
+from portability.transfers.state_stats import StateStats
 from portability.transfers.store import PartitionStore, Position, Snapshot, state_path
 
 __all__ = [

@@ -42,8 +42,8 @@ from portability.privacy.engine import apply as apply_policy
 from portability.privacy.model import PrivacyPolicy
 from portability.transfers.render import StoredRecord, render_record
 from portability.transfers.store import Snapshot
-from portability.webhooks.payload import UNVERSIONED, format_timestamp
-from portability.wire.records import CATEGORIES
+from portability.webhooks.payload import UNVERSIONED
+from portability.wire.records import CATEGORIES, format_timestamp
 
 __all__ = [
     "ARCHIVE_FORMAT",

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from portability.broker import BrokerError
-from portability.consent.transfers import ArchiveFacts, TransferStore, TransferView
+from portability.consent.transfer_requests import ArchiveFacts, TransferStore, TransferView
 from portability.privacy import current_policy
 from portability.runtime import Runtime
 from portability.transfers.archive import write_archive
@@ -135,6 +135,8 @@ class TransferBuilder:
         try:
             facts = await self._snapshots.publish(transfer)
         except (TransfersError, TimeoutError, BrokerError, KafkaError, OSError) as error:
+            # Retried even when not ``retriable`` (a state file that cannot be used): the
+            # snapshot waits for an operator's fix rather than stopping the whole builder.
             self.stats.snapshots_retried += 1
             log.warning(
                 "snapshot %s for consent %s not taken yet (retried): %s",

@@ -37,10 +37,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from portability.transfers.errors import StateStoreError, TransfersError
 from portability.transfers.render import Deletion, StoredRecord, render_record
 from portability.transfers.store import PartitionStore, Position, StateChange
+from portability.wire.headers import SOURCE_OFFSET_HEADER
 
 __all__ = [
     "CHECKPOINT_KEY",
-    "SOURCE_OFFSET_HEADER",
     "ChangelogCheckpoint",
     "ChangelogFormatError",
     "ChangelogResetError",
@@ -53,7 +53,6 @@ __all__ = [
 ]
 
 CHECKPOINT_KEY: Final = b"__offset__"
-SOURCE_OFFSET_HEADER: Final = "source.offset"
 _CHUNK: Final = 1000  # records written to SQLite per worker-thread call while restoring
 _MAX_IDLE_FETCHES: Final = 150  # ~30 s of empty fetches short of the end: the broker is stuck
 

@@ -27,6 +27,7 @@ from portability.privacy.audience import UPDATE_MARKER, audience_marker, platfor
 from portability.runtime import Runtime
 from portability.wire.dead_letters import DeadLetter
 from portability.wire.errors import WireFormatError
+from portability.wire.headers import LetterField
 from portability.wire.ingress import Door, Fault, Rejection
 from portability.wire.records import AccountChange
 from portability.wire.schemas import SchemaName
@@ -82,7 +83,7 @@ class ViewIntake:
             self.stats.skipped_at_door[door.fault] += 1
             return None
         try:
-            change: AccountChange = await self._codec.decode_fetching(  # type: ignore[assignment]
+            change: AccountChange = await self._codec.decode_fetching(
                 SchemaName.ACCOUNT_CHANGE, record.value
             )
         except WireFormatError as error:
@@ -106,9 +107,8 @@ class ViewIntake:
         return letters
 
     async def _letter(self, record: ConsumerRecord[bytes, bytes], rejection: Rejection) -> None:
-        letter = DeadLetter.of(
-            record, reason=rejection.reason, stage=STAGE, extra={"fault": str(rejection.fault)}
-        )
+        fault: dict[str, str] = {LetterField.FAULT: str(rejection.fault)}
+        letter = DeadLetter.of(record, reason=rejection.reason, stage=STAGE, extra=fault)
         log.warning(
             "state view dead-letters %s[%d]@%d: %s",
             record.topic,

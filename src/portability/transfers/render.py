@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from portability.webhooks.payload import format_timestamp
-from portability.wire.records import AccountChange, ChangeContext
+from portability.wire.records import AccountChange, ChangeContext, format_timestamp
 
 __all__ = ["Deletion", "StoredRecord", "render_record", "state_change"]
 

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from portability.broker.inspector import Inspector
-from portability.consent.transfers import SnapshotFacts, TransferStore, TransferView
+from portability.consent.transfer_requests import SnapshotFacts, TransferStore, TransferView
 from portability.privacy import PrivacyPolicy, current_policy
 from portability.runtime import Runtime
 from portability.transfers.archive import shipped_record_json
@@ -53,6 +53,8 @@ _POLL_S = 0.1
 
 class SnapshotNotReadyError(TransfersError):
     """The snapshot cannot be taken yet (the matcher has not caught up); it is retried."""
+
+    retriable = True
 
 
 class SnapshotPublisher:

@@ -22,6 +22,8 @@ the file behind, and it catches up from the changelog. When a partition is assig
 up to date, one batch after a crash, everything for an instance that never held the
 partition. It then resumes the source at the restored position. The source is paused meanwhile,
 so a partition's state is only ever served at a position it is consistent with.
+That restore and hand-over is :mod:`portability.transfers.view_partitions`; this module
+applies batches and serves reads.
 
 Reads: :meth:`StateView.snapshot` gives a user's records with the position they are as of, in
 one read transaction; :meth:`StateView.wait_applied` waits until a partition has applied the
@@ -34,58 +36,32 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
+from portability.broker import RebalanceListener
 from portability.privacy.engine import is_tracked
 from portability.runtime import Runtime
-from portability.transfers.changelog import (
-    ChangelogResetError,
-    Restored,
-    encode_change,
-    encode_checkpoint,
-    restore_partition,
-)
-from portability.transfers.errors import PartitionNotHeldError, StateGapError, StateNotReadyError
+from portability.transfers.changelog import encode_change, encode_checkpoint
+from portability.transfers.errors import PartitionNotHeldError, StateNotReadyError
 from portability.transfers.intake import ViewIntake
 from portability.transfers.render import state_change
-from portability.transfers.store import (
-    PartitionStore,
-    Position,
-    Snapshot,
-    StateChange,
-    state_path,
-)
+from portability.transfers.source_end import SourceEnd
+from portability.transfers.state_stats import StateStats
+from portability.transfers.store import Position, Snapshot, StateChange
+from portability.transfers.view_partitions import ViewPartitions
 from portability.wire.records import AccountChange, Category
 from portability.wire.topics import partition_for_user
 
-__all__ = ["StateStats", "StateView"]
+__all__ = ["StateView"]
 
 log = logging.getLogger(__name__)
 
 Records = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-
-
-@dataclass(slots=True)
-class StateStats:
-    """Counters of one view instance (what it read, wrote and restored)."""
-
-    source_records_read: int = 0  # account.changes records processed (not re-reads of a file)
-    changes_applied: int = 0
-    changes_ignored: int = 0  # off-platform shares and the like: no user's record
-    changelog_records_written: int = 0
-    changelog_records_read: int = 0  # while restoring
-    restores: int = 0
-    batches: int = 0
-    last_batch_seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,16 +106,26 @@ class StateView:
         self._producer: AIOKafkaProducer = runtime.kafka.producer(client_id)
         # Batches as large as the matcher's: one changelog write and one transaction each.
         self._batch_max_records = settings.matcher_batch_max_records
-        self._stores: dict[int, PartitionStore] = {}
-        self._restoring: dict[int, asyncio.Task[tuple[PartitionStore, Restored]]] = {}
-        self._settle_at: dict[int, int] = {}
         self._lock = asyncio.Lock()  # a batch, a restore's hand-over and a rebalance never mix
         self._applied = asyncio.Condition()  # notified whenever a position moves
         self._stopping = asyncio.Event()
         self._halted: BaseException | None = None  # why run() ended, if it failed
-        self._end_reader: AIOKafkaConsumer | None = None  # for source_end, started on first use
-        self._end_lock = asyncio.Lock()
+        self._end = SourceEnd(runtime, client_id, self._source)
         self.stats = StateStats()
+        self._held = ViewPartitions(
+            runtime,
+            client_id,
+            self._consumer,
+            self._data_dir,
+            self._lock,
+            self._stopping,
+            self._applied,
+            self.stats,
+        )
+        # The held partitions' dicts themselves (never replaced): read on every batch and ask.
+        self._stores = self._held.stores
+        self._restoring = self._held.restoring
+        self._settle_at = self._held.settle_at
         self.intake = ViewIntake(runtime, self._producer)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -148,11 +134,14 @@ class StateView:
         await self._producer.start()
         await self._consumer.start()
         if self._static is None:
-            self._consumer.subscribe([self._source], listener=_Rebalance(self))
+            listener = RebalanceListener(
+                on_revoked=self._held.on_revoked, on_assigned=self._held.on_assigned
+            )
+            self._consumer.subscribe([self._source], listener=listener)
             return
         assigned = {TopicPartition(self._source, p) for p in self._static}
         self._consumer.assign(list(assigned))
-        await self.on_assigned(assigned)
+        await self._held.on_assigned(assigned)
 
     async def run(self) -> None:
         """Apply batches until :meth:`stop`; raises if a partition cannot be restored."""
@@ -164,7 +153,7 @@ class StateView:
                 async with self._lock:
                     if self._stopping.is_set():
                         return
-                    await self._hand_over_restored()
+                    await self._held.hand_over_restored()
                     await self.process(batch)
         except BaseException as error:
             self._halted = error  # waiters give up at once instead of at their timeout
@@ -175,18 +164,16 @@ class StateView:
     async def stop(self) -> None:
         self._stopping.set()
         async with self._lock:
-            await self._cancel_restores(list(self._restoring))
+            await self._held.cancel_restores(list(self._restoring))
         # Not under the lock: stopping the consumer waits for a rebalance in progress, whose
         # revocation listener takes the lock (held here, that hung the process for good).
         await self._consumer.stop()
         async with self._lock:
-            await self._cancel_restores(list(self._restoring))  # begun by that rebalance
+            await self._held.cancel_restores(list(self._restoring))  # begun by that rebalance
             await self._producer.stop()
             for partition in list(self._stores):
                 await asyncio.to_thread(self._stores.pop(partition).close)
-        async with self._end_lock:  # not while a source_end call is using the reader
-            if self._end_reader is not None:
-                await self._end_reader.stop()
+        await self._end.stop()
         async with self._applied:
             self._applied.notify_all()
 
@@ -224,36 +211,12 @@ class StateView:
         """The end of ``account.changes[partition]`` now: the offset its next change will get.
 
         Waiting with :meth:`wait_applied` until the view reaches it gives a state that holds
-        every change published before this call. One broker round trip or two: the end from
-        ListOffsets, then, since the embedded broker answers ListOffsets with the start of the
-        last record batch rather than the end, the high watermark of a fetch of the last
-        record it names (exact on any broker).
+        every change published before this call (:meth:`SourceEnd.of` says how it is found).
 
         Raises:
             TimeoutError: The broker did not answer within ``timeout_s``.
         """
-        async with self._end_lock:
-            return await asyncio.wait_for(self._fetch_end(partition), timeout_s)
-
-    async def _fetch_end(self, partition: int) -> int:
-        if self._end_reader is None:
-            reader = self._runtime.kafka.reader(f"{self._client_id}-end")
-            await reader.start()
-            self._end_reader = reader
-        reader = self._end_reader
-        source = TopicPartition(self._source, partition)
-        reader.assign([source])
-        listed = int((await reader.end_offsets([source]))[source])
-        if listed == 0:
-            return 0  # nothing was ever written (the first record makes it at least 1)
-        reader.seek(source, listed - 1)
-        while True:  # bounded by source_end's timeout
-            batch = await reader.getmany(source, timeout_ms=200, max_records=1)
-            if batch.get(source):
-                # The fetch that returned this record reported the high watermark with it.
-                return max(listed, int(reader.highwater(source) or 0))
-            if await reader.position(source) >= listed:
-                return listed  # retention removed that record: the log is empty, ListOffsets exact
+        return await self._end.of(partition, timeout_s)
 
     def position(self, partition: int) -> Position | None:
         """Where ``partition``'s state stands; None unless it is held here and consistent."""
@@ -418,128 +381,9 @@ class StateView:
             # The partition moved mid-batch; its new owner restores from the changelog.
             log.warning("state view commit skipped after a rebalance: %s", error)
 
-    # -- assignment and restore --------------------------------------------------------------
-
-    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Pause the new partitions and restore each in the background.
-
-        Paused before the first ``await``: aiokafka may already be fetching them, and nothing
-        may be applied to a partition until its file is restored.
-        """
-        self._consumer.pause(*assigned)
-        if self._stopping.is_set():
-            return  # the consumer is stopping and waits for this listener: restore nothing
-        for tp in sorted(assigned):
-            if tp.partition in self._stores or tp.partition in self._restoring:
-                continue
-            self._restoring[tp.partition] = asyncio.create_task(
-                self._restore(tp.partition), name=f"state-restore-{tp.partition}"
-            )
-        log.info(
-            "state view assigned %s",
-            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)) or "nothing",
-        )
-
-    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        log.info(
-            "state view revoked %s",
-            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(revoked)) or "nothing",
-        )
-        async with self._lock:
-            await self._cancel_restores([tp.partition for tp in revoked])
-            for tp in revoked:
-                store = self._stores.pop(tp.partition, None)
-                self._settle_at.pop(tp.partition, None)
-                if store is not None:
-                    await asyncio.to_thread(store.close)
-
-    async def _restore(self, partition: int) -> tuple[PartitionStore, Restored]:
-        """Open the partition's file and bring it up to its changelog (in the background)."""
-        path = state_path(self._data_dir, self._source, partition)
-        changelog = TopicPartition(self._changelog, partition)
-        reader = self._runtime.kafka.reader(f"{self._client_id}-restore-{partition}")
-        await reader.start()
-        store = await asyncio.to_thread(PartitionStore.open, path, self._source, partition)
-        try:
-            try:
-                restored = await restore_partition(reader, changelog, store)
-            except ChangelogResetError as error:
-                log.warning(
-                    "state file %s does not match %s (%s); rebuilding it from the changelog",
-                    path,
-                    self._changelog,
-                    error,
-                    extra={"partition": partition},
-                )
-                await asyncio.to_thread(store.close)
-                await asyncio.to_thread(PartitionStore.discard, path)
-                store = await asyncio.to_thread(PartitionStore.open, path, self._source, partition)
-                restored = await restore_partition(reader, changelog, store)
-            await self._check_retained(reader, partition, restored.next_offset)
-        except BaseException:
-            await asyncio.to_thread(store.close)
-            raise
-        finally:
-            await reader.stop()
-        return store, restored
-
-    async def _check_retained(self, reader: AIOKafkaConsumer, partition: int, offset: int) -> None:
-        """Refuse to resume where retention already deleted changes the view never applied."""
-        source = TopicPartition(self._source, partition)
-        log_start = (await reader.beginning_offsets([source]))[source]
-        if offset < log_start:
-            raise StateGapError(self._source, partition, offset, log_start)
-
-    async def _hand_over_restored(self) -> None:
-        """Resume the source of each partition whose restore finished, at its position."""
-        for partition, task in list(self._restoring.items()):
-            if not task.done():
-                continue
-            del self._restoring[partition]
-            store, restored = task.result()  # a failed restore stops the view: run() raises
-            self._stores[partition] = store
-            self._settle_at[partition] = restored.settle_at
-            source = TopicPartition(self._source, partition)
-            self._consumer.seek(source, restored.next_offset)
-            self._consumer.resume(source)
-            self.stats.restores += 1
-            self.stats.changelog_records_read += restored.records_read
-            log.info(
-                "state partition %d restored: %d changelog records read, resuming %s at %d",
-                partition,
-                restored.records_read,
-                self._source,
-                restored.next_offset,
-                extra={"partition": partition, "offset": restored.next_offset},
-            )
-        async with self._applied:
-            self._applied.notify_all()
-
-    async def _cancel_restores(self, partitions: Iterable[int]) -> None:
-        for partition in partitions:
-            task = self._restoring.pop(partition, None)
-            if task is None:
-                continue
-            task.cancel()
-            await asyncio.wait([task])  # unlike awaiting it, never raises the task's outcome
-            if not task.cancelled() and task.exception() is None:
-                store, _ = task.result()  # it finished before the cancel landed
-                await asyncio.to_thread(store.close)
-
 
 def _is_account_data(change: AccountChange) -> bool:
     """False for a change that is not a user's record: the matcher's audience updates (counts
     for other users' posts, handled by the matcher) and what the privacy rules say is not an
     event at all (a share made off the platform)."""
     return change.get("audience") is None and is_tracked(change)
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, view: StateView) -> None:
-        self._view = view
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._view.on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._view.on_assigned(assigned)

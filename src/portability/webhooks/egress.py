@@ -34,10 +34,17 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
-from portability.errors import PortabilityError
 from portability.settings import Settings
+from portability.webhooks.errors import WebhooksError
 
-__all__ = ["AddressKind", "CheckedResolver", "EgressPolicy", "EgressRefusedError", "address_kind"]
+__all__ = [
+    "AddressKind",
+    "AddressesRefusedError",
+    "CheckedResolver",
+    "EgressPolicy",
+    "EgressRefusedError",
+    "address_kind",
+]
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +127,16 @@ _DESCRIPTIONS: Final[dict[AddressKind, str]] = {
 }
 
 
-class EgressRefusedError(PortabilityError, ValueError):
+class EgressRefusedError(WebhooksError, ValueError):
     """A webhook URL or address the egress rules refuse; retrying the same URL cannot help."""
 
     retriable = False
+
+
+class AddressesRefusedError(EgressRefusedError):
+    """Every address a webhook host resolves to now is refused; DNS may answer otherwise later."""
+
+    retriable = True
 
 
 def address_kind(address: _IPAddress) -> AddressKind | None:
@@ -287,7 +300,8 @@ class CheckedResolver(AbstractResolver):
         """The allowed addresses of ``host``.
 
         Raises:
-            EgressRefusedError: ``host`` is a metadata name, or every address is refused.
+            EgressRefusedError: ``host`` is a metadata name.
+            AddressesRefusedError: Every address ``host`` resolves to is refused.
             OSError: The lookup itself failed (aiohttp reports it as a DNS error).
         """
         self._policy.check_hostname(host)
@@ -301,7 +315,7 @@ class CheckedResolver(AbstractResolver):
             else:
                 refusals.append(reason)
         if refusals and not allowed:
-            raise EgressRefusedError(refusals[0])
+            raise AddressesRefusedError(refusals[0])
         if refusals:
             # Mixed answers: connect to the public ones only, and say so.
             log.warning(

@@ -1,4 +1,4 @@
-"""The JSON contract of webhook events: what an app's webhook receives, and how to read it.
+"""The JSON contract of webhook events: building the bodies an app's webhook receives.
 
 One delta request carries deltas of one consent in ascending sequence::
 
@@ -15,8 +15,8 @@ function of the delivery records too (``timestamp`` is the last delta's ``matche
 time of sending), so a retry of the same deltas sends the same bytes.
 
 Every body built here is described by the JSON Schema ``schemas/webhooks/events.schema.json``
-(:func:`event_schema`), which is installed with the package next to the Avro schemas; the
-contract tests validate what this module builds against it.
+(:mod:`portability.webhooks.event_schema`); the contract tests validate what this module builds
+against it. Reading a body back is :mod:`portability.webhooks.parsing`.
 
 Each delta's JSON object is rendered once, by the matcher (:func:`render_change`,
 :func:`render_delta`), and travels in the Delivery record's ``rendered`` field; a request's
@@ -29,18 +29,14 @@ leak into the contract.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Final, Literal, TypeVar, cast
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, Final, cast
 
 import orjson
 
-from portability.errors import PortabilityError
 from portability.wire.records import (
     AccountChange,
     DeliveryHead,
@@ -50,25 +46,15 @@ from portability.wire.records import (
     from_millis,
     to_millis,
 )
-from portability.wire.schemas import schema_dir
 
 __all__ = [
     "DELTA_EVENT_TYPE",
-    "EVENT_SCHEMA_FILE",
     "UNVERSIONED",
-    "Delta",
-    "DeltaEvent",
-    "PayloadError",
-    "UnknownEventTypeError",
     "delivery_head",
     "delta_event",
-    "event_schema",
-    "event_schema_path",
-    "format_timestamp",
     "head_delta_event",
     "message_id",
     "notification_event",
-    "parse_delta_event",
     "render_change",
     "render_delta",
     "rendered_delta",
@@ -77,77 +63,7 @@ __all__ = [
 DELTA_EVENT_TYPE: Final = "portability.delta"
 # The policy version of a delta whose Delivery record predates policy versions.
 UNVERSIONED: Final = "unversioned"
-# Relative to the schema folder (``schemas/`` in a checkout, ``wire/avro/`` when installed).
-EVENT_SCHEMA_FILE: Final = "webhooks/events.schema.json"
 _RECORD_TYPE_KEY: Final = "-type"
-_OPERATIONS: Final = frozenset({"upsert", "delete"})
-
-_T = TypeVar("_T")
-
-
-class PayloadError(PortabilityError, ValueError):
-    """A request body that is not a well-formed delta event; the message says what is wrong."""
-
-
-class UnknownEventTypeError(PayloadError):
-    """A well-formed event of a type other than ``portability.delta``.
-
-    Recipients should accept (and may ignore) event types they do not know, so this is told
-    apart from a malformed body.
-
-    Attributes:
-        event_type: The ``type`` the event declared.
-        document: The whole parsed event.
-    """
-
-    def __init__(self, event_type: str, document: dict[str, Any]) -> None:
-        super().__init__(f"event type {event_type!r} is not {DELTA_EVENT_TYPE!r}")
-        self.event_type = event_type
-        self.document = document
-
-
-@dataclass(frozen=True, slots=True)
-class Delta:
-    """One change to one record, as a recipient receives it.
-
-    Attributes:
-        id: Stable delta id: a redelivery carries the same one.
-        sequence: Position within the consent: 1, 2, 3... without gaps.
-        change_id: The platform's id of the underlying account change.
-        category: profile, post, follow, activity or direct_message.
-        operation: ``"upsert"`` or ``"delete"``.
-        record_id: Id of the changed record within its category.
-        occurred_at: When the change happened on the platform (aware, UTC).
-        record: The record after the change (datetimes as ISO strings); None for a delete.
-        policy_version: Version of the privacy rules the delta was produced under;
-            ``"unversioned"`` when the body does not say (it predates policy versions).
-    """
-
-    id: str
-    sequence: int
-    change_id: str
-    category: str
-    operation: Literal["upsert", "delete"]
-    record_id: str
-    occurred_at: datetime
-    record: dict[str, Any] | None
-    policy_version: str = UNVERSIONED
-
-
-@dataclass(frozen=True, slots=True)
-class DeltaEvent:
-    """One delivery request: deltas of one consent, in ascending sequence.
-
-    Attributes:
-        timestamp: When the event was created (the last delta's match time, aware UTC); None
-            for a body from a sender that predates the field.
-    """
-
-    consent_id: str
-    app_id: str
-    user_id: str
-    deltas: tuple[Delta, ...]
-    timestamp: datetime | None = None
 
 
 def message_id(delta_ids: Iterable[str]) -> str:
@@ -313,78 +229,6 @@ def _typed_attribute(key: str, value: str) -> object:
     return value
 
 
-def parse_delta_event(body: bytes) -> DeltaEvent:
-    """Read a delivery request body.
-
-    Fields the contract added later (``timestamp``, ``policy_version``) may be absent, as in
-    bodies from older senders; fields this version does not know are ignored.
-
-    Args:
-        body: The request body as received.
-
-    Returns:
-        The event, with its timestamps parsed to aware UTC datetimes.
-
-    Raises:
-        UnknownEventTypeError: The body is a well-formed event of another type.
-        PayloadError: The body is not a well-formed delta event.
-    """
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        # ValueError covers both invalid JSON and bytes that are not UTF-8.
-        raise PayloadError(f"body is not JSON: {exc}") from exc
-    event = _expect(document, dict, "body")
-    event_type = _get(event, "type", str, "body")
-    if event_type != DELTA_EVENT_TYPE:
-        raise UnknownEventTypeError(event_type, event)
-    data = _get(event, "data", dict, "body")
-    deltas = _get(data, "deltas", list, "data")
-    if not deltas:
-        raise PayloadError("data.deltas is empty: a delta event carries at least one delta")
-    timestamp = _get_optional(event, "timestamp", str, "body")
-    return DeltaEvent(
-        consent_id=_get(data, "consent_id", str, "data"),
-        app_id=_get(data, "app_id", str, "data"),
-        user_id=_get(data, "user_id", str, "data"),
-        deltas=tuple(_parse_delta(item, index) for index, item in enumerate(deltas)),
-        timestamp=None if timestamp is None else _parse_timestamp(timestamp, "body.timestamp"),
-    )
-
-
-def event_schema_path() -> Path:
-    """Where the JSON Schema of webhook bodies is: beside the Avro schemas.
-
-    That is ``schemas/webhooks/`` in a checkout and ``portability/wire/avro/webhooks/`` when
-    installed from a wheel, which ships the whole ``schemas/`` folder.
-    """
-    return schema_dir() / EVENT_SCHEMA_FILE
-
-
-def event_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of every webhook body this build sends.
-
-    Returns:
-        The parsed schema; a fresh object on every call, so the caller may modify it.
-
-    Raises:
-        FileNotFoundError: The schema file is not where the package keeps it (a broken install).
-    """
-    schema: dict[str, Any] = json.loads(_event_schema_text())
-    return schema
-
-
-@functools.cache
-def _event_schema_text() -> str:
-    path = event_schema_path()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"webhook event schema not found at {path}: reinstall the package, whose wheel "
-            f"ships it as portability/wire/avro/{EVENT_SCHEMA_FILE}"
-        )
-    return path.read_text(encoding="utf-8")
-
-
 def _check_batch(records: Sequence[DeliveryRecord] | Sequence[DeliveryHead]) -> None:
     if not records:
         raise ValueError("a delta event needs at least one delivery record")
@@ -449,73 +293,3 @@ def _encode(document: object) -> bytes:
             return _ASCII_ENCODER.encode(document).encode("ascii")
         except (TypeError, ValueError) as error:
             raise TypeError(str(error)) from error
-
-
-def _parse_delta(item: object, index: int) -> Delta:
-    where = f"data.deltas[{index}]"
-    delta = _expect(item, dict, where)
-    operation = _get(delta, "operation", str, where)
-    if operation not in _OPERATIONS:
-        raise PayloadError(f"{where}.operation is {operation!r}, not 'upsert' or 'delete'")
-    record = delta.get("record")
-    if record is not None and not isinstance(record, dict):
-        raise PayloadError(f"{where}.record must be an object or null")
-    policy_version = _get_optional(delta, "policy_version", str, where)
-    return Delta(
-        id=_get(delta, "id", str, where),
-        sequence=_parse_sequence(_get(delta, "sequence", int, where), where),
-        change_id=_get(delta, "change_id", str, where),
-        category=_get(delta, "category", str, where),
-        operation="upsert" if operation == "upsert" else "delete",
-        record_id=_get(delta, "record_id", str, where),
-        occurred_at=_parse_timestamp(
-            _get(delta, "occurred_at", str, where), f"{where}.occurred_at"
-        ),
-        record=record,
-        policy_version=UNVERSIONED if policy_version is None else policy_version,
-    )
-
-
-def _parse_sequence(sequence: int, where: str) -> int:
-    if sequence < 1:
-        raise PayloadError(f"{where}.sequence is {sequence}; sequences start at 1")
-    return sequence
-
-
-def _parse_timestamp(text: str, where: str) -> datetime:
-    """Parse the timestamp at ``where`` (its full path, e.g. ``data.deltas[0].occurred_at``)."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise PayloadError(f"{where} is not an ISO-8601 timestamp: {text!r}") from exc
-    if moment.tzinfo is None:
-        raise PayloadError(f"{where} has no time zone: {text!r}")
-    return moment.astimezone(UTC)
-
-
-def _expect(value: object, kind: type[_T], where: str) -> _T:
-    # bool is an int in Python but not a number in the contract.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise PayloadError(f"{where} must be {_KIND_NAMES.get(kind, kind.__name__)}")
-    return value
-
-
-def _get(container: Mapping[str, Any], key: str, kind: type[_T], where: str) -> _T:
-    if key not in container:
-        raise PayloadError(f"{where}.{key} is missing")
-    return _expect(container[key], kind, f"{where}.{key}")
-
-
-def _get_optional(container: Mapping[str, Any], key: str, kind: type[_T], where: str) -> _T | None:
-    """A field the contract added later: absent in older bodies, but checked when present."""
-    if key not in container:
-        return None
-    return _expect(container[key], kind, f"{where}.{key}")
-
-
-_KIND_NAMES: Final[dict[type, str]] = {
-    dict: "an object",
-    list: "an array",
-    str: "a string",
-    int: "an integer",
-}

@@ -20,7 +20,7 @@ import secrets as _secrets
 import time
 from collections.abc import Sequence
 
-from portability.errors import PortabilityError
+from portability.webhooks.errors import WebhooksError
 
 __all__ = [
     "SECRET_PREFIX",
@@ -38,7 +38,7 @@ _SECRET_BYTES = 24
 _KEY_CACHE_SIZE = 4096
 
 
-class SigningError(PortabilityError, ValueError):
+class SigningError(WebhooksError, ValueError):
     """A signing secret that is not ``whsec_`` followed by non-empty standard base64."""
 
 

@@ -5,7 +5,7 @@ The REST side (register, fetch by id, subject compatibility) is the library's
 :class:`_Client`); it is off the hot path (a process
 registers its schemas once at start and fetches each unknown writer id once). The framing and
 the per-record decoding stay in :mod:`portability.wire.codec`, which is measurably faster
-than the library's serializer in our batch loops (README, "Events and schemas").
+than the library's serializer in our batch loops (docs/architecture.md, "Schemas on the wire").
 
 Every failure is a :class:`SchemaRegistryError`: ``retriable`` when the registry could not be
 reached, timed out or answered 5xx (asking again may succeed), not for 4xx answers.
@@ -34,7 +34,8 @@ __all__ = ["ConfluentSchemaRegistry"]
 log = logging.getLogger(__name__)
 
 # Levels under which a subject's new schema can read every record of the one before it: what
-# the pipeline's readers need of a writer that evolves (README, "Events and schemas").
+# the pipeline's readers need of a writer that evolves (docs/architecture.md, "Schemas on the
+# wire").
 _READS_OLD_DATA = {"BACKWARD", "BACKWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE"}
 # A registry that refuses configuration changes to this client (read-only credentials).
 _NOT_ALLOWED = {401, 403, 405}
@@ -55,8 +56,8 @@ class _Client(AsyncSchemaRegistryClient):
 
     The library opens a new ``httpx.AsyncClient`` for every request, which costs ~20 ms here
     (it loads the CA bundle each time) and a new connection: ~0.85 s to register this build's
-    schemas at start, against ~0.1 s pooled (README, "Events and schemas"). Its URLs, bodies,
-    caches and answers are kept; only the transport is this one.
+    schemas at start, against ~0.1 s pooled (docs/architecture.md, "Schemas on the wire"). Its
+    URLs, bodies, caches and answers are kept; only the transport is this one.
 
     It also calls ``response.json()`` on every answer, so a proxy's HTML error page would
     surface as a ``JSONDecodeError``, indistinguishable from a bad schema; and some of its

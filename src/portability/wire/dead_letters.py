@@ -1,7 +1,8 @@
 """The dead-letter topic's record layout: the original bytes, and headers that say why.
 
 A record that cannot be processed keeps its key and value untouched, so that it can be
-inspected and replayed; the headers carry where it came from and the reason.
+inspected and redelivered; the headers carry where it came from and the reason (their
+names: :class:`portability.wire.headers.LetterField`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
-__all__ = ["HEADER_PREFIX", "MAX_REASON_CHARS", "DeadLetter", "short_reason"]
+from portability.wire.headers import DEAD_LETTER_HEADER_PREFIX, LetterField
 
-HEADER_PREFIX = "dlq."
+__all__ = ["MAX_REASON_CHARS", "DeadLetter", "short_reason"]
+
 # A reason is read in listings and logs: the detail behind it goes to the stage's log.
 MAX_REASON_CHARS = 299
 
@@ -61,8 +63,9 @@ class DeadLetter:
         stage: str,
         extra: dict[str, str] | None = None,
     ) -> None:
-        """``extra``: more ``dlq.*`` headers, e.g. ``attempts``, ``history`` (JSON),
-        ``consent_id`` and ``app_id`` for a delivery that exhausted its retries."""
+        """``extra``: more ``dlq.*`` headers, keyed by :class:`LetterField`, e.g. ``attempts``,
+        ``history`` (JSON), ``consent_id`` and ``app_id`` for a delivery that exhausted its
+        retries."""
         self.topic = topic
         self.partition = partition
         self.offset = offset
@@ -100,27 +103,30 @@ class DeadLetter:
             "partition": self.partition,
             "offset": self.offset,
         }
-        if "fault" in self.extra:
-            fields["fault"] = self.extra["fault"]
+        if LetterField.FAULT in self.extra:
+            fields["fault"] = self.extra[LetterField.FAULT]
         return fields
 
     def headers(self) -> list[tuple[str, bytes]]:
         """Kafka headers: source topic, partition, offset, reason, stage, time."""
         return [
-            (f"{HEADER_PREFIX}source.topic", self.topic.encode()),
-            (f"{HEADER_PREFIX}source.partition", str(self.partition).encode()),
-            (f"{HEADER_PREFIX}source.offset", str(self.offset).encode()),
-            (f"{HEADER_PREFIX}reason", self.reason.encode()),
-            (f"{HEADER_PREFIX}stage", self.stage.encode()),
-            (f"{HEADER_PREFIX}at", datetime.now(UTC).isoformat().encode()),
-            *((f"{HEADER_PREFIX}{name}", value.encode()) for name, value in self.extra.items()),
+            (LetterField.SOURCE_TOPIC.header, self.topic.encode()),
+            (LetterField.SOURCE_PARTITION.header, str(self.partition).encode()),
+            (LetterField.SOURCE_OFFSET.header, str(self.offset).encode()),
+            (LetterField.REASON.header, self.reason.encode()),
+            (LetterField.STAGE.header, self.stage.encode()),
+            (LetterField.AT.header, datetime.now(UTC).isoformat().encode()),
+            *(
+                (DEAD_LETTER_HEADER_PREFIX + name, value.encode())
+                for name, value in self.extra.items()
+            ),
         ]
 
     @staticmethod
     def parse_headers(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
         """The ``dlq.*`` headers of a dead-lettered record, without the prefix."""
         return {
-            name.removeprefix(HEADER_PREFIX): value.decode(errors="replace")
+            name.removeprefix(DEAD_LETTER_HEADER_PREFIX): value.decode(errors="replace")
             for name, value in headers
-            if name.startswith(HEADER_PREFIX)
+            if name.startswith(DEAD_LETTER_HEADER_PREFIX)
         }

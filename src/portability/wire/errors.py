@@ -1,4 +1,4 @@
-"""Errors of the wire format: every decode or registry failure is one of these."""
+"""Errors of the wire format: every decode or registry failure is a :class:`WireError`."""
 
 from portability.errors import PortabilityError
 
@@ -6,15 +6,20 @@ __all__ = [
     "IncompatibleSchemaError",
     "SchemaRegistryError",
     "UnknownSchemaIdError",
+    "WireError",
     "WireFormatError",
 ]
 
 
-class WireFormatError(PortabilityError, ValueError):
+class WireError(PortabilityError):
+    """Bytes that cannot be read as a record, or a schema registry that cannot help."""
+
+
+class WireFormatError(WireError, ValueError):
     """Bytes on a topic that are not a record we can read; the message says why."""
 
 
-class SchemaRegistryError(PortabilityError):
+class SchemaRegistryError(WireError):
     """The registry does not know a schema, or could not be reached."""
 
 

@@ -5,6 +5,10 @@ using one of them with its defaults registers under ``<topic>-value`` (TopicName
 The codec registers each of this build's schemas under the subject of the topic it is written
 to, by the same rule, so both sides meet under one subject and the registry's compatibility
 check covers every writer of a topic.
+
+Which schema a topic carries is looked up here both ways: :func:`topic_for` (a schema's
+topic, which names its subject) and :func:`schemas_for_topic` (what a record read off a
+topic may be, e.g. a dead letter's source).
 """
 
 from __future__ import annotations
@@ -15,7 +19,13 @@ import json
 from portability.wire.schemas import SchemaName, schema_text
 from portability.wire.topics import TopicNames
 
-__all__ = ["SubjectStrategy", "record_full_name", "subject_for", "topic_for"]
+__all__ = [
+    "SubjectStrategy",
+    "record_full_name",
+    "schemas_for_topic",
+    "subject_for",
+    "topic_for",
+]
 
 
 class SubjectStrategy(enum.StrEnum):
@@ -42,6 +52,19 @@ def topic_for(name: SchemaName, topics: TopicNames) -> str:
         SchemaName.NOTIFICATION: topics.notifications,
     }
     return by_schema[name]
+
+
+def schemas_for_topic(names: TopicNames, topic: str | None) -> tuple[SchemaName, ...]:
+    """The schemas the records of a pipeline topic may have (the frame says which); none for
+    a topic whose records are not decoded by schema, or not a pipeline topic."""
+    return {
+        names.account_changes: (SchemaName.ACCOUNT_CHANGE,),
+        names.consents: (SchemaName.CONSENT,),
+        names.deliveries: (SchemaName.DELIVERY,),
+        names.notifications: (SchemaName.NOTIFICATION,),
+        names.deliveries_retry: (SchemaName.DELIVERY, SchemaName.NOTIFICATION),
+        names.apps: (SchemaName.APP,),
+    }.get(topic or "", ())
 
 
 def record_full_name(name: SchemaName) -> str:

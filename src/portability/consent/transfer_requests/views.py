@@ -38,7 +38,7 @@ class SnapshotFacts:
 
 @dataclass(frozen=True, slots=True)
 class TransferView:
-    """One transfer, as stored (see the module docstring for the states)."""
+    """One transfer, as stored (its states: :mod:`~portability.consent.transfer_requests.store`)."""
 
     transfer_id: str
     consent_id: str

@@ -1,4 +1,7 @@
-"""What ``portability dlq list|show|replay`` print: rich tables over :mod:`dead_letters`."""
+"""What ``portability dlq list|show|redeliver`` print: rich tables over the dead letters.
+
+The operator-facing words (titles, columns) keep "replay" as they were published.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ from rich.json import JSON
 from rich.table import Table
 from rich.text import Text
 
-from portability.ops.dead_letters import Letter, Listing, ReplayPlan, ReplayResult
+from portability.ops.dead_letters.letters import Letter
+from portability.ops.dead_letters.listing import Listing
+from portability.ops.dead_letters.redelivery import RedeliveryPlan, RedeliveryResult
 from portability.ops.tables import Column, fitted_table
 
 __all__ = ["letter_detail", "listing_view", "plan_table", "results_table"]
@@ -51,7 +56,7 @@ def listing_view(listing: Listing, width: int | None = None) -> Group:
             letter.consent_id or "-",
             letter.app_id or "-",
             _or_dash(letter.attempts),
-            _replay_cell(letter),
+            _redelivery_cell(letter),
             _truncate(letter.reason),
         )
         for letter in listing.letters
@@ -117,11 +122,12 @@ def _fields(letter: Letter) -> Table:
         ("attempts", _or_dash(letter.attempts)),
         ("key", detail["key"] if detail["key"] is not None else "(none)"),
     ]
-    if letter.replay_topic != letter.source_topic:
-        rows.append(("replays go to", letter.replay_topic or "(unknown: value does not decode)"))
-    if letter.replay_of is not None:
-        rows.append(("replay of", f"letter {letter.replay_of}"))
-    for mark in letter.replays:
+    if letter.redelivery_topic != letter.source_topic:
+        goes_to = letter.redelivery_topic or "(unknown: value does not decode)"
+        rows.append(("replays go to", goes_to))
+    if letter.redelivery_of is not None:
+        rows.append(("replay of", f"letter {letter.redelivery_of}"))
+    for mark in letter.redeliveries:
         where = f"{mark.topic}[{mark.partition}]@{mark.target}"
         rows.append(("replayed", f"to {where} at {mark.at} (marker {mark.offset})"))
     if letter.followups:
@@ -161,8 +167,8 @@ def _value(letter: Letter) -> RenderableType:
     return Group(*lines)
 
 
-def plan_table(plan: ReplayPlan, dry_run: bool) -> Table:
-    """Each selected letter, where it goes, and why not if it will not be replayed."""
+def plan_table(plan: RedeliveryPlan, dry_run: bool) -> Table:
+    """Each selected letter, where it goes, and why not if it will not be redelivered."""
     title = "would replay" if dry_run else "replay plan"
     table = Table(title=f"{title} from {plan.topic}")
     for column in ("letter", "to", "consent", "replay"):
@@ -179,7 +185,7 @@ def plan_table(plan: ReplayPlan, dry_run: bool) -> Table:
     return table
 
 
-def results_table(results: Sequence[ReplayResult]) -> Table:
+def results_table(results: Sequence[RedeliveryResult]) -> Table:
     """Where each letter went (topic, partition, offset), or the error that stopped it."""
     table = Table(title="replayed")
     for column in ("letter", "to", "offset", "recorded"):
@@ -188,20 +194,20 @@ def results_table(results: Sequence[ReplayResult]) -> Table:
         letter = result.letter
         table.add_row(
             str(letter.offset),
-            f"{letter.replay_topic}[{letter.source_partition}]",
+            f"{letter.redelivery_topic}[{letter.source_partition}]",
             Text(str(result.offset)) if result.error is None else Text(result.error, style="red"),
             "yes" if result.marked else Text("no", style="yellow"),
         )
     return table
 
 
-def _replay_cell(letter: Letter) -> str:
+def _redelivery_cell(letter: Letter) -> str:
     notes = []
-    if letter.replay_of is not None:
-        notes.append(f"of {letter.replay_of}")
-    if letter.replays:
-        last = letter.replays[-1]
-        times = f" x{len(letter.replays)}" if len(letter.replays) > 1 else ""
+    if letter.redelivery_of is not None:
+        notes.append(f"of {letter.redelivery_of}")
+    if letter.redeliveries:
+        last = letter.redeliveries[-1]
+        times = f" x{len(letter.redeliveries)}" if len(letter.redeliveries) > 1 else ""
         notes.append(f"-> {last.topic}[{last.partition}]@{last.target}{times}")
     if letter.followups:
         notes.append("failed again: " + ",".join(map(str, letter.followups)))

@@ -2,8 +2,9 @@
 print the schema a producer uses. The logic is in :mod:`portability.ops.changes` and
 :mod:`portability.ops.changes_tail`; this module parses flags and prints.
 
-Settings, Kafka and error handling come from :mod:`portability.cli` (imported when a command
-runs, since the CLI imports this module to register the group).
+Settings, Kafka and error handling come from :mod:`portability.cli.root`; its console is read
+when a command runs (``root.console``), not bound at import, so a swapped console is the one
+used.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import IO, TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn
+
+from portability.cli import root
 
 if TYPE_CHECKING:
     from portability.ops.change_lines import LineRejection, PreparedRecord
@@ -80,19 +83,18 @@ def publish(
     of it is sent; the other lines are. Exits 1 if any line was rejected or not
     acknowledged, 2 without PORTABILITY_KAFKA_BOOTSTRAP (unless --dry-run).
     """
-    from portability import cli
     from portability.ops.changes import PublishOptions, publish_changes
 
-    settings = cli._state.settings
-    bootstrap = None if dry_run else cli._bootstrap()
+    settings = root.state.settings
+    bootstrap = None if dry_run else root.bootstrap()
     options = PublishOptions(dry_run=dry_run, max_line_bytes=max_line_bytes)
     with ExitStack() as stack:
         stream, size = _open_source(source, stack)
-        observer = _Printer(cli.console, dry_run, as_json)
-        if cli.console.is_terminal:
+        observer = _Printer(root.console, dry_run, as_json)
+        if root.console.is_terminal:
             stack.enter_context(observer.show_progress(size))
-        counts = cli._run_kafka(publish_changes(settings, bootstrap, stream, options, observer))
-    _summary(cli.console, counts, dry_run)
+        counts = root.run_kafka(publish_changes(settings, bootstrap, stream, options, observer))
+    _summary(root.console, counts, dry_run)
     if counts.rejected or counts.failed:
         raise typer.Exit(1)
 
@@ -233,7 +235,6 @@ def tail(
     record the pipeline would refuse is printed with FAULT and the reason (the fault names of
     the dead-letter reasons), one that does not decode with its bytes in hex.
     """
-    from portability import cli
     from portability.ops.changes_tail import TailOptions, tail_changes
 
     if user is not None:
@@ -243,12 +244,12 @@ def tail(
     def emit(record: TailRecord) -> None:
         print(json.dumps(record.as_dict()) if as_json else record.text(), flush=True)
 
-    printed = cli._run_kafka(
-        tail_changes(cli._state.settings, cli._bootstrap(), options, emit), interrupted=0
+    printed = root.run_kafka(
+        tail_changes(root.state.settings, root.bootstrap(), options, emit), interrupted=0
     )
     if printed == 0:
         whose = f" of user {user!r}" if user is not None else ""
-        cli.console.print(f"no records{whose} on account.changes", markup=False)
+        root.console.print(f"no records{whose} on account.changes", markup=False)
 
 
 def _check_user(user: str) -> None:
@@ -283,10 +284,9 @@ def schema(
     in-process registry, whose ids every pipeline process shares). Values are framed as
     magic byte 0, the 4-byte big-endian schema id, then the Avro binary body.
     """
-    from portability import cli
     from portability.ops.changes import schema_info
 
-    info: SchemaInfo = cli._run_kafka(schema_info(cli._state.settings))
+    info: SchemaInfo = root.run_kafka(schema_info(root.state.settings))
     if as_json:
         print(json.dumps(info.as_dict(), indent=2))
         return

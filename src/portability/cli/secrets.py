@@ -7,8 +7,7 @@
 - ``reencrypt`` seals every secret with the first key (clear ones too) and publishes each
   changed app again, the step of a key rotation after which the old key can go.
 
-Settings and error handling come from :mod:`portability.cli` (imported when a command runs,
-since the CLI imports this module to register the group).
+Settings and error handling come from :mod:`portability.cli.root`.
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from portability.cli import root
 
 __all__ = ["secrets_app"]
 
@@ -45,9 +46,9 @@ def new_key(
     """Write a new random AES-256 key to a new file (owner-only); print its id, never the key.
 
     Put the file's content first in PORTABILITY_SECRETS_KEY to seal with it, after the keys
-    already in use, which keep opening what they sealed (see the README's key rotation).
+    already in use, which keep opening what they sealed (see "Rotating the key" in
+    docs/webhooks.md).
     """
-    from portability import cli
     from portability.sealing import SecretsKey, write_key_file
 
     def write() -> str:
@@ -58,8 +59,8 @@ def new_key(
             raise typer.BadParameter(f"{file} exists: a key is never overwritten") from None
         return key.key_id
 
-    written = cli._guarded(write)
-    cli.console.print(
+    written = root.guarded(write)
+    root.console.print(
         f"wrote key [bold]{written}[/bold] to {file} (mode 0600); to seal with it set "
         f'PORTABILITY_SECRETS_KEY="$(cat {file}),<keys in use>" on the API and the workers'
     )
@@ -70,14 +71,13 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """The configured keys (ids; the first seals) and how many stored secrets each sealed."""
-    from portability import cli
     from portability.consent import create_store_engine, init_schema
     from portability.consent.resealing import sealing_census
     from portability.sealing import SecretsKeys
 
     def read() -> dict[str, Any]:
-        keys = SecretsKeys.from_settings(cli._state.settings)
-        engine = create_store_engine(cli._state.settings.resolved_database_url())
+        keys = SecretsKeys.from_settings(root.state.settings)
+        engine = create_store_engine(root.state.settings.resolved_database_url())
         try:
             init_schema(engine)
             census = sealing_census(engine)
@@ -91,7 +91,7 @@ def status(
             "unknown_keys": sorted(set(census) - set(keys.key_ids) - {"clear"}),
         }
 
-    report = cli._guarded(read)
+    report = root.guarded(read)
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -115,21 +115,20 @@ def reencrypt(
     secrets could not be opened (a key missing from PORTABILITY_SECRETS_KEY): those are named
     and left as they are.
     """
-    from portability import cli
     from portability.consent import create_store_engine, init_schema
     from portability.consent.resealing import SealReport, seal_stored_secrets
     from portability.sealing import SecretsKeys
 
     def run() -> SealReport:
-        keys = SecretsKeys.from_settings(cli._state.settings)
-        engine = create_store_engine(cli._state.settings.resolved_database_url())
+        keys = SecretsKeys.from_settings(root.state.settings)
+        engine = create_store_engine(root.state.settings.resolved_database_url())
         try:
             init_schema(engine)
             return seal_stored_secrets(engine, keys, renew=True)
         finally:
             engine.dispose()
 
-    report: SealReport = cli._guarded(run)
+    report: SealReport = root.guarded(run)
     if as_json:
         document = {
             "sealing_key": report.sealed_key_id,

@@ -2,8 +2,8 @@
 
 :func:`follow_dead_letters` reads the dead-letter topic from its first record and keeps
 following it, outside any consumer group. It reads headers only (stage, app, consent, reason,
-replay markers), never decodes a value, so it costs next to nothing however large the letters
-are. ``portability dlq`` is where a letter is inspected in full and replayed.
+redelivery markers), never decodes a value, so it costs next to nothing however large the
+letters are. ``portability dlq`` is where a letter is inspected in full and redelivered.
 
 As with the lag sampler, each batch publishes a new immutable :class:`DeadLetterSummary`, so
 readers on other threads (a metrics scrape) never see a half-counted batch.
@@ -24,9 +24,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from portability.broker import KafkaClients
-from portability.ops.dead_letters import MARKER_HEADER, reason_class
+from portability.ops.dead_letters.listing import reason_class
 from portability.settings import Settings
 from portability.wire.dead_letters import DeadLetter
+from portability.wire.headers import MARKER_HEADER, LetterField
 from portability.wire.topics import TopicNames
 
 __all__ = [
@@ -73,7 +74,7 @@ class DeadLetterSummary:
 
     following: bool = False  # a reader follows the topic (False: counts are unknown)
     letters: int = 0
-    replays: int = 0  # replay markers (``portability dlq replay``), not letters
+    redeliveries: int = 0  # redelivery markers (``portability dlq redeliver``), not letters
     end_offset: int = 0  # the next offset to read
     by_stage_app: Mapping[tuple[str, str], int] = field(default_factory=dict)  # app "" unknown
     by_reason: Mapping[str, int] = field(default_factory=dict)
@@ -102,7 +103,7 @@ class DeadLetterCounter:
         self._by_reason: Counter[str] = Counter()
         self._latest: deque[LetterBrief] = deque(maxlen=LATEST_KEPT)
         self._letters = 0
-        self._replays = 0
+        self._redeliveries = 0
         self._end = 0
         self.summary = DeadLetterSummary()
 
@@ -112,7 +113,7 @@ class DeadLetterCounter:
             self._end = record.offset + 1
             headers = [(name, bytes(value)) for name, value in record.headers or ()]
             if any(name == MARKER_HEADER for name, _value in headers):
-                self._replays += 1
+                self._redeliveries += 1
                 continue
             brief = _brief(record, DeadLetter.parse_headers(headers))
             self._letters += 1
@@ -125,7 +126,7 @@ class DeadLetterCounter:
         self.summary = DeadLetterSummary(
             following=following,
             letters=self._letters,
-            replays=self._replays,
+            redeliveries=self._redeliveries,
             end_offset=self._end,
             by_stage_app=dict(self._by_stage_app),
             by_reason=dict(self._by_reason.most_common()),
@@ -135,22 +136,22 @@ class DeadLetterCounter:
 
 
 def _brief(record: ConsumerRecord[bytes, bytes], fields: Mapping[str, str]) -> LetterBrief:
-    stage = fields.get("stage", "?")
-    consent = fields.get("consent_id")
+    stage = fields.get(LetterField.STAGE, "?")
+    consent = fields.get(LetterField.CONSENT_ID)
     if consent is None and stage == "delivery" and record.key:
         consent = record.key.decode(errors="replace")  # deliveries are keyed by consent
-    topic = fields.get("source.topic")
-    source = "?" if topic is None else f"{topic}[{fields.get('source.partition', '?')}]"
+    topic = fields.get(LetterField.SOURCE_TOPIC)
+    source = "?" if topic is None else f"{topic}[{fields.get(LetterField.SOURCE_PARTITION, '?')}]"
     return LetterBrief(
         offset=record.offset,
         at=record.timestamp / 1000
         if record.timestamp is not None and record.timestamp >= 0
         else None,
         stage=stage,
-        source=f"{source}@{fields.get('source.offset', '?')}",
-        app_id=fields.get("app_id"),
+        source=f"{source}@{fields.get(LetterField.SOURCE_OFFSET, '?')}",
+        app_id=fields.get(LetterField.APP_ID),
         consent_id=consent,
-        reason=fields.get("reason", ""),
+        reason=fields.get(LetterField.REASON, ""),
     )
 
 

@@ -1,5 +1,9 @@
 """The outbox relay: publishes committed consent and app changes to Kafka, in commit order.
 
+It runs apart from the changes: they write outbox rows in their own transactions
+(:mod:`portability.consent.outbox_rows`); the relay only reads committed rows, sends them and
+marks them published.
+
 Delivery is at-least-once. A row is marked published only after Kafka acknowledged it, so a
 crash between the acknowledgement and the mark publishes the row again after a restart.
 That is safe: every record carries its ``version`` (the outbox id) and consumers ignore a
@@ -40,7 +44,7 @@ from portability.consent._time import utc_now
 from portability.consent.errors import ConsentError, RelayError
 from portability.consent.locks import PublishLock, publish_lock
 from portability.consent.models import OutboxEvent
-from portability.consent.publishing import Publishing, RelayStatus
+from portability.consent.relay_lock import Publishing, RelayStatus
 from portability.errors import PortabilityError
 from portability.runtime import Runtime
 from portability.wire.schemas import SchemaName
@@ -48,7 +52,8 @@ from portability.wire.topics import partition_for_consent, partition_for_user
 
 __all__ = ["OutboxRelay", "RelayStatus", "running_relays"]
 
-_log = logging.getLogger(__name__)
+# The name it logged under before the module was named for the relay: log settings keep working.
+_log = logging.getLogger("portability.consent.outbox")
 
 _MAX_BACKOFF_DOUBLINGS = 30  # 2**30 * any sane poll interval is past any max_backoff_s
 _RUNNING: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()

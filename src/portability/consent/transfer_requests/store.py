@@ -1,4 +1,4 @@
-"""Transfers in the consent store: requested by apps, built by transfer builders.
+"""Transfer requests in the consent store: asked for by apps, built by transfer builders.
 
 Two kinds. An ``archive`` is a one-time consent's zip, described below. A ``snapshot`` is
 the user's current records sent to an ongoing consent's app as paged webhook events before
@@ -31,32 +31,21 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from portability.consent._time import utc_now
+from portability.consent.consents import end_consent, snapshot_transfer
 from portability.consent.errors import ConflictError, NotFoundError
+from portability.consent.lookups import require_consent
 from portability.consent.models import OutboxEvent, Transfer, TransferState
-from portability.consent.service import (
-    end_consent,
-    outbox_payload,
-    publish_consent,
-    require_consent,
-    snapshot_transfer,
-)
-from portability.consent.transfer_rules import (
+from portability.consent.outbox_rows import outbox_payload, publish_consent
+from portability.consent.transfer_requests.rules import (
     check_transferable,
     consent_active,
     snapshot_wanted,
 )
-from portability.consent.transfer_views import ArchiveFacts, SnapshotFacts, TransferView
+from portability.consent.transfer_requests.views import ArchiveFacts, SnapshotFacts, TransferView
 from portability.settings import Settings
 from portability.wire.notifications import download_ready
 
-__all__ = [
-    "ArchiveFacts",
-    "SnapshotFacts",
-    "TransferStore",
-    "TransferView",
-    "delete_archive",
-    "download_url",
-]
+__all__ = ["TransferStore", "delete_archive", "download_url"]
 
 _UNFINISHED: tuple[TransferState, ...] = ("pending", "in_progress")
 _MAX_REASON = 2000

@@ -22,7 +22,7 @@ from portability.consent.locks import PublishLock
 
 __all__ = ["Publishing", "RelayStatus"]
 
-_log = logging.getLogger("portability.consent.outbox")
+_log = logging.getLogger("portability.consent.outbox")  # the relay's logger: one stream
 
 
 @dataclass(slots=True)

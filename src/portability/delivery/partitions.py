@@ -1,0 +1,130 @@
+"""Partition handling: assignment, revocation and commits of the delivery worker's partitions.
+
+``deliveries``, ``notifications`` and ``deliveries.retry`` are partitioned alike (by consent),
+so a partition number is a set of consents. On assignment the retry partition is read to its
+end before the deliveries and notifications of the same number are resumed, so a parked
+consent's lane is rebuilt, in sequence, before anything newer of it is delivered. On
+revocation the lanes of the partition stop and what they finished is committed; their new
+owner delivers the rest. An offset is committed only when everything before it is done
+(delivered, dropped, dead-lettered, or durably parked): see
+:class:`~portability.delivery.offsets.OffsetTracker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
+
+from portability.delivery.lane_book import LaneBook
+from portability.delivery.lanes import Lane
+from portability.delivery.status import StatusBoard
+from portability.wire.topics import TopicNames
+
+__all__ = ["Partitions"]
+
+# The role's logger, whichever part of the worker writes: operators filter its lines by one name.
+log = logging.getLogger("portability.delivery.worker")
+
+_COMMIT_INTERVAL_S = 0.1
+_STATUS_EVERY = 10  # status is informational: flushed every tenth commit round (1 s)
+
+
+class Partitions:
+    """The worker's partitions: which are loading their parked records, and their commits."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        topics: TopicNames,
+        book: LaneBook,
+        status: StatusBoard,
+    ) -> None:
+        self._consumer = consumer
+        self._producer = producer
+        self._topics = topics
+        self._book = book
+        self._loading = book.loading
+        self._status = status
+
+    def is_loading(self, tp: TopicPartition) -> bool:
+        """Whether ``tp`` holds deliveries or notifications waiting for parked records."""
+        return tp.topic != self._topics.deliveries_retry and tp.partition in self._loading
+
+    async def resume_loaded(self) -> None:
+        """Resume the deliveries of partitions whose retry records are read to the end."""
+        for partition in list(self._loading):
+            retry = TopicPartition(self._topics.deliveries_retry, partition)
+            highwater = self._consumer.highwater(retry)
+            if highwater is None or await self._consumer.position(retry) < highwater:
+                continue
+            self._loading.discard(partition)
+            for topic in (self._topics.deliveries, self._topics.notifications):
+                tp = TopicPartition(topic, partition)
+                committed = await self._consumer.committed(tp)
+                # Nothing committed: from offset 0, which the consumer's reset policy (earliest)
+                # moves to the log's start if retention removed it. Not seek_to_beginning(),
+                # whose offset lookup was seen never to return for an empty partition here.
+                self._consumer.seek(tp, 0 if committed is None else committed)
+                self._consumer.resume(tp)
+            log.info("delivery partition %d ready after its parked records", partition)
+
+    async def assigned(self, assigned: set[TopicPartition]) -> None:
+        """Hold new partitions' deliveries until their parked records are back in the lanes.
+
+        Paused before the first ``await``: aiokafka may fetch before this listener returns,
+        and what it fetched is dropped by the reader and read again on resume.
+        """
+        sources = [tp for tp in assigned if tp.topic != self._topics.deliveries_retry]
+        self._consumer.pause(*sources)
+        self._loading.update(
+            tp.partition for tp in assigned if tp.topic == self._topics.deliveries_retry
+        )
+        for tp in sources:
+            if tp.partition not in self._loading:
+                self._consumer.resume(tp)  # no retry partition of that number here
+
+    async def revoked(self, revoked: set[TopicPartition]) -> None:
+        """Stop the lanes of revoked partitions; their new owner delivers what was not done."""
+        numbers = {tp.partition for tp in revoked}
+        lanes = [lane for lane in self._book.lanes.values() if lane.partition in numbers]
+        await cancel(lanes)
+        await self.commit(revoked)
+        self._book.forget(revoked, lanes)
+
+    async def commit_loop(self) -> None:
+        rounds = 0
+        while True:
+            await asyncio.sleep(_COMMIT_INTERVAL_S)
+            await self.commit()
+            rounds += 1
+            if rounds % _STATUS_EVERY == 0:
+                await self._status.flush(self._producer)
+
+    async def commit(self, only: Iterable[TopicPartition] | None = None) -> None:
+        wanted = None if only is None else set(only)
+        offsets = {}
+        for tp, tracker in self._book.trackers.items():
+            if wanted is not None and tp not in wanted:
+                continue
+            committable = tracker.take_committable()
+            if committable is not None:
+                offsets[tp] = committable
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as error:
+            log.warning("delivery commit skipped after a rebalance: %s", error)
+
+
+async def cancel(lanes: list[Lane]) -> None:
+    """Stop the lanes' tasks and wait for them to end."""
+    tasks = [lane.task for lane in lanes if lane.task is not None]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

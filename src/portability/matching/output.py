@@ -1,0 +1,151 @@
+"""Everything the matcher produces: deltas, audience updates and dead letters.
+
+The matcher decides (in :mod:`portability.matching.matcher`) and this module sends: a delta
+per consent a change matches (a Delivery record on ``deliveries``, keyed and partitioned by
+its consent, with the next sequence of that consent), the batch's counted activity toward the
+creators' partitions of ``account.changes`` (an audience update, see
+:mod:`portability.privacy.audience`), and the records that break the contract to
+``dead-letters``. Each send returns the broker's acknowledgement, which the matcher awaits
+before it checkpoints and commits the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+
+from portability.matching.stats import MatcherStats
+from portability.privacy import update_change
+from portability.privacy.audience import UPDATE_KEY, UPDATE_MARKER
+from portability.webhooks.payload import render_change, render_delta
+from portability.wire.codec import AvroCodec
+from portability.wire.dead_letters import DeadLetter
+from portability.wire.headers import AUDIENCE_HEADER, LetterField
+from portability.wire.records import AccountChange, AudienceEntry, DeliveryRecord
+from portability.wire.schemas import SchemaName
+from portability.wire.topics import TopicNames, partition_for_consent
+
+__all__ = ["MatcherOutput", "Outgoing", "delta_id"]
+
+log = logging.getLogger(__name__)
+
+# Audience entries of one batch of one source partition, per destination partition.
+Outgoing = dict[int, list[AudienceEntry]]
+_UPDATE_HEADERS = [(AUDIENCE_HEADER, UPDATE_MARKER)]
+
+
+def delta_id(consent_id: str, change_id: str) -> str:
+    """The stable id of the delta of ``change_id`` for ``consent_id``."""
+    digest = hashlib.blake2b(f"{consent_id}\n{change_id}".encode(), digest_size=16).hexdigest()
+    return f"dlt_{digest}"
+
+
+class MatcherOutput:
+    """The matcher's sends through its producer, counted in its stats."""
+
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        codec: AvroCodec,
+        topics: TopicNames,
+        partitions: int,
+        stats: MatcherStats,
+    ) -> None:
+        self._producer = producer
+        self._codec = codec
+        self._topics = topics
+        self._partitions = partitions
+        self._stats = stats
+
+    async def emit(
+        self,
+        change: AccountChange,
+        version: str,
+        source_offset: int,
+        matched: Sequence[Any],
+        sequences: dict[str, int],
+    ) -> list[asyncio.Future[object]]:
+        """One delivery per consent in ``matched``, each with the next sequence of its consent.
+
+        ``version`` is the version of the privacy policy that shaped ``change``.
+        ``source_offset`` is the offset in the user's ``account.changes`` partition of the
+        record the delta comes from: where a snapshot hands over to the deltas.
+        """
+        now = datetime.now(UTC)
+        # Rendered here, once per change, so that the delivery worker never decodes the change.
+        change_json = render_change(change, version)
+        sends: list[asyncio.Future[object]] = []
+        for consent in matched:
+            sequence = sequences.get(consent.consent_id, 0) + 1
+            sequences[consent.consent_id] = sequence
+            identity = delta_id(consent.consent_id, change["change_id"])
+            delivery: DeliveryRecord = {
+                "delta_id": identity,
+                "consent_id": consent.consent_id,
+                "app_id": consent.app_id,
+                "user_id": consent.user_id,
+                "sequence": sequence,
+                "change": change,
+                "matched_at": now,
+                "policy_version": version,
+                "source_offset": source_offset,
+                "snapshot_epoch": consent.snapshot_epoch,
+                "rendered": render_delta(identity, sequence, change_json),
+            }
+            value = self._codec.encode(SchemaName.DELIVERY, dict(delivery))
+            sends.append(
+                await self._producer.send(
+                    self._topics.deliveries,
+                    value,
+                    key=consent.consent_id.encode(),
+                    partition=partition_for_consent(consent.consent_id, self._partitions),
+                )
+            )
+        self._stats.deltas_emitted += len(sends)
+        return sends
+
+    async def send_audience(
+        self, source_partition: int, outgoing: Outgoing
+    ) -> list[asyncio.Future[object]]:
+        """Send one batch's counted activity of a source partition to the creators' partitions."""
+        sends: list[asyncio.Future[object]] = []
+        for destination, entries in outgoing.items():
+            value = self._codec.encode(
+                SchemaName.ACCOUNT_CHANGE, dict(update_change(source_partition, entries))
+            )
+            sends.append(
+                await self._producer.send(
+                    self._topics.account_changes,
+                    value,
+                    key=UPDATE_KEY,
+                    partition=destination,
+                    headers=_UPDATE_HEADERS,
+                )
+            )
+            self._stats.audience_entries_sent += len(entries)
+        return sends
+
+    async def dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], reason: str, fault: str | None = None
+    ) -> asyncio.Future[object]:
+        extra: dict[str, str] | None = None if fault is None else {LetterField.FAULT: str(fault)}
+        letter = DeadLetter.of(record, reason=reason, stage="matcher", extra=extra)
+        log.warning(
+            "dead-lettering %s[%d]@%d: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            extra=letter.log_fields(),
+        )
+        self._stats.dead_lettered += 1
+        ack: asyncio.Future[object] = await self._producer.send(
+            self._topics.dead_letters, letter.value, key=letter.key, headers=letter.headers()
+        )
+        return ack
