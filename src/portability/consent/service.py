@@ -36,14 +36,6 @@ class ConsentService(Apps, Consents):
         webhook_policy: EgressPolicy | None = None,
         secrets: SecretsKeys | None = None,
     ) -> None:
-        """Use ``engine``, whose schema :func:`~portability.consent.init_schema` created.
-
-        Args:
-            engine: The consent store.
-            webhook_policy: The rules webhook URLs must meet (``EgressPolicy.from_settings``);
-                default development mode's: http allowed, loopback allowed.
-            secrets: The keys that seal apps' signing secrets
-                (``SecretsKeys.from_settings``); default a key of this process only.
-        """
+        """Use ``engine``; the arguments are :class:`Apps`' (consents need only the store)."""
         Apps.__init__(self, engine, webhook_policy=webhook_policy, secrets=secrets)
         Consents.__init__(self, engine)
