@@ -12,9 +12,10 @@ baseline, best of each:
   them, ``delivery_concurrency`` requests at a time, and commits.
 - baseline: the requests the receiver got from the worker run just before, replayed: the
   same deltas in the same groups, so the same count and sizes of bodies, rebuilt with
-  :func:`delta_event` and signed with :func:`webhook_headers` *before* the clock starts,
-  then posted by ``delivery_concurrency`` tasks over one aiohttp session configured as the
-  worker's sender configures its own. It is the fastest honest sender of those requests.
+  :func:`head_delta_event` (with each consent's ledger values) and signed with
+  :func:`webhook_headers` *before* the clock starts, then posted by ``delivery_concurrency``
+  tasks over one aiohttp session configured as the worker's sender configures its own. It
+  is the fastest honest sender of those requests.
 
 The ratio is the worker's deltas/s over the baseline's (equal to the ratio of requests/s,
 as both carry the same requests): what reading Kafka, decoding, building bodies, signing,
@@ -65,16 +66,23 @@ from benchmarks.measurement import InvalidRunError, bench_settings
 from benchmarks.population import Records, consent_records, produce
 from benchmarks.reporting import print_ratio, print_table
 from portability.broker import EmbeddedBroker, KafkaClients
+from portability.broker.admin import ensure_topics
 from portability.delivery import DeliveryWorker
 from portability.matching import delta_id
 from portability.runtime import Runtime
 from portability.settings import Settings
 from portability.simulation import ChangeFactory, user_ids
-from portability.webhooks.payload import delta_event, rendered_delta
+from portability.webhooks import ledger
+from portability.webhooks.payload import (
+    delivery_head,
+    head_delta_event,
+    ledger_digest,
+    rendered_delta,
+)
 from portability.webhooks.signing import generate_secret, webhook_headers
 from portability.wire import CATEGORIES, ConsentRecord, SchemaName
 from portability.wire.records import AppRecord, DeliveryRecord, with_record_type
-from portability.wire.topics import partition_for_consent
+from portability.wire.topics import TopicSpec, partition_for_consent
 
 __all__ = ["Size", "main"]
 
@@ -187,6 +195,8 @@ class _Workload:
             }
             # Rendered as the matcher renders every delta it emits (see MatcherOutput.emit).
             delivery["rendered"] = rendered_delta(delivery)
+            # As the matcher writes them: the worker need not compute the digest.
+            delivery["ledger_digest"] = ledger_digest(delivery_head(delivery))
             value = codec.encode(SchemaName.DELIVERY, dict(delivery))
             partition = partition_for_consent(consent_id, partitions)
             encoded.setdefault(partition, []).append((consent_id.encode(), value))
@@ -359,8 +369,19 @@ async def _worker_run(
     settings = runtime.settings.model_copy(
         update={"delivery_group": f"{runtime.settings.delivery_group}-{run}"}
     )
+    # A ledger of its own too: the heads an earlier run recorded would say every delta of
+    # this one was delivered already (a worker taking over does not send them again).
+    topics = dataclasses.replace(
+        runtime.topics, delivery_ledger=f"{runtime.topics.delivery_ledger}-{run}"
+    )
+    await ensure_topics(
+        runtime.kafka.bootstrap, [TopicSpec(topics.delivery_ledger, settings.partitions, "compact")]
+    )
     isolated = dataclasses.replace(
-        runtime, settings=settings, kafka=_ProbedClients(runtime.kafka.bootstrap, settings, probe)
+        runtime,
+        settings=settings,
+        topics=topics,
+        kafka=_ProbedClients(runtime.kafka.bootstrap, settings, probe),
     )
     await receiver.reset()
     worker = DeliveryWorker(isolated, client_id=f"bench-delivery-{run}")
@@ -487,11 +508,19 @@ def _rebuild(
 ) -> list[_Request]:
     """The bodies and signed headers of ``plan``'s requests, built before any clock starts."""
     requests: list[_Request] = []
+    chains: dict[str, str] = {}  # each consent's ledger, extended request by request
     for planned in plan:
         records = [workload.deliveries.get((planned.consent_id, s)) for s in planned.sequences]
         if None in records:
             continue  # a delta the worker made up: that run is invalid already
-        msg_id, body = delta_event([r for r in records if r is not None])
+        heads = [delivery_head(r) for r in records if r is not None]
+        chain = chains.get(planned.consent_id) or ledger.start(planned.consent_id)
+        values = []
+        for head in heads:
+            chain = ledger.extend(chain, ledger_digest(head))
+            values.append(chain)
+        chains[planned.consent_id] = chain
+        msg_id, body = head_delta_event(heads, values)
         headers = webhook_headers([workload.secrets[planned.app_id]], msg_id, body)
         requests.append((receiver.webhook_url(planned.app_id), body, headers))
     return requests

@@ -54,6 +54,7 @@ def pipeline_settings(data_dir: Path) -> Settings:
         matcher_group=f"matcher-{unique}",
         delivery_group=f"delivery-{unique}",
         state_group=f"state-{unique}",
+        messages_group=f"messages-{unique}",
         delivery_retry_schedule_s=[0, 0.05, 0.1, 0.2, 0.4, 0.5, 0.5, 0.5],
         web_port=0,
     )

@@ -29,7 +29,11 @@ class Runtime:
         """Create the topics if needed and register the schemas."""
         topics = TopicNames.with_prefix(settings.topic_prefix)
         await ensure_topics(
-            bootstrap, pipeline_topics(topics, settings.partitions), settings.replication_factor
+            bootstrap,
+            pipeline_topics(
+                topics, settings.partitions, feed_retention_days=settings.feed_retention_days
+            ),
+            settings.replication_factor,
         )
         codec = await open_codec(settings, topics)
         return cls(settings, topics, KafkaClients(bootstrap, settings), codec)

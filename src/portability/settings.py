@@ -71,6 +71,25 @@ class Settings(BaseSettings):
         default="portability-state",
         description="Consumer group of the current-state view (its files: data_dir/state/).",
     )
+    messages_group: str = Field(
+        default="portability-messages",
+        description="Consumer group of the message log's writer (delivery.log into the store).",
+    )
+    message_retention_days: PositiveInt = Field(
+        default=30,
+        description="Messages and their attempts older than this (by first attempt) are "
+        "deleted from the message log.",
+    )
+    disclosure_retention_days: PositiveInt = Field(
+        default=1095,
+        description="Disclosed records (the disclosure report's rows) older than this (by "
+        "delivery) are deleted.",
+    )
+    feed_retention_days: PositiveInt = Field(
+        default=7,
+        description="How long the pull feed (the feed topic's retention.ms) keeps poll-mode "
+        "apps' events; an iterator older than this is stale (410).",
+    )
     matcher_batch_max_records: PositiveInt = 5000
     delivery_concurrency: PositiveInt = Field(
         default=64, description="Webhook requests in flight at once, over all consents."

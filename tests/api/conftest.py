@@ -23,6 +23,10 @@ from portability.settings import Settings
 
 # Referencing tables first: PostgreSQL refuses to drop a table another one references.
 STORE_TABLES = (
+    "consent_ledgers",
+    "disclosed_records",
+    "delivery_attempts",
+    "delivery_messages",
     "transfers",
     "consent_replays",
     "consent_outbox",

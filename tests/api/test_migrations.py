@@ -13,6 +13,7 @@ from sqlmodel import SQLModel
 from portability.consent import ConsentService, init_schema
 from portability.consent.models import TABLE_NAMES
 from portability.consent.store import FIRST_REVISION
+from portability.messages.models import MESSAGE_TABLE_NAMES
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -102,7 +103,7 @@ def test_a_store_created_before_migrations_is_adopted(bare_engine: Engine) -> No
 
 def test_head_matches_the_models(engine: Engine) -> None:
     metadata = sa.MetaData()
-    for name in TABLE_NAMES:
+    for name in (*TABLE_NAMES, *MESSAGE_TABLE_NAMES):
         SQLModel.metadata.tables[name].to_metadata(metadata)
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})

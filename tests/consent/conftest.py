@@ -11,6 +11,7 @@ from sqlmodel import SQLModel
 
 from portability.consent import AppView, ConsentService, create_store_engine, init_schema
 from portability.consent.models import TABLE_NAMES
+from portability.messages.models import MESSAGE_TABLE_NAMES
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -30,7 +31,9 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 
 
 def _drop_tables(engine: Engine) -> None:
-    tables = [SQLModel.metadata.tables[name] for name in TABLE_NAMES]
+    # The message log's tables too: the next init_schema creates them again from scratch.
+    names = (*TABLE_NAMES, *MESSAGE_TABLE_NAMES)
+    tables = [SQLModel.metadata.tables[name] for name in names]
     SQLModel.metadata.drop_all(engine, tables=tables)
 
 

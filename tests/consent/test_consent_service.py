@@ -71,6 +71,7 @@ def test_register_app_writes_app_and_outbox_row(service: ConsentService, engine:
         "signing_secrets": [],
         "enabled": True,
         "version": event.id,
+        "delivery_mode": "webhook",
     }
     # The outbox holds the secret sealed only (see tests/consent/test_sealed_secrets.py).
     assert sealed.startswith("sealed:v1:")

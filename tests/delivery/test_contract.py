@@ -40,6 +40,7 @@ from portability.webhooks.payload import (
     notification_event,
     rendered_delta,
 )
+from portability.webhooks.ping import ping_event
 from portability.webhooks.signing import generate_secret, webhook_headers
 from portability.wire import AvroCodec, InProcessSchemaRegistry, SchemaName, notifications
 from portability.wire.notifications import authorization_removed
@@ -121,7 +122,21 @@ def test_event_types_are_told_apart_by_type() -> None:
         "authorization.removed",
         "portability.download.ready",
         "portability.snapshot",
+        "portability.ping",
     }
+
+
+def test_a_test_event_validates_and_is_new_each_time() -> None:
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    first_id, first = ping_event("app_1", now)
+    second_id, second = ping_event("app_1", now)
+    for body in (first, second):
+        Draft202012Validator(SCHEMA).validate(json.loads(body))
+    assert json.loads(first)["type"] == "portability.ping"
+    assert json.loads(first)["data"]["app_id"] == "app_1"
+    # A ping is never taken for a redelivery.
+    assert first_id != second_id
+    assert first != second
 
 
 def test_enums_match_the_code() -> None:

@@ -3,6 +3,10 @@ every late grant's copy (snapshot, then deltas) equal to the platform's state.""
 
 from __future__ import annotations
 
+import io
+
+from rich.console import Console
+
 from portability.broker import EmbeddedBroker
 from portability.demo import DemoOptions, DemoReport, Progress, run_demo
 from portability.settings import Settings
@@ -48,6 +52,11 @@ async def test_small_demo_delivers_everything_it_should(
     assert report.snapshot_records > 0
     assert report.snapshot_doubled == 0
     assert report.latency_p99_ms is not None
+    # Each consent's ledger head at the app is the platform's (the message log's writer's).
+    assert report.ledger_consents == report.consents + report.progress.late_grants
+    assert report.ledgers_equal == report.ledger_consents
+    assert report.ledger_events >= report.progress.verified  # every delta, pages, removals
+    assert report.ledger_mismatches == 0
     assert seen[0] == "granting consents"
     assert "streaming changes" in seen
     assert seen[-1] == "done"
@@ -85,3 +94,41 @@ def test_report_fails_on_snapshot_mismatches() -> None:
         "1 changes arrived both in a snapshot and as a delta after it",
     ]
     assert report.as_dict()["copies_equal"] == 2
+
+
+def test_report_fails_on_ledger_heads_that_differ() -> None:
+    report = DemoReport(
+        progress=Progress(phase="done"),
+        consents=10,
+        users=100,
+        apps=2,
+        expected=50,
+        missing=0,
+        unexpected=0,
+        leaks=0,
+        revoked_in_flight=0,
+        removals_missing=0,
+        deltas_after_removal=0,
+        verification_failures=0,
+        gaps=0,
+        snapshot_records=0,
+        copies_equal=0,
+        snapshot_doubled=0,
+        late_deltas=0,
+        retries=0,
+        latency_p50_ms=None,
+        latency_p95_ms=None,
+        latency_p99_ms=None,
+        ledger_consents=10,
+        ledgers_equal=9,
+        ledger_mismatches=2,
+    )
+
+    assert report.failures == [
+        "1 consents whose ledger head at the app differs from the platform's",
+        "2 events whose ledger value the app computed otherwise",
+    ]
+    console = Console(width=200, file=io.StringIO(), record=True)
+    console.print(report.table())
+    [line] = [x for x in console.export_text().splitlines() if "ledger heads equal" in x]
+    assert "9 of 10 (0 events)" in line

@@ -50,6 +50,7 @@ def role_environment(data_dir: Path, **settings: str) -> dict[str, str]:
         "PORTABILITY_MATCHER_GROUP": f"matcher-{unique}",
         "PORTABILITY_DELIVERY_GROUP": f"delivery-{unique}",
         "PORTABILITY_STATE_GROUP": f"state-{unique}",
+        "PORTABILITY_MESSAGES_GROUP": f"messages-{unique}",
         "PORTABILITY_KAFKA_REBALANCE_TIMEOUT_MS": "3000",
         "PORTABILITY_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "COLUMNS": "250",

@@ -83,7 +83,12 @@ async def test_a_role_whose_web_port_is_taken_exits_before_joining_its_group(
 
 @pytest.mark.parametrize(
     ("role", "number"),
-    [("matcher", signal.SIGTERM), ("worker", signal.SIGINT), ("pipeline", signal.SIGTERM)],
+    [
+        ("matcher", signal.SIGTERM),
+        ("worker", signal.SIGINT),
+        ("pipeline", signal.SIGTERM),
+        ("messages", signal.SIGINT),
+    ],
 )
 async def test_a_role_starts_without_errors_and_stops_on_a_signal(
     broker: EmbeddedBroker, tmp_path: Path, role: str, number: signal.Signals

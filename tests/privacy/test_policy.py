@@ -282,7 +282,8 @@ def test_one_policy_file_has_one_source_in_a_process(
         with caplog.at_level(logging.ERROR, logger="portability.privacy.loader"):
             assert not matcher_side.check()
             assert current_policy(settings) == SHIPPED  # the transfers role's next archive
-        assert len(caplog.records) == 1, caplog.text
+        # Counted at the level asked for: an earlier test may have left INFO records on.
+        assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1, caplog.text
         assert matcher_side.refusals == 1
     finally:
         reset_current_policy()

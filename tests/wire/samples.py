@@ -116,6 +116,7 @@ def app(**overrides: Any) -> AppRecord:
             "sealed:v1:k1:6Jm0Jc7bQ1yqkS3RZt8nSg2sN4mV1pQ7xY9zA0bC1dE2fG3hI4jK5lM6nO7pQ8rS9tU",
             "sealed:v1:k1:Zt8nSg2sN4mV1pQ7xY9zA0bC1dE2fG3hI4jK5lM6nO7pQ8rS9tU6Jm0Jc7bQ1yqkS3R",
         ],
+        "delivery_mode": "webhook",
     }
     record.update(overrides)  # type: ignore[typeddict-item]
     return record
@@ -134,6 +135,7 @@ def delivery(nested: AccountChange) -> DeliveryRecord:
         "source_offset": 1_234,
         "snapshot_epoch": 0,
         "rendered": None,
+        "ledger_digest": None,
     }
 
 

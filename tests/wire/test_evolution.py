@@ -285,6 +285,7 @@ def test_every_field_an_old_writer_may_lack_has_a_default() -> None:
     for name, record_name, field in [
         (SchemaName.APP, "App", "enabled"),
         (SchemaName.APP, "App", "sealed_signing_secrets"),
+        (SchemaName.APP, "App", "delivery_mode"),
         (SchemaName.CONSENT, "Consent", "revoked_at"),
         (SchemaName.ACCOUNT_CHANGE, "Profile", "bio"),
     ]:
@@ -331,3 +332,19 @@ def test_worker_from_before_sealing_finds_no_secret_in_current_records(codec: Av
     assert decoded == _strip(dict(app()), "sealed_signing_secrets")
     assert isinstance(decoded, dict)
     assert decoded["signing_secrets"] == []
+
+
+# --- delivery modes (app.avsc) -------------------------------------------------------------------
+
+
+async def test_app_written_before_delivery_modes_reads_as_a_webhook_app(
+    registry: InProcessSchemaRegistry, codec: AvroCodec
+) -> None:
+    """A record from before poll mode: the worker keeps POSTing to its webhook URL."""
+    written = _strip(dict(app()), "delivery_mode")
+    schema = _without_field(SchemaName.APP, "App", "delivery_mode")
+    data = await _frame(registry, codec, SchemaName.APP, schema, written)
+
+    decoded = await codec.decode_fetching(SchemaName.APP, data)
+
+    assert decoded == {**written, "delivery_mode": "webhook"}

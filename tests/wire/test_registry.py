@@ -310,6 +310,8 @@ async def test_codec_end_to_end(
             topics.matcher_checkpoints,
             topics.delivery_status,
             topics.notifications,
+            topics.delivery_log,
+            topics.delivery_ledger,
         )
     }
     assert set(server.levels.values()) == {"BACKWARD"}

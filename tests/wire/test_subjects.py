@@ -21,6 +21,8 @@ TOPIC_OF = {
     SchemaName.MATCHER_CHECKPOINT: "matcher.checkpoints",
     SchemaName.DELIVERY_STATUS: "delivery.status",
     SchemaName.NOTIFICATION: "notifications",
+    SchemaName.DELIVERY_LOG_ENTRY: "delivery.log",
+    SchemaName.LEDGER_HEAD: "delivery.ledger",
 }
 FULL_NAME_OF = {
     SchemaName.ACCOUNT_CHANGE: "portability.v1.AccountChange",
@@ -30,6 +32,8 @@ FULL_NAME_OF = {
     SchemaName.MATCHER_CHECKPOINT: "portability.v1.MatcherCheckpoint",
     SchemaName.DELIVERY_STATUS: "portability.v1.DeliveryStatus",
     SchemaName.NOTIFICATION: "portability.v1.Notification",
+    SchemaName.DELIVERY_LOG_ENTRY: "portability.v1.DeliveryLogEntry",
+    SchemaName.LEDGER_HEAD: "portability.v1.LedgerHead",
 }
 
 

@@ -6,6 +6,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from portability.wire import TopicNames, TopicSpec, consent_key, partition_for_user, pipeline_topics
+from portability.wire.topics import partition_for_app
 
 _USERS = [
     "u-1",
@@ -81,6 +82,9 @@ def test_topic_names_with_prefix() -> None:
         notifications="t1.notifications",
         deliveries_retry="t1.deliveries.retry",
         state_changelog="t1.state.changelog",
+        delivery_log="t1.delivery.log",
+        delivery_ledger="t1.delivery.ledger",
+        feed="t1.feed",
     )
     assert TopicNames.with_prefix().account_changes == "account.changes"
 
@@ -90,7 +94,7 @@ def test_pipeline_topics_layout() -> None:
     specs = {spec.name: spec for spec in pipeline_topics(names, partitions=6)}
     day_ms = 24 * 3600 * 1000
 
-    assert len(specs) == 10, "every topic once"
+    assert len(specs) == 13, "every topic once"
     assert specs == {
         "p.account.changes": TopicSpec("p.account.changes", 6, "delete", 7 * day_ms),
         "p.consents": TopicSpec("p.consents", 6, "compact"),
@@ -102,7 +106,26 @@ def test_pipeline_topics_layout() -> None:
         "p.notifications": TopicSpec("p.notifications", 6, "delete", 7 * day_ms),
         "p.deliveries.retry": TopicSpec("p.deliveries.retry", 6, "delete", 7 * day_ms),
         "p.state.changelog": TopicSpec("p.state.changelog", 6, "compact"),
+        "p.delivery.log": TopicSpec("p.delivery.log", 6, "delete", 7 * day_ms),
+        "p.delivery.ledger": TopicSpec("p.delivery.ledger", 6, "compact"),
+        "p.feed": TopicSpec("p.feed", 6, "delete", 7 * day_ms),
     }
+
+
+def test_the_feed_keeps_events_for_its_setting() -> None:
+    names = TopicNames.with_prefix()
+    specs = {s.name: s for s in pipeline_topics(names, 3, feed_retention_days=2)}
+
+    assert specs[names.feed].configs() == {
+        "cleanup.policy": "delete",
+        "retention.ms": str(2 * 24 * 3600 * 1000),
+    }
+
+
+def test_an_apps_feed_events_share_one_partition() -> None:
+    """Keyed by app id with Kafka's partitioner, as a producer given the key would place them."""
+    assert partition_for_app("app_1", 6) == partition_for_user("app_1", 6)
+    assert {partition_for_app(f"app_{n}", 6) for n in range(100)} == set(range(6))
 
 
 @pytest.mark.parametrize("partitions", [1, 3, 12])
@@ -118,6 +141,7 @@ def test_co_partitioned_topics_share_the_partition_count(partitions: int) -> Non
         names.notifications,
         names.deliveries_retry,
         names.state_changelog,
+        names.delivery_ledger,
     ]
     assert {specs[name].partitions for name in co_partitioned} == {partitions}
     compacted = {name for name, spec in specs.items() if spec.cleanup_policy == "compact"}
@@ -127,6 +151,7 @@ def test_co_partitioned_topics_share_the_partition_count(partitions: int) -> Non
         names.matcher_checkpoints,
         names.delivery_status,
         names.state_changelog,
+        names.delivery_ledger,
     }
 
 

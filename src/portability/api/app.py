@@ -9,8 +9,12 @@ from sqlalchemy.engine import Engine
 from portability.api.auth import Authenticator
 from portability.api.delivery_status import DeliveryStatusBoard
 from portability.api.dependencies import ApiContext
-from portability.api.errors import install_error_handlers
+from portability.api.disclosure_routes import disclosures_router
+from portability.api.errors import ERROR_RESPONSES, install_error_handlers
+from portability.api.feed_routes import feed_router
+from portability.api.ledger_routes import ledger_router
 from portability.api.limits import BodyLimit
+from portability.api.message_routes import messages_router
 from portability.api.operator_status import OperatorStatus
 from portability.api.ratelimit import RateLimiter
 from portability.api.routes import router
@@ -18,6 +22,9 @@ from portability.api.status_page import status_router
 from portability.consent import ConsentService
 from portability.consent.transfer_requests import TransferStore
 from portability.delivery.replay import Replayer
+from portability.messages.actions import MessageActions
+from portability.messages.disclosures import DisclosureReports
+from portability.messages.feed_reader import FeedReader
 from portability.ops.metrics import api_registry
 from portability.sealing import SecretsKeys
 from portability.settings import Settings
@@ -52,6 +59,8 @@ def create_app(
     client_rate_limiter: RateLimiter | None = None,
     replayer: Replayer | None = None,
     operator_status: OperatorStatus | None = None,
+    message_actions: MessageActions | None = None,
+    feed_reader: FeedReader | None = None,
 ) -> FastAPI:
     """The API on the consent store behind ``engine`` (its schema must be initialised).
 
@@ -69,6 +78,10 @@ def create_app(
         operator_status: The sources of the operator status page (``/status``) and of the
             lag and dead-letter metrics (``/metrics``); default the store and
             ``status_board`` only, without Kafka.
+        message_actions: Resends and test events (its owner starts and stops it); default
+            one without Kafka, which answers them 503 but still reads the message log.
+        feed_reader: Reads poll-mode apps' feeds (its owner stops it); default one without
+            Kafka, which answers 503.
 
     Returns:
         The application; OpenAPI at ``/openapi.json``, docs at ``/docs`` and ``/redoc``
@@ -96,6 +109,7 @@ def create_app(
         status_board=board,
         replayer=replayer or Replayer(settings, engine, None),
         transfers=TransferStore(engine, expiry_s=settings.transfer_expiry_s),
+        messages=message_actions or MessageActions(settings, engine, None),
     )
     status = operator_status or OperatorStatus(settings, engine, board)
     api.state.operator_status = status
@@ -103,5 +117,11 @@ def create_app(
     install_error_handlers(api)
     api.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     api.include_router(router)
+    api.include_router(messages_router, prefix="/v1", responses=ERROR_RESPONSES)
+    api.include_router(ledger_router, prefix="/v1", responses=ERROR_RESPONSES)
+    api.state.disclosures = DisclosureReports(engine, service)
+    api.include_router(disclosures_router)
+    api.state.feed = feed_reader or FeedReader(None)
+    api.include_router(feed_router)
     api.include_router(status_router)
     return api

@@ -16,6 +16,7 @@ from portability.api.dependencies import (
 from portability.api.errors import ApiError
 from portability.api.requests import (
     AppRegistrationRequest,
+    DeliveryModeUpdate,
     ReviewRequest,
     SecretRotationRequest,
     WebhookUpdate,
@@ -43,7 +44,11 @@ def register_app(body: AppRegistrationRequest, context: Context) -> AppRegistrat
     Registrations count towards the per-client limit of requests without a token (429).
     """
     registration = context.service.apply_for_app(
-        body.name, body.webhook_url, body.use_case, list(body.requested_scopes)
+        body.name,
+        body.webhook_url or "",
+        body.use_case,
+        list(body.requested_scopes),
+        delivery_mode=body.delivery_mode,
     )
     return AppRegistrationResponse(
         app=AppResponse.of(registration.app),
@@ -110,6 +115,23 @@ def set_webhook(
     visible_app(context, caller, app_id)
     caller.require("app", "operator")
     return AppResponse.of(context.service.set_webhook_url(app_id, body.webhook_url))
+
+
+@apps_router.put("/apps/{app_id}/delivery-mode")
+def set_delivery_mode(
+    app_id: AppId, body: DeliveryModeUpdate, context: Context, caller: Caller
+) -> AppResponse:
+    """Switch how the app receives: ``webhook`` or ``poll`` (the app itself, or an operator).
+
+    Events produced after the switch go the new way. Switching to ``webhook`` needs a URL
+    (``webhook_url``, or the one the app kept); a poll app reads its events from
+    ``GET /v1/apps/{app_id}/feed``. Read the feed to its end before switching back to
+    webhooks: a webhook app's feed is not served (409).
+    """
+    visible_app(context, caller, app_id)
+    caller.require("app", "operator")
+    view = context.service.set_delivery_mode(app_id, body.delivery_mode, body.webhook_url)
+    return AppResponse.of(view)
 
 
 _IDEMPOTENCY_KEY = "Names the rotation: the same key again changes nothing (as the body's)."

@@ -15,6 +15,7 @@ from portability.api.requests import ID_PATTERN
 from portability.consent import AppView, ConsentService, ConsentView
 from portability.consent.transfer_requests import TransferStore
 from portability.delivery.replay import Replayer
+from portability.messages.actions import MessageActions
 from portability.settings import Settings
 
 __all__ = [
@@ -40,6 +41,7 @@ class ApiContext:
     status_board: DeliveryStatusBoard
     replayer: Replayer
     transfers: TransferStore
+    messages: MessageActions
 
 
 _bearer = HTTPBearer(auto_error=False, description="Platform, operator or app API key.")

@@ -27,10 +27,12 @@ from pydantic import (
 
 from portability.api.errors import shown
 from portability.consent.models import ConsentMode
+from portability.wire.records import DeliveryMode
 
 __all__ = [
     "ID_PATTERN",
     "AppRegistrationRequest",
+    "DeliveryModeUpdate",
     "GrantRequest",
     "ReplayRequest",
     "ReviewRequest",
@@ -86,10 +88,20 @@ class AppRegistrationRequest(_Body):
         pattern=_TEXT,
         description="What the app does with each scope it requests (reviewed by an operator).",
     )
-    webhook_url: str = Field(
-        min_length=1, max_length=2048, pattern=_TEXT, description="An http(s) URL with a host."
+    webhook_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        pattern=_TEXT,
+        description="An http(s) URL with a host; required for delivery_mode webhook, optional "
+        "for poll.",
     )
     requested_scopes: list[Scope] = Field(min_length=1, max_length=6)
+    delivery_mode: DeliveryMode = Field(
+        default="webhook",
+        description="webhook: events are POSTed to webhook_url; poll: the app reads them from "
+        "GET /v1/apps/{app_id}/feed.",
+    )
 
 
 class WebhookUpdate(_Body):
@@ -101,6 +113,29 @@ class WebhookUpdate(_Body):
 
     webhook_url: str = Field(
         min_length=1, max_length=2048, pattern=_TEXT, description="An http(s) URL with a host."
+    )
+
+
+class DeliveryModeUpdate(_Body):
+    """How the app receives from now on: webhooks (with a URL) or its pull feed."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"delivery_mode": "poll"},
+                {"delivery_mode": "webhook", "webhook_url": "https://archivepal.example/hooks"},
+            ]
+        },
+    )
+
+    delivery_mode: DeliveryMode
+    webhook_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        pattern=_TEXT,
+        description="An http(s) URL with a host: switching to webhook needs one, this or the "
+        "app's current one.",
     )
 
 

@@ -17,7 +17,7 @@ from portability.consent.models import (
 )
 from portability.consent.replays import ReplayView
 from portability.consent.transfer_requests import TransferView, download_url
-from portability.wire.records import Category, RemovalReason
+from portability.wire.records import Category, DeliveryMode, RemovalReason
 
 __all__ = [
     "AppListResponse",
@@ -39,7 +39,12 @@ class AppResponse(BaseModel):
     app_id: str
     name: str
     use_case: str
-    webhook_url: str
+    webhook_url: str = Field(
+        description="Where webhooks are POSTed; empty for a poll app without one."
+    )
+    delivery_mode: DeliveryMode = Field(
+        description="webhook: events are POSTed to webhook_url; poll: read from the app's feed."
+    )
     requested_scopes: list[Category]
     approved_scopes: list[Category]
     review_status: ReviewStatus
@@ -64,6 +69,7 @@ class AppResponse(BaseModel):
             name=view.name,
             use_case=view.use_case,
             webhook_url=view.webhook_url,
+            delivery_mode=view.delivery_mode,
             requested_scopes=list(view.requested_scopes),
             approved_scopes=list(view.approved_scopes),
             review_status=view.review_status,

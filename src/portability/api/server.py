@@ -1,9 +1,9 @@
 """``portability api``: the API under uvicorn, with its background tasks.
 
 Besides serving requests, the process expires due consents and ends secret-rotation overlaps
-every ``api_sweep_interval_s``; with Kafka configured it also runs the outbox relay, follows
-the delivery.status topic for the status route, samples consumer lag and counts dead letters
-for the operator status page and ``/metrics``.
+every ``api_sweep_interval_s``; with Kafka configured it also runs the outbox relay and the
+message log's writer, follows the delivery.status topic for the status route, samples
+consumer lag and counts dead letters for the operator status page and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import uvicorn
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from portability.api.app import create_app
@@ -24,6 +25,9 @@ from portability.consent import ConsentService, OutboxRelay, create_store_engine
 from portability.consent.resealing import seal_clear_secrets
 from portability.consent.transfer_requests import TransferStore, delete_archive
 from portability.delivery.replay import Replayer
+from portability.messages.actions import MessageActions
+from portability.messages.feed_reader import FeedReader
+from portability.messages.writer import MessageLogWriter
 from portability.ops.lifecycle import listening_socket
 from portability.runtime import Runtime
 from portability.sealing import SecretsKeys
@@ -54,19 +58,31 @@ async def serve_api(settings: Settings, stop: asyncio.Event) -> None:
     runtime: Runtime | None = None
     relay: OutboxRelay | None = None
     replayer: Replayer | None = None
+    messages: MessageActions | None = None
+    writer: MessageLogWriter | None = None
     operator_status = OperatorStatus(settings, engine, board)
     try:
         if settings.kafka_bootstrap:
             runtime = await Runtime.open(settings, settings.kafka_bootstrap)
             relay = OutboxRelay(engine, runtime)
             await relay.start()
-            background += [relay.run(stop), follow_delivery_status(runtime, board, stop)]
+            # The message log's writer: the embedded mode stores the log with nothing more to
+            # run (a separate `portability messages` joins the same group).
+            writer = await _started_writer(runtime, engine)
+            background += [
+                relay.run(stop),
+                follow_delivery_status(runtime, board, stop),
+                writer.run(stop),
+            ]
             background += operator_status.follow_kafka(settings.kafka_bootstrap, stop)
         else:
             _log.info("no PORTABILITY_KAFKA_BOOTSTRAP: no relay or replay, status unknown")
         # Started with or without Kafka: it also fails replays a previous process left running.
         replayer = Replayer(settings, engine, runtime)
         await replayer.start()
+        # Resends and test events (they need Kafka; without it they are answered 503).
+        messages = MessageActions(settings, engine, runtime)
+        await messages.start()
         background.append(sweep(ConsentService(engine), settings, stop, transfers))
         tasks = [asyncio.create_task(coroutine) for coroutine in background]
         background.clear()  # the tasks own them now
@@ -77,6 +93,9 @@ async def serve_api(settings: Settings, stop: asyncio.Event) -> None:
                 status_board=board,
                 replayer=replayer,
                 operator_status=operator_status,
+                message_actions=messages,
+                # Poll-mode apps' feeds (503 without Kafka); stopped with the server.
+                feed_reader=(feed := FeedReader(runtime)),
             ),
             host=settings.api_host,
             port=settings.api_port,
@@ -91,19 +110,31 @@ async def serve_api(settings: Settings, stop: asyncio.Event) -> None:
             await server.serve(sockets=[listener])
         finally:
             stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, feed.stop(), return_exceptions=True)
     finally:
         stop.set()  # arms the watchdog of the stop (portability.ops.lifecycle)
         listener.close()
         for unstarted in background:
             unstarted.close()  # made but never a task (a failed start): nothing to warn about
-        if replayer is not None:
-            await replayer.stop()
-        if relay is not None:
-            await relay.stop()
+        await _stop(replayer, messages, relay, writer)
         if runtime is not None:
             await runtime.close()
         engine.dispose()
+
+
+async def _started_writer(runtime: Runtime, engine: Engine) -> MessageLogWriter:
+    writer = MessageLogWriter(runtime, engine)
+    await writer.start()
+    return writer
+
+
+async def _stop(
+    *parts: Replayer | MessageActions | OutboxRelay | MessageLogWriter | None,
+) -> None:
+    """Stop the parts that were made, in the order given (those using Kafka before it)."""
+    for part in parts:
+        if part is not None:
+            await part.stop()
 
 
 class _Server(uvicorn.Server):

@@ -8,7 +8,7 @@ runs embedded. One module per command group; this one puts the tree together, in
 
 from __future__ import annotations
 
-from portability.cli import consents, demo, dlq, receiver, roles, topics
+from portability.cli import consents, demo, disclosures, dlq, receiver, roles, topics
 from portability.cli.changes import changes_app
 from portability.cli.root import app
 from portability.cli.secrets import secrets_app
@@ -28,9 +28,11 @@ app.command()(roles.matcher)
 app.command()(roles.worker)
 app.command()(roles.relay)
 app.command()(roles.transfers)
+app.command()(roles.messages)
 app.command()(roles.pipeline)
 app.command()(roles.api)
 app.command()(receiver.receiver)
+app.command()(disclosures.disclosures)
 app.command()(demo.demo)
 
 

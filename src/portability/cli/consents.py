@@ -51,16 +51,29 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
 @apps_app.command("register")
 def apps_register(
     name: Annotated[str, typer.Argument(help="Display name.")],
-    webhook_url: Annotated[str, typer.Argument(help="Where deliveries are POSTed.")],
+    webhook_url: Annotated[
+        str,
+        typer.Argument(help="Where deliveries are POSTed (optional with --delivery-mode poll)."),
+    ] = "",
     app_id: Annotated[str | None, typer.Option("--id", help="Choose the app id.")] = None,
+    delivery_mode: Annotated[
+        str,
+        typer.Option(
+            help="webhook (events POSTed to WEBHOOK_URL) or poll (the app reads them from "
+            "GET /v1/apps/{app_id}/feed)."
+        ),
+    ] = "webhook",
 ) -> None:
-    """Register an app; prints its id and webhook signing secret (shown once)."""
-    view = root.guarded(lambda: _service().register_app(name, webhook_url, app_id))
+    """Register an app; prints its id, delivery mode and webhook signing secret (shown once)."""
+    view = root.guarded(
+        lambda: _service().register_app(name, webhook_url, app_id, delivery_mode=delivery_mode)
+    )
     print(
         json.dumps(
             {
                 "app_id": view.app_id,
                 "webhook_url": view.webhook_url,
+                "delivery_mode": view.delivery_mode,
                 "signing_secret": view.signing_secret,
             }
         )
@@ -72,7 +85,16 @@ def apps_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List registered apps."""
     views = root.guarded(lambda: _service().list_apps())
     _print_rows(
-        [{"app_id": v.app_id, "name": v.name, "webhook_url": v.webhook_url} for v in views], as_json
+        [
+            {
+                "app_id": v.app_id,
+                "name": v.name,
+                "delivery_mode": v.delivery_mode,
+                "webhook_url": v.webhook_url,
+            }
+            for v in views
+        ],
+        as_json,
     )
 
 

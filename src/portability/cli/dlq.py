@@ -26,10 +26,11 @@ dlq_app = typer.Typer(
 
 
 _DlqStage = Annotated[
-    Literal["matcher", "state", "delivery"] | None,
+    Literal["matcher", "state", "delivery", "messages"] | None,
     typer.Option(
         "--stage",
-        help="Only letters written by the matcher, the current-state view or the delivery worker.",
+        help="Only letters written by the matcher, the current-state view, the delivery worker "
+        "or the message log's writer.",
     ),
 ]
 _DlqSourceTopic = Annotated[

@@ -12,7 +12,7 @@ import typer
 
 from portability.cli import root
 
-__all__ = ["api", "broker", "matcher", "pipeline", "relay", "transfers", "worker"]
+__all__ = ["api", "broker", "matcher", "messages", "pipeline", "relay", "transfers", "worker"]
 
 
 def broker(
@@ -58,15 +58,28 @@ def transfers() -> None:
     _worker("transfers")
 
 
+def messages() -> None:
+    """Run the message log's writer: delivery.log into the consent store, retention enforced.
+
+    Stores every webhook message and delivery attempt (what apps and operators query) and the
+    records each delivered message disclosed, in batches, in the consumer group
+    PORTABILITY_MESSAGES_GROUP (scale out by starting more); deletes what is older than
+    PORTABILITY_MESSAGE_RETENTION_DAYS / PORTABILITY_DISCLOSURE_RETENTION_DAYS, hourly.
+    `portability api` runs one too: this role is for storing apart from the API.
+    """
+    _worker("messages")
+
+
 def pipeline() -> None:
-    """Run relay, matcher, delivery worker and transfers in one process."""
-    _worker("relay", "matcher", "delivery", "transfers")
+    """Run relay, matcher, delivery worker, transfers and the message log in one process."""
+    _worker("relay", "matcher", "delivery", "transfers", "messages")
 
 
 def api() -> None:
     """Serve the consent API (OpenAPI at /docs) on PORTABILITY_API_HOST:PORTABILITY_API_PORT.
 
-    With a broker configured it also runs the outbox relay and follows delivery.status.
+    With a broker configured it also runs the outbox relay, the message log's writer, and
+    follows delivery.status.
     """
     from portability.api.server import serve_api
 

@@ -32,6 +32,7 @@ from portability.consent.validation import (
     MAX_REASON,
     MAX_USE_CASE,
     check_app_fields,
+    check_delivery,
     check_text,
     check_webhook_url,
     parse_categories,
@@ -89,6 +90,7 @@ class Apps:
         *,
         use_case: str = "",
         requested_scopes: Sequence[str] = (ALL_CATEGORIES,),
+        delivery_mode: str = "webhook",
     ) -> AppView:
         """Register an app, approved for the scopes it requests, and publish it.
 
@@ -98,18 +100,28 @@ class Apps:
         Args:
             name: Display name, 1 to 200 characters.
             webhook_url: An ``http(s)://`` URL with a host (``https`` outside development
-                mode); its host must pass the service's webhook policy.
+                mode); its host must pass the service's webhook policy. ``""`` for a poll
+                app without one.
             app_id: A chosen id (letters, digits, ``_.:-``, at most 64); default
                 ``app_<12 hex>``.
             use_case: What the app does with the data.
             requested_scopes: Categories (or ``"all"``); default every category.
+            delivery_mode: ``webhook`` (default) or ``poll`` (events read from the app's
+                pull feed instead of POSTed).
 
         Raises:
             InvalidRequestError: A bad argument, or ``app_id`` is already registered.
         """
         scopes = parse_categories(requested_scopes, "requested_scopes")
         return self._register(
-            name, webhook_url, app_id, use_case, scopes, approved=True, api_key_hash=None
+            name,
+            webhook_url,
+            app_id,
+            use_case,
+            scopes,
+            approved=True,
+            api_key_hash=None,
+            delivery_mode=delivery_mode,
         )
 
     def apply_for_app(
@@ -119,8 +131,12 @@ class Apps:
         use_case: str,
         requested_scopes: Sequence[str],
         app_id: str | None = None,
+        *,
+        delivery_mode: str = "webhook",
     ) -> AppRegistration:
         """A developer's self-registration: a pending app with an API key, awaiting review.
+
+        The arguments are :meth:`register_app`'s.
 
         Raises:
             InvalidRequestError: A bad argument (a use case is required), or ``app_id`` is
@@ -140,6 +156,7 @@ class Apps:
             scopes,
             approved=False,
             api_key_hash=hash_api_key(api_key),
+            delivery_mode=delivery_mode,
         )
         return AppRegistration(view, api_key)
 
@@ -153,8 +170,9 @@ class Apps:
         *,
         approved: bool,
         api_key_hash: str | None,
+        delivery_mode: str,
     ) -> AppView:
-        check_app_fields(name, webhook_url, app_id, self._webhook_policy)
+        mode = check_app_fields(name, webhook_url, app_id, self._webhook_policy, delivery_mode)
         check_text("use_case", use_case, MAX_USE_CASE)
         now = utc_now()
         app = App(
@@ -167,6 +185,7 @@ class Apps:
             approved_scopes=scopes if approved else "",
             review_status="approved" if approved else "pending",
             api_key_hash=api_key_hash,
+            delivery_mode=mode,
         )
         try:
             with Session(self._engine) as session, session.begin():
@@ -306,6 +325,28 @@ class Apps:
                 return AppView.of(app, self._keys)
             app.webhook_url = webhook_url
             return publish_app(session, app, at, self._keys)
+
+    def set_delivery_mode(
+        self, app_id: str, delivery_mode: str, webhook_url: str | None = None
+    ) -> AppView:
+        """Switch how the app receives: ``webhook`` (POSTed) or ``poll`` (its pull feed).
+
+        Events produced after the switch go the new way; those already in the feed stay
+        there until its retention. Switching to ``webhook`` needs a URL: ``webhook_url``,
+        or the one the app kept.
+
+        Raises:
+            InvalidRequestError: An unknown mode, a webhook app without an allowed URL.
+            NotFoundError: No such app.
+        """
+        with Session(self._engine) as session, session.begin():
+            app = require_app(session, app_id, for_update=True)
+            url = app.webhook_url if webhook_url is None else webhook_url
+            mode = check_delivery(delivery_mode, url, self._webhook_policy)
+            if (app.delivery_mode, app.webhook_url) == (mode, url):
+                return AppView.of(app, self._keys)
+            app.delivery_mode, app.webhook_url = mode, url
+            return publish_app(session, app, utc_now(), self._keys)
 
     def end_secret_overlaps(self, now: datetime | None = None) -> list[AppView]:
         """Drop previous secrets whose overlap ended at or before ``now``, and publish each app.

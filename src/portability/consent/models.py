@@ -137,6 +137,13 @@ class App(SQLModel, table=True):
         description="JSON list, newest first, of the live secrets: each sealed, with the end "
         "of its overlap (None: the current one) and its rotation's idempotency key hash.",
     )
+    delivery_mode: str = Field(
+        default="webhook",
+        max_length=16,
+        sa_column_kwargs={"server_default": "webhook"},
+        description="webhook (POSTed to webhook_url) or poll (read from the app's pull feed; "
+        "webhook_url may then be empty). Migration 0010.",
+    )
 
 
 class Consent(SQLModel, table=True):

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from portability.consent._time import normalize
 from portability.consent.errors import InvalidRequestError
 from portability.webhooks.egress import EgressPolicy, EgressRefusedError
-from portability.wire.records import CATEGORIES
+from portability.wire.records import CATEGORIES, DELIVERY_MODES, DeliveryMode
 
 __all__ = [
     "ALL_CATEGORIES",
@@ -25,6 +25,7 @@ __all__ = [
     "STATUSES",
     "check_app_fields",
     "check_choice",
+    "check_delivery",
     "check_expiry",
     "check_text",
     "check_user_id",
@@ -97,15 +98,45 @@ def check_expiry(expires_at: datetime | None, now: datetime) -> datetime | None:
     return expires
 
 
-def check_app_fields(name: str, webhook_url: str, app_id: str | None, policy: EgressPolicy) -> None:
-    """Refuse a blank or long name, a webhook URL ``policy`` refuses, or a malformed id."""
+def check_app_fields(
+    name: str,
+    webhook_url: str,
+    app_id: str | None,
+    policy: EgressPolicy,
+    delivery_mode: str = "webhook",
+) -> DeliveryMode:
+    """Refuse a blank or long name, a delivery :func:`check_delivery` refuses, or a malformed
+    id; the delivery mode, checked."""
     if not name.strip() or len(name) > _MAX_NAME:
         raise InvalidRequestError(f"name must be 1 to {_MAX_NAME} characters, not blank")
-    check_webhook_url(webhook_url, policy)
+    mode = check_delivery(delivery_mode, webhook_url, policy)
     if app_id is not None and not _APP_ID.fullmatch(app_id):
         raise InvalidRequestError(
             f"app_id {app_id!r} must be 1 to 64 letters, digits or _ . : -, or omitted"
         )
+    return mode
+
+
+def check_delivery(delivery_mode: str, webhook_url: str, policy: EgressPolicy) -> DeliveryMode:
+    """``delivery_mode`` if the app can receive that way with ``webhook_url``.
+
+    A webhook app needs a URL the rules allow. A poll app needs none (``""``), since its
+    events wait in its feed; a URL it keeps (for switching back) must still be allowed.
+    """
+    if delivery_mode not in DELIVERY_MODES:
+        raise InvalidRequestError(
+            f"unknown delivery_mode {delivery_mode!r}: use webhook (events POSTed to your "
+            "webhook_url) or poll (read them from GET /v1/apps/{app_id}/feed)"
+        )
+    mode: DeliveryMode = "poll" if delivery_mode == "poll" else "webhook"
+    if mode == "webhook" and not webhook_url:
+        raise InvalidRequestError(
+            "webhook_url is required for delivery_mode webhook: give the URL deliveries are "
+            "POSTed to, or choose delivery_mode poll to read events from the app's feed"
+        )
+    if webhook_url:
+        check_webhook_url(webhook_url, policy)
+    return mode
 
 
 def check_webhook_url(webhook_url: str, policy: EgressPolicy) -> None:

@@ -9,7 +9,13 @@ from typing import cast
 from portability.consent.models import App, Consent, ConsentMode, ConsentStatus, ReviewStatus
 from portability.consent.signing_secrets import SigningSecrets
 from portability.sealing import SecretsKeys
-from portability.wire.records import AppRecord, Category, ConsentRecord, RemovalReason
+from portability.wire.records import (
+    AppRecord,
+    Category,
+    ConsentRecord,
+    DeliveryMode,
+    RemovalReason,
+)
 
 __all__ = ["AppView", "ConsentView"]
 
@@ -33,6 +39,8 @@ class AppView:
         review_status: ``pending``, ``approved`` or ``rejected``.
         review_reason: The operator's reason, if given.
         enabled: Whether deliveries to the app may flow at all.
+        delivery_mode: ``webhook`` (POSTed to ``webhook_url``) or ``poll`` (read from the
+            app's pull feed; ``webhook_url`` may then be ``""``).
     """
 
     app_id: str
@@ -47,6 +55,7 @@ class AppView:
     review_status: ReviewStatus = "approved"
     review_reason: str | None = None
     enabled: bool = True
+    delivery_mode: DeliveryMode = "webhook"
 
     @classmethod
     def of(cls, app: App, keys: SecretsKeys | None = None) -> AppView:
@@ -64,6 +73,7 @@ class AppView:
             review_status=cast("ReviewStatus", app.review_status),
             review_reason=app.review_reason,
             enabled=app.enabled,
+            delivery_mode=cast("DeliveryMode", app.delivery_mode),
         )
 
     @property
@@ -99,6 +109,7 @@ class AppView:
             enabled=self.can_receive,
             version=self.version,
             sealed_signing_secrets=self.secrets.sealed_values(),
+            delivery_mode=self.delivery_mode,
         )
 
     def to_sending_record(self) -> AppRecord:
@@ -111,6 +122,7 @@ class AppView:
             enabled=self.can_receive,
             version=self.version,
             sealed_signing_secrets=[],
+            delivery_mode=self.delivery_mode,
         )
 
 

@@ -13,14 +13,17 @@ import logging
 import time
 from collections.abc import Mapping
 
+from portability.delivery.delivery_log import DeliveryLog
 from portability.delivery.directory import Directory
 from portability.delivery.endpoints import Endpoint, Endpoints
+from portability.delivery.feed import FeedWriter
 from portability.delivery.lanes import Item, Lane
+from portability.delivery.ledger_book import Extension, LedgerBook
 from portability.delivery.sender import Outcome, WebhookSender
 from portability.delivery.stats import DeliveryStats
 from portability.delivery.status import StatusBoard
 from portability.settings import Settings
-from portability.webhooks.payload import head_delta_event, notification_event
+from portability.webhooks.payload import DELTA_EVENT_TYPE, head_delta_event, notification_event
 from portability.wire.records import AppRecord
 
 __all__ = ["Attempts"]
@@ -44,8 +47,14 @@ class Attempts:
         lanes: Mapping[str, Lane],
         stats: DeliveryStats,
         status: StatusBoard,
+        log: DeliveryLog,
+        ledgers: LedgerBook,
+        feed: FeedWriter,
     ) -> None:
         self.sender = WebhookSender(settings)
+        self.log = log
+        self.ledgers = ledgers
+        self.feed = feed
         self.endpoints = Endpoints(settings)
         self._directory = directory
         self._lanes = lanes
@@ -59,6 +68,10 @@ class Attempts:
         if app is None or (notification is None and not app["enabled"]):
             # A disabled app is still told that its consents ended (reason app_disabled).
             return Outcome(False, None, f"app {items[0].app_id} unknown or disabled", True)
+        if app.get("delivery_mode") == "poll":
+            # The last hop only differs: appended to the app's feed (no endpoint, no
+            # signature: the API authenticates the app that reads it).
+            return await self._append(app, items)
         if self._directory.secrets_problem(app["app_id"]) is not None:
             # This worker's key, not the app's endpoint, is at fault: retried, never sent
             # unsigned, not held against the endpoint's circuit. The detail (key ids, where
@@ -71,20 +84,55 @@ class Attempts:
                 await self.endpoints.pace(endpoint)
             async with self._slots:
                 self._stats.requests += 1
-                outcome = await self._post(app, items)
+                extension = self.ledgers.extension(items[0].consent_id, items)
+                message_id, body = self._body(items, extension.values)
+                started, clock = time.time(), time.monotonic()
+                outcome = await self.sender.post_event(app, message_id, body)
+                self._settle(app, items, (message_id, body), (started, clock), outcome, extension)
         self.endpoints.record(endpoint, outcome)
-        self._stats.requested(app["app_id"], outcome.ok)
         return outcome
 
-    async def _post(self, app: AppRecord, items: list[Item]) -> Outcome:
+    async def _append(self, app: AppRecord, items: list[Item]) -> Outcome:
+        async with self._slots:
+            self._stats.requests += 1
+            extension = self.ledgers.extension(items[0].consent_id, items)
+            message_id, body = self._body(items, extension.values)
+            started, clock = time.time(), time.monotonic()
+            event_type = (
+                items[0].notification["event_type"]
+                if items[0].notification is not None
+                else DELTA_EVENT_TYPE
+            )
+            outcome = await self.feed.append(
+                app, message_id, body, consent_id=items[0].consent_id, event_type=event_type
+            )
+            self._settle(app, items, (message_id, body), (started, clock), outcome, extension)
+        return outcome
+
+    def _settle(
+        self,
+        app: AppRecord,
+        items: list[Item],
+        message: tuple[str, bytes],
+        clock: tuple[float, float],
+        outcome: Outcome,
+        extension: Extension,
+    ) -> None:
+        """Log the attempt; past a success, the consent's chain moves on."""
+        started, monotonic_start = clock
+        duration = (started, time.monotonic() - monotonic_start)
+        self.log.attempted(app, *message, items, duration, outcome, extension.logged)
+        if outcome.ok:
+            self.ledgers.delivered(items[0].consent_id, items, extension)
+        self._stats.requested(app["app_id"], outcome.ok)
+
+    @staticmethod
+    def _body(items: list[Item], ledgers: list[str]) -> tuple[str, bytes]:
         notification = items[0].notification
         if notification is not None:
-            msg_id, body = notification_event(notification)
-            return await self.sender.post_event(app, msg_id, body)
-        msg_id, body = head_delta_event(
-            [item.delivery for item in items if item.delivery is not None]
-        )
-        return await self.sender.post_event(app, msg_id, body)
+            return notification_event(notification, ledgers[0])
+        heads = [item.delivery for item in items if item.delivery is not None]
+        return head_delta_event(heads, ledgers)
 
     def log_failure(self, lane: Lane, items: list[Item], outcome: Outcome, attempt: int) -> None:
         self._stats.failures += 1

@@ -22,6 +22,7 @@ from portability.delivery.dead_lettering import DeadLettering
 from portability.delivery.directory import Directory
 from portability.delivery.lane_book import LaneBook
 from portability.delivery.lanes import FRESH, Item, Lane, received
+from portability.delivery.ledger_book import LedgerBook
 from portability.delivery.offsets import OffsetTracker
 from portability.delivery.parking import ParkingTicket, RecordKind
 from portability.delivery.stats import DeliveryStats
@@ -47,6 +48,7 @@ class Intake:
         dead_letters: DeadLettering,
         park: Callable[[Lane], Coroutine[Any, Any, None]],
         drive: Callable[[str, int], Lane],
+        ledgers: LedgerBook,
     ) -> None:
         self._runtime = runtime
         self._topics = runtime.topics
@@ -61,6 +63,10 @@ class Intake:
         self._dead_letters = dead_letters
         self._park = park
         self._lane = drive
+        self._ledgers = ledgers
+        self._restored = ledgers.restored
+        self._ledger_topic = runtime.topics.delivery_ledger
+        self._loading = book.loading
 
     def accept(
         self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
@@ -71,6 +77,10 @@ class Intake:
         notification, a parked copy, a record to decode in full or to dead-letter) goes
         through :meth:`decode`, which may have to fetch a schema or send a dead letter.
         """
+        if tp.topic == self._ledger_topic:
+            if tp.partition in self._loading:  # after that, only this worker's own heads
+                self._ledgers.restore(tp.partition, record.value)
+            return None
         rewound_to = self._rewinds.get(tp)
         if rewound_to is not None and record.offset < rewound_to:
             return self._reread(tp, record)
@@ -101,6 +111,11 @@ class Intake:
     def _place(self, tp: TopicPartition, item: Item) -> Awaitable[None] | None:
         """Put a decoded record in its lane; what is left to await (parking), if anything."""
         consent_id = item.consent_id
+        if self._restored and self._ledgers.delivered_before(item):
+            # Delivered before this worker took the partition over (its ledger head says so).
+            self._stats.dropped_delivered += 1
+            self._release(item)
+            return None
         if tp.topic == self._topics.deliveries_retry:
             self._accept_parked(consent_id, item)
             return None

@@ -13,14 +13,16 @@ owner delivers the rest. An offset is committed only when everything before it i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from portability.delivery.lane_book import LaneBook
 from portability.delivery.lanes import Lane
+from portability.delivery.ledger_book import LedgerBook
 from portability.delivery.status import StatusBoard
 from portability.wire.topics import TopicNames
 
@@ -43,24 +45,27 @@ class Partitions:
         topics: TopicNames,
         book: LaneBook,
         status: StatusBoard,
+        ledgers: LedgerBook,
     ) -> None:
+        self._ledgers = ledgers
         self._consumer = consumer
         self._producer = producer
         self._topics = topics
         self._book = book
         self._loading = book.loading
         self._status = status
+        self._sources = (topics.deliveries, topics.notifications)
 
     def is_loading(self, tp: TopicPartition) -> bool:
         """Whether ``tp`` holds deliveries or notifications waiting for parked records."""
-        return tp.topic != self._topics.deliveries_retry and tp.partition in self._loading
+        return tp.topic in self._sources and tp.partition in self._loading
 
     async def resume_loaded(self) -> None:
         """Resume the deliveries of partitions whose retry records are read to the end."""
         for partition in list(self._loading):
-            retry = TopicPartition(self._topics.deliveries_retry, partition)
-            highwater = self._consumer.highwater(retry)
-            if highwater is None or await self._consumer.position(retry) < highwater:
+            if not await self._read_to_end(self._topics.deliveries_retry, partition):
+                continue
+            if not await self._read_to_end(self._topics.delivery_ledger, partition):
                 continue
             self._loading.discard(partition)
             for topic in (self._topics.deliveries, self._topics.notifications):
@@ -73,17 +78,26 @@ class Partitions:
                 self._consumer.resume(tp)
             log.info("delivery partition %d ready after its parked records", partition)
 
+    async def _read_to_end(self, topic: str, partition: int) -> bool:
+        tp = TopicPartition(topic, partition)
+        highwater = self._consumer.highwater(tp)
+        return highwater is not None and await self._consumer.position(tp) >= highwater
+
     async def assigned(self, assigned: set[TopicPartition]) -> None:
         """Hold new partitions' deliveries until their parked records are back in the lanes.
 
         Paused before the first ``await``: aiokafka may fetch before this listener returns,
         and what it fetched is dropped by the reader and read again on resume.
         """
-        sources = [tp for tp in assigned if tp.topic != self._topics.deliveries_retry]
+        sources = [tp for tp in assigned if tp.topic in self._sources]
         self._consumer.pause(*sources)
         self._loading.update(
             tp.partition for tp in assigned if tp.topic == self._topics.deliveries_retry
         )
+        for tp in assigned:
+            if tp.topic == self._topics.delivery_ledger:
+                # Every head of the partition, from the start: the chains to continue.
+                self._consumer.seek(tp, 0)
         for tp in sources:
             if tp.partition not in self._loading:
                 self._consumer.resume(tp)  # no retry partition of that number here
@@ -94,6 +108,9 @@ class Partitions:
         lanes = [lane for lane in self._book.lanes.values() if lane.partition in numbers]
         await cancel(lanes)
         await self.commit(revoked)
+        with contextlib.suppress(KafkaError):
+            await self._ledgers.flush()  # the next owner continues from the latest heads
+        self._ledgers.forget(numbers)
         self._book.forget(revoked, lanes)
 
     async def commit_loop(self) -> None:

@@ -70,6 +70,9 @@ class DeliveryStats:
     spilled: int = 0  # parked records let out of memory (spilled lanes)
     reloaded: int = 0  # spilled records read back from the retry topic
     endpoints_disabled: int = 0
+    dropped_delivered: int = 0  # read again after a takeover, delivered before it (ledger)
+    log_entries: int = 0  # attempts produced to the message log (delivery.log)
+    log_entries_dropped: int = 0  # attempts not logged: too many waited for the broker
     last_sequence: dict[str, int] = field(default_factory=dict)
     # (app_id, "delta" | "notification", "delivered" | "dead_lettered") -> records
     finished_by_app: dict[tuple[str, str, str], int] = field(default_factory=dict)
@@ -100,5 +103,8 @@ class DeliveryStats:
             "spilled": self.spilled,
             "reloaded": self.reloaded,
             "endpoints_disabled": self.endpoints_disabled,
+            "dropped_delivered": self.dropped_delivered,
+            "log_entries": self.log_entries,
+            "log_entries_dropped": self.log_entries_dropped,
             "consents_delivered_to": len(self.last_sequence),
         }

@@ -51,10 +51,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from portability.broker import RebalanceListener
 from portability.delivery.attempts import Attempts
 from portability.delivery.dead_lettering import DeadLettering
+from portability.delivery.delivery_log import DeliveryLog
 from portability.delivery.directory import Directory
+from portability.delivery.feed import FeedWriter
 from portability.delivery.intake import Intake
 from portability.delivery.lane_book import LaneBook
 from portability.delivery.lane_driver import LaneDriver
+from portability.delivery.ledger_book import LedgerBook
 from portability.delivery.parker import Parker
 from portability.delivery.partitions import Partitions, cancel
 from portability.delivery.snapshot_gate import SnapshotGate
@@ -87,7 +90,20 @@ class DeliveryWorker:
         self._stopping = asyncio.Event()
         self._book = book = LaneBook(settings, topics.deliveries_retry)
         self._lanes = book.lanes
-        self._attempts = Attempts(settings, self.directory, book.lanes, self.stats, self.status)
+        self.log = DeliveryLog(self._producer, runtime.codec, topics.delivery_log, self.stats)
+        self.ledgers = LedgerBook(
+            self._producer, runtime.codec, topics.delivery_ledger, settings.partitions
+        )
+        self._attempts = Attempts(
+            settings,
+            self.directory,
+            book.lanes,
+            self.stats,
+            self.status,
+            self.log,
+            self.ledgers,
+            FeedWriter(self._producer, topics.feed, settings.partitions),
+        )
         self.endpoints = self._attempts.endpoints
         dead_letters = DeadLettering(self._producer, topics, book, self.stats)
         parker = Parker(self._producer, topics.deliveries_retry, settings.partitions, self.stats)
@@ -109,7 +125,14 @@ class DeliveryWorker:
             stopping=self._stopping,
         )
         self._intake = Intake(
-            runtime, book, self.directory, self.stats, dead_letters, parker.park, self._driver.lane
+            runtime,
+            book,
+            self.directory,
+            self.stats,
+            dead_letters,
+            parker.park,
+            self._driver.lane,
+            self.ledgers,
         )
         self._reloader = Reloader(
             self._consumer,
@@ -121,7 +144,9 @@ class DeliveryWorker:
             settings.delivery_max_parked,
             self._driver.lane,
         )
-        self._partitions = Partitions(self._consumer, self._producer, topics, book, self.status)
+        self._partitions = Partitions(
+            self._consumer, self._producer, topics, book, self.status, self.ledgers
+        )
         self._paused: str | None = None  # why reading was paused when last checked
         self._committer: asyncio.Task[None] | None = None
 
@@ -135,12 +160,19 @@ class DeliveryWorker:
         self.endpoints.on_disabled.append(self._attempts.endpoint_disabled)
         await self._consumer.start()
         self._consumer.subscribe(
-            [self._topics.deliveries, self._topics.notifications, self._topics.deliveries_retry],
+            [
+                self._topics.deliveries,
+                self._topics.notifications,
+                self._topics.deliveries_retry,
+                self._topics.delivery_ledger,
+            ],
             listener=RebalanceListener(on_revoked=self.on_revoked, on_assigned=self.on_assigned),
         )
         self._committer = asyncio.create_task(
             self._partitions.commit_loop(), name="delivery-commit"
         )
+        self.log.start()
+        self.ledgers.start()
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -152,6 +184,8 @@ class DeliveryWorker:
                 await self._committer
         await self._partitions.commit()
         await self.status.flush(self._producer)
+        await self.log.stop()
+        await self.ledgers.stop()
         await self._consumer.stop()
         await self.directory.stop()
         await self._attempts.sender.stop()
@@ -231,7 +265,11 @@ class DeliveryWorker:
 
     async def _read_while_full(self) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
         """Records of the retry topic and notifications only (see :meth:`run`)."""
-        still_read = (self._topics.deliveries_retry, self._topics.notifications)
+        still_read = (
+            self._topics.deliveries_retry,
+            self._topics.notifications,
+            self._topics.delivery_ledger,
+        )
         partitions = [tp for tp in self._consumer.assignment() if tp.topic in still_read]
         if not partitions:  # getmany() of no partition would read them all
             capacity = self._book.capacity

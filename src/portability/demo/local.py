@@ -3,8 +3,8 @@
 A broker (embedded unless ``settings.kafka_bootstrap`` names one), a consent store in
 ``settings.data_dir``, the outbox relay, the matcher, the delivery worker, the current-state
 view (every partition, outside any group) with its transfer builder (snapshots of ongoing
-consents), a reference receiving app over real HTTP and a simulated platform, started and
-stopped in order.
+consents), the message log's writer (every attempt into the store), a reference receiving
+app over real HTTP and a simulated platform, started and stopped in order.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from portability.consent import ConsentService, OutboxRelay, create_store_engine
 from portability.delivery import DeliveryWorker
 from portability.demo.errors import DemoError
 from portability.matching import Matcher
+from portability.messages.writer import MessageLogWriter
 from portability.receiver import ReceivingApp, run_receiver
 from portability.runtime import Runtime
 from portability.sealing import SecretsKeys
@@ -45,6 +46,7 @@ class LocalPipeline:
     relay: OutboxRelay
     matcher: Matcher
     worker: DeliveryWorker
+    messages: MessageLogWriter
     receiver: ReceivingApp
     receiver_url: str
     publisher: PlatformPublisher
@@ -90,6 +92,7 @@ async def local_pipeline(
             relay=OutboxRelay(engine, runtime),
             matcher=Matcher(runtime),
             worker=DeliveryWorker(runtime),
+            messages=MessageLogWriter(runtime, engine, client_id="portability-demo-messages"),
             state_view=state_view,
             builder=None if state_view is None else TransferBuilder(runtime, engine, state_view),
             receiver=receiver,
@@ -104,13 +107,15 @@ async def _start(pipeline: LocalPipeline, stack: contextlib.AsyncExitStack) -> N
     stop_relay = asyncio.Event()
     stop_builder = asyncio.Event()
     view = pipeline.state_view
-    for component in (pipeline.relay, pipeline.publisher, pipeline.matcher, pipeline.worker):
+    parts = (pipeline.relay, pipeline.publisher, pipeline.matcher, pipeline.worker)
+    for component in (*parts, pipeline.messages):
         await component.start()
         stack.push_async_callback(component.stop)
     tasks = pipeline.tasks = [
         asyncio.create_task(pipeline.relay.run(stop_relay), name="outbox relay"),
         asyncio.create_task(pipeline.matcher.run(), name="matcher"),
         asyncio.create_task(pipeline.worker.run(), name="delivery worker"),
+        asyncio.create_task(pipeline.messages.run(stop_relay), name="message log writer"),
     ]
     builder: list[asyncio.Task[None]] = []
     if view is not None and pipeline.builder is not None:

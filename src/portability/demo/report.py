@@ -74,6 +74,10 @@ class DemoReport:
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     latency_p99_ms: float | None
+    ledger_consents: int = 0  # consents whose ledger heads were compared (every consent)
+    ledgers_equal: int = 0  # of those, heads equal at the app and on the platform
+    ledger_events: int = 0  # events in the app's chains, all consents together
+    ledger_mismatches: int = 0  # events whose ledger value the receiver computed otherwise
 
     @property
     def failures(self) -> list[str]:
@@ -98,6 +102,10 @@ class DemoReport:
                 self.progress.snapshots_completed - self.copies_equal
             ),
             "changes arrived both in a snapshot and as a delta after it": self.snapshot_doubled,
+            "consents whose ledger head at the app differs from the platform's": (
+                self.ledger_consents - self.ledgers_equal
+            ),
+            "events whose ledger value the app computed otherwise": self.ledger_mismatches,
         }
         return [f"{count} {what}" for what, count in checks.items() if count]
 
@@ -122,6 +130,11 @@ class DemoReport:
                 f"{self.copies_equal} of {self.progress.late_grants}",
             ),
             ("changes both in a snapshot and a later delta", self.snapshot_doubled),
+            (
+                "ledger heads equal at the app",
+                f"{self.ledgers_equal} of {self.ledger_consents} ({self.ledger_events} events)",
+            ),
+            ("ledger mismatches at the app", self.ledger_mismatches),
             ("delivery retries", self.retries),
             ("latency p50 / p95 / p99 (ms)", _latency(self)),
         ):

@@ -4,8 +4,8 @@ It starts (or uses) a broker, a consent store in a temporary folder, the outbox 
 matcher, the delivery worker, a receiving app that verifies every signature, and a simulated
 platform; grants consents, streams changes, grants a few more mid-stream with a snapshot,
 revokes some consents mid-stream, injects a few undecodable records, then reports what arrived
-against what had to, and whether each late consent's copy (snapshot, then deltas) equals the
-platform's state.
+against what had to, whether each late consent's copy (snapshot, then deltas) equals the
+platform's state, and whether each consent's ledger head at the app equals the platform's.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from portability.demo.copies import Copy, CopyCheck, check_copy
 from portability.demo.errors import DemoError
+from portability.demo.ledgers import LedgerCheck, check_ledger_heads
 from portability.demo.local import LocalPipeline, local_pipeline
 from portability.demo.report import DemoReport, Progress
 from portability.demo.scenario import Oracle, choose_grants
@@ -39,6 +40,8 @@ _TICK_S = 0.25
 _CHUNK_S = 0.05
 # A Confluent frame naming schema id 99, which no registry knows.
 _UNDECODABLE = b"\x00\x00\x00\x00\x63not avro"
+# How long the report waits for the message log's writer to store the last deliveries' heads.
+_LEDGER_WAIT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +94,12 @@ class _Scenario:
         await self._wait_ready()
         await self._stream()
         await self._drain()
-        return self._report()
+        consent_ids = {*self.oracle.consents, *self.oracle.late}
+        self._tick("comparing ledger heads")
+        ledgers = await check_ledger_heads(
+            self.p.engine, self.p.receiver, consent_ids, _LEDGER_WAIT_S
+        )
+        return self._report(ledgers)
 
     async def _grant(self) -> None:
         self._tick("granting consents")
@@ -272,7 +280,7 @@ class _Scenario:
         )
         self.on_progress(self.progress)
 
-    def _report(self) -> DemoReport:
+    def _report(self, ledgers: LedgerCheck) -> DemoReport:
         self._tick("done")
         stats = self.p.receiver.stats()
         comparison = self.oracle.compare(self._received())
@@ -299,4 +307,8 @@ class _Scenario:
             latency_p50_ms=stats.latency_p50_ms,
             latency_p95_ms=stats.latency_p95_ms,
             latency_p99_ms=stats.latency_p99_ms,
+            ledger_consents=ledgers.consents,
+            ledgers_equal=ledgers.equal,
+            ledger_events=ledgers.events,
+            ledger_mismatches=stats.ledger_mismatches,
         )

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from portability.matching.stats import MatcherStats
 from portability.privacy import update_change
 from portability.privacy.audience import UPDATE_KEY, UPDATE_MARKER
+from portability.webhooks.ledger import change_digest_of_rendered, delta_digest
 from portability.webhooks.payload import render_change, render_delta
 from portability.wire.codec import AvroCodec
 from portability.wire.dead_letters import DeadLetter
@@ -80,6 +81,7 @@ class MatcherOutput:
         now = datetime.now(UTC)
         # Rendered here, once per change, so that the delivery worker never decodes the change.
         change_json = render_change(change, version)
+        digest = change_digest_of_rendered(change_json)  # each consent's ledger chains it
         sends: list[asyncio.Future[object]] = []
         for consent in matched:
             sequence = sequences.get(consent.consent_id, 0) + 1
@@ -97,6 +99,7 @@ class MatcherOutput:
                 "source_offset": source_offset,
                 "snapshot_epoch": consent.snapshot_epoch,
                 "rendered": render_delta(identity, sequence, change_json),
+                "ledger_digest": delta_digest(identity, sequence, digest),
             }
             value = self._codec.encode(SchemaName.DELIVERY, dict(delivery))
             sends.append(

@@ -28,7 +28,10 @@ async def serve_broker(
     async with EmbeddedBroker(port=port) as broker:
         try:
             names = TopicNames.with_prefix(settings.topic_prefix)
-            await ensure_topics(broker.bootstrap, pipeline_topics(names, settings.partitions))
+            specs = pipeline_topics(
+                names, settings.partitions, feed_retention_days=settings.feed_retention_days
+            )
+            await ensure_topics(broker.bootstrap, specs)
             console.print(
                 f"embedded broker on [bold]{broker.bootstrap}[/bold] (in memory; Ctrl-C stops "
                 f"it)\nuse it with: export PORTABILITY_KAFKA_BOOTSTRAP={broker.bootstrap}"
@@ -40,7 +43,11 @@ async def serve_broker(
 
 async def create_topics(settings: Settings) -> Table:
     bootstrap = require_bootstrap(settings)
-    specs = pipeline_topics(TopicNames.with_prefix(settings.topic_prefix), settings.partitions)
+    specs = pipeline_topics(
+        TopicNames.with_prefix(settings.topic_prefix),
+        settings.partitions,
+        feed_retention_days=settings.feed_retention_days,
+    )
     created = set(await ensure_topics(bootstrap, specs, settings.replication_factor))
     table = Table(title=f"topics on {bootstrap}")
     for column in ("topic", "partitions", "cleanup.policy", "retention.ms", "state"):

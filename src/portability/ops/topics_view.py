@@ -107,7 +107,11 @@ class TopicListing:
 
 
 def _specs(settings: Settings) -> list[TopicSpec]:
-    return pipeline_topics(TopicNames.with_prefix(settings.topic_prefix), settings.partitions)
+    return pipeline_topics(
+        TopicNames.with_prefix(settings.topic_prefix),
+        settings.partitions,
+        feed_retention_days=settings.feed_retention_days,
+    )
 
 
 async def list_topics(settings: Settings, bootstrap: str, timeout_s: float = 10.0) -> TopicListing:

@@ -27,6 +27,7 @@ from portability.broker import free_port
 from portability.consent import OutboxRelay, create_store_engine, init_schema
 from portability.delivery import DeliveryWorker
 from portability.matching import Matcher
+from portability.messages.writer import MessageLogWriter
 from portability.ops.lifecycle import RoleFailedError, StartupError, bind_failure
 from portability.ops.metrics import render, worker_registry
 from portability.privacy import policy_source
@@ -51,6 +52,7 @@ class Role(enum.StrEnum):
     DELIVERY = "delivery"
     RELAY = "relay"
     TRANSFERS = "transfers"
+    MESSAGES = "messages"
 
 
 class PipelineService(Service):
@@ -74,7 +76,9 @@ class PipelineService(Service):
         self.relay: OutboxRelay | None = None
         self.state_view: StateView | None = None
         self.builder: TransferBuilder | None = None
+        self.messages: MessageLogWriter | None = None
         self.starting = False
+        self.roles_started = False  # every role made and started (healthz waits for it)
         self.failed = asyncio.Event()
         self.failure: BaseException | None = None
         self._stopping = False
@@ -112,6 +116,15 @@ class PipelineService(Service):
             self._store_loops.append(
                 self._guard("transfer builder", self.builder.run(self._relay_stop))
             )
+        if Role.MESSAGES in self.roles:
+            engine = create_store_engine(self.settings.resolved_database_url())
+            init_schema(engine)
+            self.messages = MessageLogWriter(self.runtime, engine)
+            await self.messages.start()
+            self._store_loops.append(
+                self._guard("message log writer", self.messages.run(self._relay_stop))
+            )
+        self.roles_started = True
         log.info("pipeline roles started: %s", ", ".join(sorted(self.roles)))
 
     def _guard(self, name: str, loop: Any) -> asyncio.Future[Any]:
@@ -145,6 +158,8 @@ class PipelineService(Service):
             await self.relay.stop()
         if self.state_view is not None:
             await self.state_view.stop()
+        if self.messages is not None:
+            await self.messages.stop()
         if self.runtime is not None:
             await self.runtime.close()
 
@@ -166,6 +181,8 @@ class PipelineService(Service):
             }
         if self.builder is not None:
             document["transfers"] = asdict(self.builder.stats)
+        if self.messages is not None:
+            document["messages"] = self.messages.stats.as_dict()
         if self.relay is not None:
             # Which relay publishes: "holder" names it on every relay of the store.
             document["relay"] = self.relay.status.as_dict()
@@ -258,7 +275,8 @@ def build_app(settings: Settings, bootstrap: str, roles: set[Role]) -> RolesApp:
     @app.page("/healthz/")
     async def health_view(web: Any, request: Any) -> Any:
         healthy = (
-            pipeline.runtime is not None
+            pipeline.roles_started
+            and pipeline.runtime is not None
             and (pipeline.matcher is None or pipeline.matcher.ready)
             and (pipeline.state_view is None or pipeline.state_view.ready)
         )

@@ -3,7 +3,8 @@
 It verifies every request with the unmodified ``standardwebhooks`` package (rejecting
 timestamps outside a tolerance, 5 minutes at most), deduplicates by delta id, notices a gap in
 a consent's sequence the moment it opens, asks the API to replay a gap that does not fill by
-itself (when given the API's URL and the app's key), and measures end-to-end latency. The demo,
+itself (when given the API's URL and the app's key), verifies each consent's ledger (the hash
+chain the events carry), and measures end-to-end latency. The demo,
 ``portability receiver`` and the tests drive it; its counters are what they assert on.
 
 :class:`ReceivingApp` is the HTTP door and the face callers use: it answers each request
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
 from aiohttp import web
 
 from portability.receiver.errors import RejectedRequestError
@@ -31,6 +33,7 @@ from portability.receiver.recovery import GapRecovery, RecoveryOptions, ReplayRe
 from portability.receiver.snapshots import ReceivedSnapshot
 from portability.receiver.tracking import SequenceRange
 from portability.receiver.verification import MAX_TOLERANCE_S, Verification
+from portability.webhooks.ledger import LedgerHead
 from portability.webhooks.parsing import (
     Delta,
     DeltaEvent,
@@ -196,6 +199,11 @@ class ReceivingApp:
         """The ``authorization.removed`` event received for a consent, if any."""
         return self._inbox.removal(consent_id)
 
+    def ledger_head(self, consent_id: str) -> LedgerHead | None:
+        """The consent's ledger as this receiver computed it from what it received (None
+        before any chained event of it): compare with ``GET /v1/consents/{id}/ledger``."""
+        return self._inbox.ledger_head(consent_id)
+
     def last_delta_at(self, consent_id: str) -> float | None:
         """Receipt time of the latest request that carried deltas of a consent."""
         return self._inbox.last_delta_at(consent_id)
@@ -246,7 +254,7 @@ class ReceivingApp:
         webhook_id = request.headers.get("webhook-id", "")
         event = self._parse(body, app_id, webhook_id, received_at)
         if event is not None:
-            duplicates = self._inbox.record(event, received_at)
+            duplicates = self._inbox.record(event, received_at, _delta_objects(body))
             self._emit(
                 ReceivedEvent(
                     app_id,
@@ -335,6 +343,17 @@ class ReceivingApp:
         return web.json_response(
             {"error": rejection.reason, "detail": rejection.detail}, status=rejection.status
         )
+
+
+def _delta_objects(body: bytes) -> list[dict[str, Any]] | None:
+    """The deltas' objects as sent, parsed again: the ledger hashes all their keys. None for
+    JSON the chain cannot be computed over (a lone surrogate): the ledger is then unchecked."""
+    try:
+        deltas: list[dict[str, Any]] = orjson.loads(body)["data"]["deltas"]
+    except orjson.JSONDecodeError:
+        _log.warning("a delta body holds JSON the ledger cannot hash: its ledger is unchecked")
+        return None
+    return deltas
 
 
 def _recovery_counts(recovery: GapRecovery | None) -> dict[str, int]:

@@ -132,7 +132,8 @@ def _log_stats(stats: ReceiverStats, *, final: bool) -> None:
     fields = {k: v for k, v in dataclasses.asdict(stats).items() if v is not None}
     _log.info(
         "receiver %s: %d requests, %d deltas, %d snapshot pages (%d complete), %d duplicates, "
-        "%d gaps, %d missing, %d verification failures, %d replays requested",
+        "%d gaps, %d missing, %d verification failures, %d replays requested, "
+        "%d ledger mismatches",
         "final counters" if final else "counters",
         stats.requests,
         stats.deltas_received,
@@ -143,6 +144,7 @@ def _log_stats(stats: ReceiverStats, *, final: bool) -> None:
         stats.missing_sequences,
         stats.verification_failures,
         stats.replays_requested,
+        stats.ledger_mismatches,
         extra=fields,
     )
 

@@ -42,6 +42,11 @@ class ReceiverStats:
         replays_requested: Replays of gaps the API accepted.
         replays_refused: Gaps whose replay the API refused or never accepted.
         gaps_unfilled: Gaps still open after their replay ended (beyond retention?).
+        ledger_mismatches: Events whose ``ledger`` value differs from the chain the receiver
+            computed from what it received (a delta missing, changed or out of order before
+            it); see :mod:`portability.receiver.chains`.
+        ledger_unchained: Events received the first time without a ``ledger`` value (a
+            replay's deltas): they do not extend the chain.
     """
 
     requests: int
@@ -66,6 +71,8 @@ class ReceiverStats:
     replays_requested: int = 0
     replays_refused: int = 0
     gaps_unfilled: int = 0
+    ledger_mismatches: int = 0
+    ledger_unchained: int = 0
 
 
 @dataclass(frozen=True, slots=True)

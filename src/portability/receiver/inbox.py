@@ -3,7 +3,8 @@
 The :class:`Inbox` is the receiver's state, apart from HTTP: it deduplicates deltas by id
 (by consent and sequence when it does not retain them), notices a gap in a consent's
 sequence the moment it opens, keeps ``authorization.removed`` events and the pages of each
-consent's latest snapshot, measures end-to-end latency, and answers what the tests, the demo
+consent's latest snapshot, checks each consent's ledger (:mod:`.chains`) over what it
+received the first time, measures end-to-end latency, and answers what the tests, the demo
 and ``portability receiver`` read.
 """
 
@@ -11,13 +12,15 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
+from portability.receiver.chains import LedgerChecker
 from portability.receiver.errors import RejectedRequestError, SnapshotPageError
 from portability.receiver.events import ReceiverStats, Removal
 from portability.receiver.snapshots import ReceivedSnapshot, parse_snapshot_page
 from portability.receiver.tracking import ConsentLog, LatencyRecorder, SequenceRange
+from portability.webhooks.ledger import LedgerHead
 from portability.webhooks.parsing import Delta, DeltaEvent, UnknownEventTypeError
 from portability.wire.notifications import AUTHORIZATION_REMOVED, SNAPSHOT
 
@@ -57,17 +60,28 @@ class Inbox:
         self._snapshots: dict[str, ReceivedSnapshot] = {}
         self._last_delta_at: dict[str, float] = {}
         self._missing = 0
+        self._ledgers = LedgerChecker(counts)
 
     # --- recording ---------------------------------------------------------------------------
 
-    def record(self, event: DeltaEvent, received_at: float) -> int:
-        """Record the event's new deltas; returns how many were duplicates."""
+    def record(
+        self,
+        event: DeltaEvent,
+        received_at: float,
+        objects: Sequence[Mapping[str, Any]] | None = None,
+    ) -> int:
+        """Record the event's new deltas; returns how many were duplicates.
+
+        Args:
+            objects: The deltas' objects as the body carries them (``data.deltas``, parsed),
+                for the ledger; None: the ledger is not checked.
+        """
         self._last_delta_at[event.consent_id] = received_at
         if event.consent_id in self._removals:
             self._counts["deltas_after_removal"] += len(event.deltas)
         log = self._consents.setdefault(event.consent_id, ConsentLog(retain=self._retain))
         duplicates = 0
-        for delta in event.deltas:
+        for index, delta in enumerate(event.deltas):
             if (delta.id in self._ids) if self._retain else log.has(delta.sequence):
                 self._counts["duplicates"] += 1
                 duplicates += 1
@@ -75,6 +89,8 @@ class Inbox:
             if self._retain:
                 self._ids.add(delta.id)
             self._counts["deltas_received"] += 1
+            if objects is not None:
+                self._ledgers.delta(event.app_id, event.consent_id, objects[index])
             self._latency.add((received_at - delta.occurred_at.timestamp()) * 1000)
             gap, missing_change = log.add(delta)
             self._missing += missing_change
@@ -106,6 +122,9 @@ class Inbox:
             self._record_removal(event.document, event_id, received_at)
         elif event.event_type == SNAPSHOT:
             self._record_snapshot_page(event.document, app_id)
+        data = event.document.get("data")
+        if isinstance(data, dict):  # accepted (a refused event is sent again: chained then)
+            self._ledgers.notification(app_id, event.event_type, data, event_id)
 
     def _record_removal(self, document: dict[str, Any], event_id: str, received_at: float) -> None:
         data = document.get("data")
@@ -194,6 +213,8 @@ class Inbox:
             snapshot_pages=counts["snapshot_pages"],
             snapshots_completed=counts["snapshots_completed"],
             snapshot_records=counts["snapshot_records"],
+            ledger_mismatches=counts["ledger_mismatches"],
+            ledger_unchained=counts["ledger_unchained"],
             **recovery,
         )
 
@@ -227,6 +248,10 @@ class Inbox:
     def removal(self, consent_id: str) -> Removal | None:
         """The ``authorization.removed`` event received for a consent, if any."""
         return self._removals.get(consent_id)
+
+    def ledger_head(self, consent_id: str) -> LedgerHead | None:
+        """The consent's ledger as received (None before any chained event of it)."""
+        return self._ledgers.head(consent_id)
 
     def last_delta_at(self, consent_id: str) -> float | None:
         """Receipt time of the latest request that carried deltas of a consent."""

@@ -37,6 +37,12 @@ from typing import Any, Final, cast
 
 import orjson
 
+from portability.webhooks.ledger import (
+    LEDGER_FIELD,
+    change_digest_of_rendered,
+    delta_digest,
+    event_digest,
+)
 from portability.wire.records import (
     AccountChange,
     DeliveryHead,
@@ -53,11 +59,14 @@ __all__ = [
     "delivery_head",
     "delta_event",
     "head_delta_event",
+    "ledger_digest",
     "message_id",
+    "notification_digest",
     "notification_event",
     "render_change",
     "render_delta",
     "rendered_delta",
+    "with_ledger",
 ]
 
 DELTA_EVENT_TYPE: Final = "portability.delta"
@@ -101,18 +110,48 @@ def delta_event(records: Sequence[DeliveryRecord]) -> tuple[str, bytes]:
     )
 
 
-def head_delta_event(heads: Sequence[DeliveryHead]) -> tuple[str, bytes]:
+def head_delta_event(
+    heads: Sequence[DeliveryHead], ledgers: Sequence[str] | None = None
+) -> tuple[str, bytes]:
     """:func:`delta_event` of deliveries read as heads (:meth:`AvroCodec.delivery_head`).
 
     The deltas' JSON is the heads' rendering, so the body is the one :func:`delta_event`
-    builds of the same records, byte for byte, without rendering anything again.
+    builds of the same records, byte for byte, without rendering anything again; with
+    ``ledgers`` (one chain value per delta, see :mod:`portability.webhooks.ledger`), each
+    delta object ends with its ``ledger``.
     """
     _check_batch(heads)
+    rendered = [head["rendered"] for head in heads]
+    if ledgers is not None:
+        rendered = [
+            with_ledger(delta, value) for delta, value in zip(rendered, ledgers, strict=True)
+        ]
     return message_id(head["delta_id"] for head in heads), _delta_body(
-        heads[0],
-        format_timestamp(from_millis(heads[-1]["matched_at_ms"])),
-        [head["rendered"] for head in heads],
+        heads[0], format_timestamp(from_millis(heads[-1]["matched_at_ms"])), rendered
     )
+
+
+def with_ledger(rendered: bytes, value: str) -> bytes:
+    """A rendered delta object with ``"ledger"`` added as its last key."""
+    return b"".join((rendered[:-1], b',"ledger":"', value.encode(), b'"}'))
+
+
+def ledger_digest(head: DeliveryHead) -> str:
+    """The digest the delta extends its consent's ledger with: the matcher's, or computed."""
+    digest = head["ledger_digest"]
+    if digest is not None:
+        return digest
+    change = change_digest_of_rendered(head["rendered"])
+    return delta_digest(head["delta_id"], head["sequence"], change)
+
+
+def notification_digest(notification: NotificationRecord) -> str:
+    """The digest a notification extends its consent's ledger with (its ``data`` as sent)."""
+    data = _notification_data(notification)
+    records = notification.get("records")
+    if records is not None:
+        data["records"] = orjson.loads(records)  # hashed as the app parses it
+    return event_digest(notification["event_type"], data)
 
 
 def _delta_body(first: DeliveryRecord | DeliveryHead, timestamp: str, deltas: list[bytes]) -> bytes:
@@ -159,8 +198,9 @@ def delivery_head(delivery: DeliveryRecord) -> DeliveryHead:
     """The head of a decoded delivery, for a record :meth:`AvroCodec.delivery_head` cannot read.
 
     The same head as that reads: every field but the change, datetimes as epoch milliseconds
-    under the field's name with ``_ms``, the change's ``record_id`` and ``occurred_at_ms``, and
-    the rendering (rendered here if the record has none).
+    under the field's name with ``_ms``, the change's ``category``, ``operation``,
+    ``record_id`` and ``occurred_at_ms``, and the rendering (rendered here if the record has
+    none).
 
     Raises:
         TypeError: The change's record holds a value JSON cannot carry.
@@ -176,13 +216,18 @@ def delivery_head(delivery: DeliveryRecord) -> DeliveryHead:
     head.setdefault("source_offset", -1)
     head.setdefault("snapshot_epoch", 0)
     head["rendered"] = rendered_delta(delivery)
+    head.setdefault("ledger_digest", None)
     change = delivery["change"]
     head["record_id"] = change["record_id"]
+    head["category"] = change["category"]
+    head["operation"] = change["operation"]
     head["occurred_at_ms"] = to_millis(change["occurred_at"])
     return cast(DeliveryHead, head)
 
 
-def notification_event(notification: NotificationRecord) -> tuple[str, bytes]:
+def notification_event(
+    notification: NotificationRecord, ledger: str | None = None
+) -> tuple[str, bytes]:
     """Build the body of a notification, e.g. ``authorization.removed``::
 
         {"type": "authorization.removed", "timestamp": "2025-01-31T12:00:00.123Z",
@@ -193,12 +238,24 @@ def notification_event(notification: NotificationRecord) -> tuple[str, bytes]:
         The webhook message id (the notification's stable event id) and the JSON body, whose
         ``timestamp`` is the notification's ``occurred_at``.
     """
-    occurred_at = format_timestamp(notification["occurred_at"])
+    data = _notification_data(notification)
+    records = notification.get("records")
+    if records is not None:
+        # A snapshot page's records were rendered by the builder: copied in, not re-parsed.
+        data["records"] = orjson.Fragment(records)
+    if ledger is not None:
+        data[LEDGER_FIELD] = ledger
+    occurred_at = data["occurred_at"]
+    document = {"type": notification["event_type"], "timestamp": occurred_at, "data": data}
+    return notification["event_id"], _encode(document)
+
+
+def _notification_data(notification: NotificationRecord) -> dict[str, Any]:
     data: dict[str, Any] = {
         "consent_id": notification["consent_id"],
         "app_id": notification["app_id"],
         "user_id": notification["user_id"],
-        "occurred_at": occurred_at,
+        "occurred_at": format_timestamp(notification["occurred_at"]),
     }
     # Event-specific fields never replace the common ones an app routes on.
     data.update(
@@ -206,12 +263,7 @@ def notification_event(notification: NotificationRecord) -> tuple[str, bytes]:
         for key, value in notification["attributes"].items()
         if key not in data
     )
-    records = notification.get("records")
-    if records is not None:
-        # A snapshot page's records were rendered by the builder: copied in, not re-parsed.
-        data["records"] = orjson.Fragment(records)
-    document = {"type": notification["event_type"], "timestamp": occurred_at, "data": data}
-    return notification["event_id"], _encode(document)
+    return data
 
 
 _INTEGER_ATTRIBUTES: Final = frozenset({"size_bytes", "epoch", "page", "record_count"})

@@ -24,6 +24,7 @@ from typing import Any, Literal, overload
 import fastavro
 
 from portability.wire.delivery_head import HeadReader
+from portability.wire.delivery_log import DeliveryLogEntry
 from portability.wire.errors import SchemaRegistryError, UnknownSchemaIdError, WireFormatError
 from portability.wire.records import (
     AccountChange,
@@ -149,6 +150,11 @@ class AvroCodec:
     def decode(
         self, name: Literal[SchemaName.MATCHER_CHECKPOINT], data: bytes | None
     ) -> MatcherCheckpoint: ...
+
+    @overload
+    def decode(
+        self, name: Literal[SchemaName.DELIVERY_LOG_ENTRY], data: bytes | None
+    ) -> DeliveryLogEntry: ...
 
     @overload
     def decode(self, name: SchemaName, data: bytes | None) -> Mapping[str, Any]: ...

@@ -18,9 +18,10 @@ matcher and worker).
 
 A head holds every Delivery field but the change, under the field's name, except that a
 ``timestamp-millis`` field is kept as epoch milliseconds under its name with ``_ms`` (the
-worker formats one per request, if any); from the change it holds ``record_id`` and
-``occurred_at_ms``. :func:`portability.webhooks.payload.delivery_head` makes the same head of
-a record decoded in full.
+worker formats one per request, if any); from the change it holds ``category``,
+``operation``, ``record_id`` and ``occurred_at_ms``.
+:func:`portability.webhooks.payload.delivery_head` makes the same head of a record decoded in
+full.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from portability.wire.errors import WireFormatError
-from portability.wire.records import DeliveryHead
+from portability.wire.records import CATEGORIES, DeliveryHead
 
 __all__ = ["CHANGE_PREFIX", "HeadReader"]
 
@@ -42,6 +43,10 @@ CHANGE_PREFIX: Final = (
     ("record_id", "string"),
     ("occurred_at", "long"),
 )
+# The enums' symbols in this build's schema order (the reader reads this build's schema only).
+_CATEGORIES: Final = CATEGORIES
+_OPERATIONS: Final = ("upsert", "delete")
+_FROM_CHANGE: Final = frozenset({"category", "operation", "record_id", "occurred_at_ms"})
 _CHANGE: Final = "change"
 _RENDERED: Final = "rendered"
 _TIMESTAMP: Final = "timestamp-millis"
@@ -74,7 +79,7 @@ class HeadReader:
             logical = isinstance(field["type"], dict) and field["type"].get("logicalType")
             plan.append((field["name"] + ("_ms" if logical == _TIMESTAMP else ""), reader))
         names = {name for name, _ in plan}
-        if not names >= set(DeliveryHead.__required_keys__) - {"record_id", "occurred_at_ms"}:
+        if not names >= set(DeliveryHead.__required_keys__) - _FROM_CHANGE:
             return None
         return cls(tuple(plan))
 
@@ -102,8 +107,10 @@ class HeadReader:
         # The change: change_id, user_id (skipped), category, operation (enums), record_id,
         # occurred_at.
         pos = _skip(data, _skip(data, pos))
-        _, pos = _long(data, pos)
-        _, pos = _long(data, pos)
+        category, pos = _long(data, pos)
+        operation, pos = _long(data, pos)
+        head["category"] = _CATEGORIES[category]
+        head["operation"] = _OPERATIONS[operation]
         head["record_id"], pos = _string(data, pos)
         head["occurred_at_ms"], _ = _long(data, pos)
         return head  # type: ignore[return-value]  # its keys are checked by HeadReader.of
@@ -169,6 +176,15 @@ def _string(data: bytes, pos: int) -> tuple[str, int]:
     return data[pos:end].decode(), end
 
 
+def _nullable_string(data: bytes, pos: int) -> tuple[str | None, int]:
+    branch = data[pos]
+    if branch == 0:  # zig-zag 0: the null branch
+        return None, pos + 1
+    if branch != 2:  # zig-zag 1: the string branch
+        raise ValueError(f"union branch byte {branch} (null or string)")
+    return _string(data, pos + 1)
+
+
 def _nullable_bytes(data: bytes, pos: int) -> tuple[bytes | None, int]:
     branch = data[pos]
     if branch == 0:  # zig-zag 0: the null branch
@@ -184,4 +200,5 @@ _READERS: Final[dict[object, _Reader]] = {
     "long": _long,
     "int": _long,
     ("null", "bytes"): _nullable_bytes,
+    ("null", "string"): _nullable_string,
 }

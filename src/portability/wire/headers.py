@@ -23,6 +23,9 @@ header                      written by                         read by
                             matcher on an audience update
 ``source.offset``           ``transfers.changelog``, on each   ``transfers.changelog``, on
                             change of the state changelog      restore
+``webhook-id``,             ``delivery.feed`` (``FeedWriter``) ``messages.feed_reader``
+``consent-id``,             on each event of the pull feed     (the feed route's events)
+``event-type``
 ==========================  =================================  ============================
 """
 
@@ -34,6 +37,9 @@ from typing import Final
 __all__ = [
     "AUDIENCE_HEADER",
     "DEAD_LETTER_HEADER_PREFIX",
+    "FEED_CONSENT_ID_HEADER",
+    "FEED_EVENT_TYPE_HEADER",
+    "FEED_WEBHOOK_ID_HEADER",
     "MARKED_AT_HEADER",
     "MARKER_HEADER",
     "REDELIVERY_MARKER",
@@ -107,3 +113,9 @@ RETRY_HISTORY_HEADER: Final = f"{RETRY_HEADER_PREFIX}history"
 
 AUDIENCE_HEADER: Final = "portability.audience"
 SOURCE_OFFSET_HEADER: Final = "source.offset"
+
+# On each record of the pull feed: what a webhook's headers and body would say of the event,
+# so the reader answers without parsing bodies. Named as Standard Webhooks names webhook-id.
+FEED_WEBHOOK_ID_HEADER: Final = "webhook-id"
+FEED_CONSENT_ID_HEADER: Final = "consent-id"  # "" for an event of no consent
+FEED_EVENT_TYPE_HEADER: Final = "event-type"

@@ -12,6 +12,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 __all__ = [
     "CATEGORIES",
+    "DELIVERY_MODES",
     "AccountChange",
     "ActivityRef",
     "AppRecord",
@@ -23,6 +24,7 @@ __all__ = [
     "ConsentRecord",
     "CountedActivity",
     "DeliveryHead",
+    "DeliveryMode",
     "DeliveryRecord",
     "DeliveryStatusRecord",
     "MatcherCheckpoint",
@@ -47,6 +49,9 @@ RemovalReason = Literal[
     "duplicate",
 ]
 CATEGORIES: tuple[Category, ...] = ("profile", "post", "follow", "activity", "direct_message")
+# How an app receives its events: POSTed to its webhook URL, or read from its pull feed.
+DeliveryMode = Literal["webhook", "poll"]
+DELIVERY_MODES: tuple[DeliveryMode, ...] = ("webhook", "poll")
 
 _RECORD_TYPE: dict[str, str] = {
     "profile": "portability.v1.Profile",
@@ -131,6 +136,10 @@ class AppRecord(TypedDict):
     enabled: bool
     version: int
     sealed_signing_secrets: NotRequired[list[str]]
+    # "poll": the worker appends the app's events to its feed (the feed topic) instead of
+    # POSTing them; webhook_url may then be "". The codec fills in "webhook" when decoding a
+    # record from a writer that predates the field, so decoded records always have it.
+    delivery_mode: NotRequired[DeliveryMode]
 
 
 class DeliveryRecord(TypedDict):
@@ -152,6 +161,9 @@ class DeliveryRecord(TypedDict):
     # The delta's JSON object in the webhook contract, rendered by the matcher; None (the
     # default) from a writer that does not render: the delivery worker then renders change.
     rendered: NotRequired[bytes | None]
+    # The digest the delta extends its consent's ledger with (webhooks.ledger.delta_digest);
+    # None from a writer that predates it: the delivery worker computes it.
+    ledger_digest: NotRequired[str | None]
 
 
 class DeliveryHead(TypedDict):
@@ -173,7 +185,10 @@ class DeliveryHead(TypedDict):
     source_offset: int
     snapshot_epoch: int  # 0 from a writer that predates snapshots
     rendered: bytes  # the delta's JSON object, as the contract carries it in data.deltas
+    ledger_digest: str | None  # for the ledger; None from a writer that predates it
     record_id: str  # the change's
+    category: str  # the change's: for the message log
+    operation: str  # the change's: for the message log
     occurred_at_ms: int  # the change's: for the end-to-end latency
 
 

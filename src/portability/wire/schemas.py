@@ -27,6 +27,8 @@ class SchemaName(enum.StrEnum):
     MATCHER_CHECKPOINT = "matcher_checkpoint"
     DELIVERY_STATUS = "delivery_status"
     NOTIFICATION = "notification"
+    DELIVERY_LOG_ENTRY = "delivery_log_entry"
+    LEDGER_HEAD = "ledger_head"
 
 
 # Schemas that refer to types defined in another file, by name.

@@ -50,6 +50,8 @@ def topic_for(name: SchemaName, topics: TopicNames) -> str:
         SchemaName.MATCHER_CHECKPOINT: topics.matcher_checkpoints,
         SchemaName.DELIVERY_STATUS: topics.delivery_status,
         SchemaName.NOTIFICATION: topics.notifications,
+        SchemaName.DELIVERY_LOG_ENTRY: topics.delivery_log,
+        SchemaName.LEDGER_HEAD: topics.delivery_ledger,
     }
     return by_schema[name]
 
@@ -64,6 +66,8 @@ def schemas_for_topic(names: TopicNames, topic: str | None) -> tuple[SchemaName,
         names.notifications: (SchemaName.NOTIFICATION,),
         names.deliveries_retry: (SchemaName.DELIVERY, SchemaName.NOTIFICATION),
         names.apps: (SchemaName.APP,),
+        names.delivery_log: (SchemaName.DELIVERY_LOG_ENTRY,),
+        names.delivery_ledger: (SchemaName.LEDGER_HEAD,),
     }.get(topic or "", ())
 
 

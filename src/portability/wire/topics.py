@@ -16,6 +16,7 @@ __all__ = [
     "TopicNames",
     "TopicSpec",
     "consent_key",
+    "partition_for_app",
     "partition_for_consent",
     "partition_for_user",
     "pipeline_topics",
@@ -40,6 +41,9 @@ class TopicNames:
     notifications: str
     deliveries_retry: str
     state_changelog: str
+    delivery_log: str
+    delivery_ledger: str
+    feed: str
 
     @classmethod
     def with_prefix(cls, prefix: str = "") -> TopicNames:
@@ -54,6 +58,9 @@ class TopicNames:
             notifications=f"{prefix}notifications",
             deliveries_retry=f"{prefix}deliveries.retry",
             state_changelog=f"{prefix}state.changelog",
+            delivery_log=f"{prefix}delivery.log",
+            delivery_ledger=f"{prefix}delivery.ledger",
+            feed=f"{prefix}feed",
         )
 
 
@@ -73,11 +80,19 @@ class TopicSpec:
         return configs
 
 
-def pipeline_topics(names: TopicNames, partitions: int) -> list[TopicSpec]:
+def pipeline_topics(
+    names: TopicNames, partitions: int, *, feed_retention_days: int = 7
+) -> list[TopicSpec]:
     """Every topic the pipeline needs, created explicitly before any worker starts.
 
     Creating them up front matters: a broker auto-creates a topic a client merely names,
     with its default partition count, which would break co-partitioning.
+
+    Args:
+        names: The topic names.
+        partitions: The pipeline's partition count.
+        feed_retention_days: How long the pull feed keeps events
+            (``PORTABILITY_FEED_RETENTION_DAYS``): an iterator older than that is stale.
     """
     return [
         TopicSpec(names.account_changes, partitions, "delete", 7 * _DAY_MS),
@@ -95,6 +110,15 @@ def pipeline_topics(names: TopicNames, partitions: int) -> list[TopicSpec]:
         # The current-state view's changelog: same partition numbers as account.changes, kept
         # for good (compaction may shrink it; correctness does not depend on it).
         TopicSpec(names.state_changelog, partitions, "compact"),
+        # Attempts at webhook messages, keyed by message id, until the message log's writer
+        # has stored them (its own retention, PORTABILITY_MESSAGE_RETENTION_DAYS, is longer).
+        TopicSpec(names.delivery_log, partitions, "delete", 7 * _DAY_MS),
+        # Each consent's ledger head, partitioned by consent like deliveries: a worker reads
+        # its partitions' heads before delivering, to continue their chains.
+        TopicSpec(names.delivery_ledger, partitions, "compact"),
+        # The pull feed of poll-mode apps: the webhook bodies, keyed by app id (one app's
+        # events in one partition, in order: see partition_for_app).
+        TopicSpec(names.feed, partitions, "delete", feed_retention_days * _DAY_MS),
     ]
 
 
@@ -111,6 +135,15 @@ def partition_for_consent(consent_id: str, partitions: int) -> int:
     same partition number of each, and a consent's events share its delivery lane.
     """
     return partition_for_user(consent_id, partitions)
+
+
+def partition_for_app(app_id: str, partitions: int) -> int:
+    """The feed partition of a poll-mode app's events (keyed by app id, Kafka's partitioner).
+
+    One partition per app keeps its events in the order they were appended; the feed's
+    reader reads that partition only.
+    """
+    return partition_for_user(app_id, partitions)
 
 
 def consent_key(user_id: str, consent_id: str) -> bytes:

@@ -1,0 +1,212 @@
+"""The ledger book: each consent's hash chain as this worker delivers it.
+
+Each event an app receives for a consent (delta, snapshot page, removal, download notice)
+extends the consent's chain (:mod:`portability.webhooks.ledger`) in the order the app receives
+it, and carries the value after it. :meth:`LedgerBook.extension` computes a request's values
+from the chain's head (the same values on every attempt of the same events), and
+:meth:`LedgerBook.delivered` moves the head when the app accepted them: the chain covers what
+the app received, so a dead-lettered event is not in it.
+
+The heads are recorded on the compacted ``delivery.ledger`` topic in the background (every
+``_FLUSH_S``, the latest per consent), partitioned by consent like deliveries. A worker that
+takes a partition over reads its heads before delivering anything of it (see
+:class:`~portability.delivery.partitions.Partitions`) and continues from them. Any recorded
+head is the true head after some delivered event, because the chain is a function of the
+events delivered, in lane order: the events after it (delivered again after a crash, or for
+the first time) get the values they had or would have had. Events at or before a restored
+head were delivered already and are not sent again (:meth:`LedgerBook.delivered_before`),
+except a dead letter an operator redelivers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from portability.delivery.flushing import Flushing, send_batches
+from portability.delivery.lanes import Item
+from portability.webhooks.ledger import extend, start
+from portability.webhooks.payload import ledger_digest, notification_digest
+from portability.wire.codec import AvroCodec
+from portability.wire.delivery_log_encoder import EncodedLedger
+from portability.wire.notifications import AUTHORIZATION_REMOVED
+from portability.wire.schemas import SchemaName
+
+__all__ = ["Extension", "LedgerBook"]
+
+_FLUSH_S: Final = 0.2
+Order = tuple[int, int, int, int]
+
+
+@dataclass(slots=True)
+class _Chain:
+    """A consent's chain after its latest delivered event."""
+
+    app_id: str
+    partition: int  # of the consent's deliveries, and of its head on delivery.ledger
+    head: str
+    events: int = 0
+    deltas: int = 0
+    pages: int = 0
+    removals: int = 0
+    order: Order = (0, 0, 0, 0)
+    identity: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """A request's chain values: one per event, and the counts once it is delivered."""
+
+    before: str
+    values: list[str]
+    events: int
+    deltas: int
+    pages: int
+    removals: int
+
+    @property
+    def logged(self) -> EncodedLedger:
+        return (
+            self.before,
+            self.values[-1],
+            self.events,
+            self.deltas,
+            self.pages,
+            self.removals,
+        )
+
+
+class LedgerBook:
+    """The chains of this worker's consents; heads recorded in the background."""
+
+    def __init__(
+        self, producer: AIOKafkaProducer, codec: AvroCodec, topic: str, partitions: int
+    ) -> None:
+        self._producer = producer
+        self._codec = codec
+        self._topic = topic
+        self._partitions = partitions
+        self._chains: dict[str, _Chain] = {}
+        self.restored: dict[str, tuple[Order, str]] = {}  # delivered up to here, before us
+        self._dirty: set[str] = set()
+        self._flushing = Flushing(self.flush, _FLUSH_S, "ledger heads")
+
+    def extension(self, consent_id: str, items: Sequence[Item]) -> Extension:
+        """The chain values of ``items`` (one request, in lane order) from the current head."""
+        chain = self._chains.get(consent_id)
+        head = start(consent_id) if chain is None else chain.head
+        counts = [0, 0, 0] if chain is None else [chain.deltas, chain.pages, chain.removals]
+        before, values = head, []
+        for item in items:
+            if item.delivery is not None:
+                digest = ledger_digest(item.delivery)
+                counts[0] += 1
+            elif item.notification is not None:
+                digest = notification_digest(item.notification)
+                if item.page is not None:
+                    counts[1] += 1
+                elif item.notification["event_type"] == AUTHORIZATION_REMOVED:
+                    counts[2] += 1
+            else:  # pragma: no cover - an item is a delta or a notification
+                continue
+            head = extend(head, digest)
+            values.append(head)
+        events = (0 if chain is None else chain.events) + len(values)
+        return Extension(before, values, events, counts[0], counts[1], counts[2])
+
+    def delivered(self, consent_id: str, items: Sequence[Item], extension: Extension) -> None:
+        """The app accepted ``items``: the chain's head moves past them."""
+        chain = self._chains.get(consent_id)
+        if chain is None:
+            chain = self._chains[consent_id] = _Chain(
+                items[0].app_id, items[0].tp.partition, extension.before
+            )
+        chain.head = extension.values[-1]
+        chain.events, chain.deltas = extension.events, extension.deltas
+        chain.pages, chain.removals = extension.pages, extension.removals
+        chain.order, chain.identity = items[-1].order, items[-1].identity
+        self._dirty.add(consent_id)
+
+    def delivered_before(self, item: Item) -> bool:
+        """Whether ``item`` was delivered before this worker restored its consent's head."""
+        restored = self.restored.get(item.consent_id)
+        if restored is None or item.replayed_from is not None:
+            return False
+        order, identity = restored
+        return item.order < order or item.identity == identity
+
+    def restore(self, partition: int, value: bytes | None) -> None:
+        """Take a recorded head (read while its partition loads)."""
+        if value is None:
+            return
+        record: Mapping[str, Any] = self._codec.decode(SchemaName.LEDGER_HEAD, value)
+        consent_id = record["consent_id"]
+        known = self._chains.get(consent_id)
+        if known is not None and known.events >= record["events"]:
+            return  # an older head recorded before a later one of the same chain
+        epoch, kind, place, page = record["order"]
+        order: Order = (epoch, kind, place, page)
+        self._chains[consent_id] = _Chain(
+            record["app_id"],
+            partition,
+            record["head"],
+            record["events"],
+            record["deltas"],
+            record["pages"],
+            record["removals"],
+            order,
+            record["identity"],
+        )
+        self.restored[consent_id] = (order, record["identity"])
+
+    def forget(self, partitions: set[int]) -> None:
+        """Partitions revoked: their chains are the next owner's (recorded by then)."""
+        for consent_id in [
+            consent_id
+            for consent_id, chain in self._chains.items()
+            if chain.partition in partitions
+        ]:
+            self._chains.pop(consent_id, None)
+            self.restored.pop(consent_id, None)
+            self._dirty.discard(consent_id)
+
+    def start(self) -> None:
+        self._flushing.start()
+
+    async def stop(self) -> None:
+        """Stop flushing in the background and flush what is left (the producer still runs)."""
+        await self._flushing.stop()
+
+    async def flush(self) -> None:
+        """Record the head of every chain that moved since the last flush."""
+        dirty, self._dirty = self._dirty, set()
+        now = datetime.now(UTC)
+        records = []
+        for consent_id in dirty:
+            chain = self._chains.get(consent_id)
+            if chain is None:
+                continue
+            record = {
+                "consent_id": consent_id,
+                "app_id": chain.app_id,
+                "head": chain.head,
+                "events": chain.events,
+                "deltas": chain.deltas,
+                "pages": chain.pages,
+                "removals": chain.removals,
+                "order": list(chain.order),
+                "identity": chain.identity,
+                "recorded_at": now,
+            }
+            value = self._codec.encode(SchemaName.LEDGER_HEAD, record)
+            records.append((chain.partition, consent_id.encode(), value))
+        try:
+            await send_batches(self._producer, self._topic, records)
+        except KafkaError:
+            self._dirty |= dirty
+            raise

@@ -1,0 +1,106 @@
+"""Each consent's ledger, as the worker sends it, recomputed here from the documented formulas.
+
+The recomputation uses only the standard library and the contract (docs/webhooks.md, "The
+ledger"), not the pipeline's code: what an app in any language would do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from delivery.test_delivery_log import Scripted, scripted
+from delivery.test_worker_faults import World, fault_settings, wait_until
+from portability.broker import EmbeddedBroker
+from portability.delivery import DeliveryWorker
+from portability.runtime import Runtime
+from portability.settings import Settings
+from running_roles import running
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def recomputed(consent_id: str, deltas: list[dict[str, Any]]) -> list[str]:
+    """The chain values of ``deltas`` (in the order received), as the contract defines them."""
+    head = _sha("portability.ledger\n" + consent_id)
+    values = []
+    for delta in deltas:
+        rest = {k: v for k, v in delta.items() if k not in ("id", "sequence", "ledger")}
+        digest = _sha(f"{delta['id']}\n{delta['sequence']}\n{_sha(_canonical(rest))}")
+        head = _sha(head + digest)
+        values.append(head)
+    return values
+
+
+def received_deltas(endpoint: Scripted, consent_id: str) -> list[dict[str, Any]]:
+    """Each delta the endpoint got for the consent, first arrivals only, in arrival order."""
+    seen: dict[str, dict[str, Any]] = {}
+    for _, body in endpoint.seen:
+        data = json.loads(body)["data"]
+        if data["consent_id"] == consent_id:
+            for delta in data["deltas"]:
+                seen.setdefault(delta["id"], delta)
+    return list(seen.values())
+
+
+@pytest.fixture
+async def world(broker: EmbeddedBroker, settings: Settings) -> AsyncIterator[World]:
+    runtime = await Runtime.open(fault_settings(settings), broker.bootstrap)
+    made = World(runtime)
+    yield made
+    made.close()
+    await runtime.close()
+
+
+async def test_every_delta_carries_the_chain_value_an_app_recomputes(world: World) -> None:
+    async with scripted(Scripted(answers=[503])) as endpoint:
+        await world.register("app-chain", endpoint.url, None)
+        for consent_id in ("cns_a", "cns_b"):
+            await world.produce("app-chain", consent_id, 7)
+        async with running(DeliveryWorker(world.runtime)) as worker:
+            await wait_until(lambda: worker.stats.deltas_delivered == 14, "14 delivered")
+
+    for consent_id in ("cns_a", "cns_b"):
+        deltas = received_deltas(endpoint, consent_id)
+        assert [d["sequence"] for d in deltas] == list(range(1, 8))
+        assert [d["ledger"] for d in deltas] == recomputed(consent_id, deltas)
+    # The failed first request and its retry carried the same values (the same bytes).
+    assert endpoint.seen[0] in endpoint.seen[1:]
+
+
+async def test_a_worker_taking_over_continues_the_chain_and_skips_what_was_delivered(
+    world: World,
+) -> None:
+    async with scripted(Scripted(answers=[])) as endpoint:
+        await world.register("app-chain", endpoint.url, None)
+        await world.produce("app-chain", "cns_c", 5)
+        async with running(DeliveryWorker(world.runtime)) as first:
+            await wait_until(lambda: first.stats.deltas_delivered == 5, "5 delivered")
+        await world.produce("app-chain", "cns_c", 4)
+        # As if the first worker had died before committing anything: a group with no
+        # offsets reads every delivery again, and the ledger's heads say what went out.
+        settings = world.runtime.settings
+        rewound = settings.model_copy(update={"delivery_group": settings.delivery_group + "-2"})
+        runtime = await Runtime.open(rewound, world.runtime.kafka.bootstrap)
+        try:
+            async with running(DeliveryWorker(runtime)) as second:
+                await wait_until(lambda: second.stats.deltas_delivered == 4, "4 more delivered")
+                assert second.stats.dropped_delivered == 5
+        finally:
+            await runtime.close()
+
+    deltas = received_deltas(endpoint, "cns_c")
+    assert [d["sequence"] for d in deltas] == list(range(1, 10))
+    assert [d["ledger"] for d in deltas] == recomputed("cns_c", deltas)
+    delivered = [json.loads(body)["data"]["deltas"] for _, body in endpoint.seen]
+    assert sum(len(batch) for batch in delivered) == 9  # nothing sent twice
