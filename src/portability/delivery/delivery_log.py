@@ -1,16 +1,15 @@
-"""The worker's side of the message log: one entry per attempt, produced in the background.
+"""The worker's side of the message log: one entry per attempt, produced before commits.
 
 Every attempt at a webhook message (a batch of deltas, a snapshot page, a removal) becomes a
 :class:`~portability.wire.delivery_log.DeliveryLogEntry` on ``delivery.log``; the message
 log's writer (:mod:`portability.messages`) stores them in the database in batches. The hot
 path only notes what it needs in a tuple (:meth:`DeliveryLog.attempted`): the entries are
-built, hashed, encoded and produced by a background task every ``_FLUSH_S``, so a request
-never waits on the log, and a slow or absent broker only delays the log.
-
-What is at stake if the worker dies: the entries of the last ``_FLUSH_S`` (at most) are
-lost, and the messages they describe are sent again by the next worker (nothing after the
-committed offsets is done), which logs them then. Past ``_MAX_PENDING`` entries waiting
-(the broker down for long), the oldest are dropped and counted: deliveries go on.
+built, hashed, encoded and produced by the commit loop (every 0.1 s) before it commits the
+offsets of what finished, so a request never waits on the log, and an offset is committed
+only once the attempts of its records are on the broker: a worker that dies loses no entry
+of a message that will not be sent again. Past ``_MAX_PENDING`` entries waiting (the broker
+unreachable for long, while apps still answer), the oldest are dropped and counted
+(``log_entries_dropped``, with a warning): deliveries go on.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from portability.delivery.flushing import Flushing, send_batches
+from portability.delivery.flushing import send_batches
 from portability.delivery.lanes import Item
 from portability.delivery.sender import Outcome
 from portability.delivery.stats import DeliveryStats
@@ -39,7 +38,6 @@ __all__ = ["DeliveryLog"]
 # The role's logger, whichever part of the worker writes: operators filter its lines by one name.
 log = logging.getLogger("portability.delivery.worker")
 
-_FLUSH_S: Final = 0.2
 _MAX_PENDING: Final = 200_000
 _EXCERPT: Final = 1024
 _FEED: Final = "feed"  # the endpoint of a poll-mode app's entries: its pull feed
@@ -72,7 +70,6 @@ class DeliveryLog:
         self._topic = topic
         self._stats = stats
         self._pending: list[_Noted] = []
-        self._flushing = Flushing(self.flush, _FLUSH_S, "message log entries")
 
     def attempted(
         self,
@@ -111,13 +108,6 @@ class DeliveryLog:
                 ledger,
             )
         )
-
-    def start(self) -> None:
-        self._flushing.start()
-
-    async def stop(self) -> None:
-        """Stop flushing in the background and flush what is left (the producer still runs)."""
-        await self._flushing.stop()
 
     async def flush(self) -> None:
         """Produce every noted attempt's entry and wait for the broker's acks."""

@@ -1,54 +1,23 @@
-"""A background flush: what the worker notes on its hot path, produced every so often.
+"""Producing what the worker notes on its hot path: in batches, at each commit.
 
 The message log's entries and the ledger's heads are noted in memory as requests finish and
-produced by a task of their own, so that no request waits on the broker for them; a failed
-flush keeps what it could not produce for the next one, and stopping flushes once more.
+produced by the commit loop before it commits (see
+:meth:`Partitions.commit <portability.delivery.partitions.Partitions.commit>`), so that no
+request waits on the broker for them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
-__all__ = ["Flushing", "send_batches"]
+__all__ = ["send_batches"]
 
 log = logging.getLogger("portability.delivery.worker")
-
-
-class Flushing:
-    """Calls ``flush`` every ``interval_s`` until stopped, and once more when stopping."""
-
-    def __init__(self, flush: Callable[[], Awaitable[None]], interval_s: float, what: str) -> None:
-        self._flush = flush
-        self._interval_s = interval_s
-        self._what = what
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"flush {self._what}")
-
-    async def stop(self) -> None:
-        """Stop the task and flush what is left (the producer must still run)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        with contextlib.suppress(KafkaError):
-            await self._flush()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                await self._flush()
-            except KafkaError as error:
-                log.warning("%s not produced yet (retried): %s", self._what, error)
 
 
 async def send_batches(

@@ -7,8 +7,9 @@ from the chain's head (the same values on every attempt of the same events), and
 :meth:`LedgerBook.delivered` moves the head when the app accepted them: the chain covers what
 the app received, so a dead-lettered event is not in it.
 
-The heads are recorded on the compacted ``delivery.ledger`` topic in the background (every
-``_FLUSH_S``, the latest per consent), partitioned by consent like deliveries. A worker that
+The heads are recorded on the compacted ``delivery.ledger`` topic by the commit loop, after
+the message log's entries and before the offsets (the latest per consent, every 0.1 s),
+partitioned by consent like deliveries. A worker that
 takes a partition over reads its heads before delivering anything of it (see
 :class:`~portability.delivery.partitions.Partitions`) and continues from them. Any recorded
 head is the true head after some delivered event, because the chain is a function of the
@@ -23,12 +24,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
-from portability.delivery.flushing import Flushing, send_batches
+from portability.delivery.flushing import send_batches
 from portability.delivery.lanes import Item
 from portability.webhooks.ledger import extend, start
 from portability.webhooks.payload import ledger_digest, notification_digest
@@ -39,7 +39,6 @@ from portability.wire.schemas import SchemaName
 
 __all__ = ["Extension", "LedgerBook"]
 
-_FLUSH_S: Final = 0.2
 Order = tuple[int, int, int, int]
 
 
@@ -94,7 +93,6 @@ class LedgerBook:
         self._chains: dict[str, _Chain] = {}
         self.restored: dict[str, tuple[Order, str]] = {}  # delivered up to here, before us
         self._dirty: set[str] = set()
-        self._flushing = Flushing(self.flush, _FLUSH_S, "ledger heads")
 
     def extension(self, consent_id: str, items: Sequence[Item]) -> Extension:
         """The chain values of ``items`` (one request, in lane order) from the current head."""
@@ -175,18 +173,16 @@ class LedgerBook:
             self.restored.pop(consent_id, None)
             self._dirty.discard(consent_id)
 
-    def start(self) -> None:
-        self._flushing.start()
+    def take(self) -> list[tuple[str, int, bytes]]:
+        """The heads that moved since the last take, encoded: ``(consent, partition, value)``.
 
-    async def stop(self) -> None:
-        """Stop flushing in the background and flush what is left (the producer still runs)."""
-        await self._flushing.stop()
-
-    async def flush(self) -> None:
-        """Record the head of every chain that moved since the last flush."""
+        Taken before the message log is flushed and recorded after it (see
+        :meth:`Partitions.commit <portability.delivery.partitions.Partitions.commit>`): a head
+        never says an event was delivered before its log entry is on the broker.
+        """
         dirty, self._dirty = self._dirty, set()
         now = datetime.now(UTC)
-        records = []
+        heads = []
         for consent_id in dirty:
             chain = self._chains.get(consent_id)
             if chain is None:
@@ -204,9 +200,17 @@ class LedgerBook:
                 "recorded_at": now,
             }
             value = self._codec.encode(SchemaName.LEDGER_HEAD, record)
-            records.append((chain.partition, consent_id.encode(), value))
-        try:
-            await send_batches(self._producer, self._topic, records)
-        except KafkaError:
-            self._dirty |= dirty
-            raise
+            heads.append((consent_id, chain.partition, value))
+        return heads
+
+    async def record(self, heads: list[tuple[str, int, bytes]]) -> None:
+        """Produce heads :meth:`take` gave, and wait for the broker's acks."""
+        await send_batches(
+            self._producer,
+            self._topic,
+            ((partition, consent_id.encode(), value) for consent_id, partition, value in heads),
+        )
+
+    def give_back(self, heads: list[tuple[str, int, bytes]]) -> None:
+        """Heads not recorded: recorded with the next ones (their latest state then)."""
+        self._dirty.update(consent_id for consent_id, _, _ in heads)

@@ -42,3 +42,9 @@ class OffsetTracker:
         """The offset to commit if it advanced since the last call, else None."""
         committable, self._committable = self._committable, None
         return committable
+
+    def give_back(self, offset: int) -> None:
+        """An offset taken but not committed (its commit was held): committed next time,
+        unless a later one is by then."""
+        if self._committable is None or self._committable < offset:
+            self._committable = offset

@@ -13,13 +13,13 @@ owner delivers the rest. An offset is committed only when everything before it i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from portability.delivery.delivery_log import DeliveryLog
 from portability.delivery.lane_book import LaneBook
 from portability.delivery.lanes import Lane
 from portability.delivery.ledger_book import LedgerBook
@@ -46,8 +46,10 @@ class Partitions:
         book: LaneBook,
         status: StatusBoard,
         ledgers: LedgerBook,
+        delivery_log: DeliveryLog,
     ) -> None:
         self._ledgers = ledgers
+        self._log = delivery_log
         self._consumer = consumer
         self._producer = producer
         self._topics = topics
@@ -107,9 +109,7 @@ class Partitions:
         numbers = {tp.partition for tp in revoked}
         lanes = [lane for lane in self._book.lanes.values() if lane.partition in numbers]
         await cancel(lanes)
-        await self.commit(revoked)
-        with contextlib.suppress(KafkaError):
-            await self._ledgers.flush()  # the next owner continues from the latest heads
+        await self.commit(revoked)  # with the log and the heads the next owner continues from
         self._ledgers.forget(numbers)
         self._book.forget(revoked, lanes)
 
@@ -123,6 +123,12 @@ class Partitions:
                 await self._status.flush(self._producer)
 
     async def commit(self, only: Iterable[TopicPartition] | None = None) -> None:
+        """Commit what finished, once its message log entries and ledger heads are produced.
+
+        In that order, each taken before the next is produced: an offset committed says its
+        records' attempts are in the log (a crash loses no entry of a message it will not
+        send again), and a ledger head says no more than the log does.
+        """
         wanted = None if only is None else set(only)
         offsets = {}
         for tp, tracker in self._book.trackers.items():
@@ -131,12 +137,31 @@ class Partitions:
             committable = tracker.take_committable()
             if committable is not None:
                 offsets[tp] = committable
+        heads = self._ledgers.take()
+        try:
+            await self._log.flush()
+            await self._ledgers.record(heads)
+        except KafkaError as error:
+            self._ledgers.give_back(heads)
+            self._give_back(offsets)
+            log.warning(
+                "delivery commit held: the message log or the ledger heads could not be "
+                "produced (retried): %s",
+                error,
+            )
+            return
         if not offsets:
             return
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as error:
             log.warning("delivery commit skipped after a rebalance: %s", error)
+
+    def _give_back(self, offsets: dict[TopicPartition, int]) -> None:
+        for tp, offset in offsets.items():
+            tracker = self._book.trackers.get(tp)
+            if tracker is not None:
+                tracker.give_back(offset)
 
 
 async def cancel(lanes: list[Lane]) -> None:

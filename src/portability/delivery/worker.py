@@ -145,7 +145,7 @@ class DeliveryWorker:
             self._driver.lane,
         )
         self._partitions = Partitions(
-            self._consumer, self._producer, topics, book, self.status, self.ledgers
+            self._consumer, self._producer, topics, book, self.status, self.ledgers, self.log
         )
         self._paused: str | None = None  # why reading was paused when last checked
         self._committer: asyncio.Task[None] | None = None
@@ -171,8 +171,6 @@ class DeliveryWorker:
         self._committer = asyncio.create_task(
             self._partitions.commit_loop(), name="delivery-commit"
         )
-        self.log.start()
-        self.ledgers.start()
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -184,8 +182,6 @@ class DeliveryWorker:
                 await self._committer
         await self._partitions.commit()
         await self.status.flush(self._producer)
-        await self.log.stop()
-        await self.ledgers.stop()
         await self._consumer.stop()
         await self.directory.stop()
         await self._attempts.sender.stop()
