@@ -110,31 +110,35 @@ class LogEntryEncoder:
 
 
 def _records(records: Iterable[EncodedRecord]) -> bytes:
-    body = [
-        b"".join(
-            (
-                _string(delta_id),
-                _string(record_id),
-                _repeated(category),
-                _repeated(operation),
-                _optional_long(sequence),
-                _repeated(policy_version),
-            )
-        )
-        for delta_id, record_id, category, operation, sequence, policy_version in records
-    ]
-    return _array(body)
+    # One flat list and the one-byte length of short strings inline: this runs per delta.
+    parts: list[bytes] = []
+    append, small, count = parts.append, _SMALL, 0
+    for delta_id, record_id, category, operation, sequence, policy_version in records:
+        count += 1
+        for text in (delta_id, record_id):
+            data = text.encode()
+            append(small[len(data)] if len(data) < 64 else _long(len(data)))
+            append(data)
+        append(_repeated(category))
+        append(_repeated(operation))
+        append(b"\x00" if sequence is None else b"\x02" + _long(sequence))
+        append(_repeated(policy_version))
+    return _block(count, parts)
 
 
 def _sources(sources: Iterable[EncodedSource]) -> bytes:
-    body = [
-        _repeated(topic) + _long(partition) + _long(offset) for topic, partition, offset in sources
-    ]
-    return _array(body)
+    parts: list[bytes] = []
+    append, count = parts.append, 0
+    for topic, partition, offset in sources:
+        count += 1
+        append(_repeated(topic))
+        append(_long(partition))
+        append(_long(offset))
+    return _block(count, parts)
 
 
-def _array(items: list[bytes]) -> bytes:
-    """One block of ``items`` and the end marker (or the end marker alone)."""
-    if not items:
+def _block(count: int, parts: list[bytes]) -> bytes:
+    """An array of ``count`` items (``parts`` their bytes) in one block, and its end."""
+    if not count:
         return b"\x00"
-    return _long(len(items)) + b"".join(items) + b"\x00"
+    return _long(count) + b"".join(parts) + b"\x00"
