@@ -514,12 +514,9 @@ def _rebuild(
         if None in records:
             continue  # a delta the worker made up: that run is invalid already
         heads = [delivery_head(r) for r in records if r is not None]
-        chain = chains.get(planned.consent_id) or ledger.start(planned.consent_id)
-        values = []
-        for head in heads:
-            chain = ledger.extend(chain, ledger_digest(head))
-            values.append(chain)
-        chains[planned.consent_id] = chain
+        before = chains.get(planned.consent_id) or ledger.start(planned.consent_id)
+        values = ledger.chain(before, (ledger_digest(head) for head in heads))
+        chains[planned.consent_id] = values[-1]
         msg_id, body = head_delta_event(heads, values)
         headers = webhook_headers([workload.secrets[planned.app_id]], msg_id, body)
         requests.append((receiver.webhook_url(planned.app_id), body, headers))

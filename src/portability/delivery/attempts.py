@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from portability.delivery.delivery_log import DeliveryLog
 from portability.delivery.directory import Directory
 from portability.delivery.endpoints import Endpoint, Endpoints
 from portability.delivery.feed import FeedWriter
 from portability.delivery.lanes import Item, Lane
-from portability.delivery.ledger_book import Extension, LedgerBook
+from portability.delivery.ledger_book import LedgerBook
 from portability.delivery.sender import Outcome, WebhookSender
 from portability.delivery.stats import DeliveryStats
 from portability.delivery.status import StatusBoard
@@ -83,48 +83,46 @@ class Attempts:
             if self.endpoints.paced:  # a coroutine per request saved when there is no limit
                 await self.endpoints.pace(endpoint)
             async with self._slots:
-                self._stats.requests += 1
-                extension = self.ledgers.extension(items[0].consent_id, items)
-                message_id, body = self._body(items, extension.values)
-                started, clock = time.time(), time.monotonic()
-                outcome = await self.sender.post_event(app, message_id, body)
-                self._settle(app, items, (message_id, body), (started, clock), outcome, extension)
+                outcome = await self._send(
+                    app,
+                    items,
+                    lambda message_id, body: self.sender.post_event(app, message_id, body),
+                )
         self.endpoints.record(endpoint, outcome)
         return outcome
 
     async def _append(self, app: AppRecord, items: list[Item]) -> Outcome:
+        notification = items[0].notification
+        event_type = notification["event_type"] if notification is not None else DELTA_EVENT_TYPE
+        consent_id = items[0].consent_id
         async with self._slots:
-            self._stats.requests += 1
-            extension = self.ledgers.extension(items[0].consent_id, items)
-            message_id, body = self._body(items, extension.values)
-            started, clock = time.time(), time.monotonic()
-            event_type = (
-                items[0].notification["event_type"]
-                if items[0].notification is not None
-                else DELTA_EVENT_TYPE
+            return await self._send(
+                app,
+                items,
+                lambda message_id, body: self.feed.append(
+                    app, message_id, body, consent_id=consent_id, event_type=event_type
+                ),
             )
-            outcome = await self.feed.append(
-                app, message_id, body, consent_id=items[0].consent_id, event_type=event_type
-            )
-            self._settle(app, items, (message_id, body), (started, clock), outcome, extension)
-        return outcome
 
-    def _settle(
+    async def _send(
         self,
         app: AppRecord,
         items: list[Item],
-        message: tuple[str, bytes],
-        clock: tuple[float, float],
-        outcome: Outcome,
-        extension: Extension,
-    ) -> None:
-        """Log the attempt; past a success, the consent's chain moves on."""
-        started, monotonic_start = clock
-        duration = (started, time.monotonic() - monotonic_start)
-        self.log.attempted(app, *message, items, duration, outcome, extension.logged)
+        last_hop: Callable[[str, bytes], Awaitable[Outcome]],
+    ) -> Outcome:
+        """One request by ``last_hop`` (a POST, or an append to the feed): its body with the
+        consent's ledger values, logged; past a success, the consent's chain moves on."""
+        self._stats.requests += 1
+        extension = self.ledgers.extension(items[0].consent_id, items)
+        message_id, body = self._body(items, extension.values)
+        started, clock = time.time(), time.monotonic()
+        outcome = await last_hop(message_id, body)
+        timing = (started, time.monotonic() - clock)
+        self.log.attempted(app, message_id, body, items, timing, outcome, extension.logged)
         if outcome.ok:
             self.ledgers.delivered(items[0].consent_id, items, extension)
         self._stats.requested(app["app_id"], outcome.ok)
+        return outcome
 
     @staticmethod
     def _body(items: list[Item], ledgers: list[str]) -> tuple[str, bytes]:

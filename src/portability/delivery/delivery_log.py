@@ -45,7 +45,7 @@ _FEED: Final = "feed"  # the endpoint of a poll-mode app's entries: its pull fee
 
 @dataclass(slots=True)
 class _Noted:
-    """What the hot path keeps of one attempt until the background task builds its entry."""
+    """What the hot path keeps of one attempt until the commit loop builds its entry."""
 
     app_id: str
     endpoint_url: str
@@ -60,7 +60,7 @@ class _Noted:
 
 
 class DeliveryLog:
-    """Notes attempts on the hot path; produces their entries in the background."""
+    """Notes attempts on the hot path; the commit loop produces their entries (:meth:`flush`)."""
 
     def __init__(
         self, producer: AIOKafkaProducer, codec: AvroCodec, topic: str, stats: DeliveryStats
@@ -81,7 +81,7 @@ class DeliveryLog:
         outcome: Outcome,
         ledger: EncodedLedger | None,
     ) -> None:
-        """Note one attempt (no I/O, no hashing: the background task does both).
+        """Note one attempt (no I/O, no hashing: :meth:`flush` does both).
 
         ``timing``: when it started (epoch seconds) and how long it took (seconds).
         """

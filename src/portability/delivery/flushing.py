@@ -9,15 +9,12 @@ request waits on the broker for them.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
 __all__ = ["send_batches"]
-
-log = logging.getLogger("portability.delivery.worker")
 
 
 async def send_batches(

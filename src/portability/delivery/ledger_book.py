@@ -9,8 +9,8 @@ the app received, so a dead-lettered event is not in it.
 
 The heads are recorded on the compacted ``delivery.ledger`` topic by the commit loop, after
 the message log's entries and before the offsets (the latest per consent, every 0.1 s),
-partitioned by consent like deliveries. A worker that
-takes a partition over reads its heads before delivering anything of it (see
+partitioned by consent like deliveries. A worker that takes a partition over reads its
+heads before delivering anything of it (see
 :class:`~portability.delivery.partitions.Partitions`) and continues from them. Any recorded
 head is the true head after some delivered event, because the chain is a function of the
 events delivered, in lane order: the events after it (delivered again after a crash, or for
@@ -21,7 +21,6 @@ except a dead letter an operator redelivers.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from aiokafka import AIOKafkaProducer
 
 from portability.delivery.flushing import send_batches
 from portability.delivery.lanes import Item
+from portability.webhooks.ledger import chain as chain_values
 from portability.webhooks.ledger import start
 from portability.webhooks.payload import ledger_digest, notification_digest
 from portability.wire.codec import AvroCodec
@@ -82,15 +82,12 @@ class Extension:
 
 
 class LedgerBook:
-    """The chains of this worker's consents; heads recorded in the background."""
+    """The chains of this worker's consents; heads recorded at each commit (see above)."""
 
-    def __init__(
-        self, producer: AIOKafkaProducer, codec: AvroCodec, topic: str, partitions: int
-    ) -> None:
+    def __init__(self, producer: AIOKafkaProducer, codec: AvroCodec, topic: str) -> None:
         self._producer = producer
         self._codec = codec
         self._topic = topic
-        self._partitions = partitions
         self._chains: dict[str, _Chain] = {}
         self.restored: dict[str, tuple[Order, str]] = {}  # delivered up to here, before us
         self._dirty: set[str] = set()
@@ -100,24 +97,21 @@ class LedgerBook:
         chain = self._chains.get(consent_id)
         head = start(consent_id) if chain is None else chain.head
         counts = [0, 0, 0] if chain is None else [chain.deltas, chain.pages, chain.removals]
-        before, values = head, []
-        sha256 = hashlib.sha256  # extend(), inlined: this runs per delta
+        digests = []
         for item in items:
             if item.delivery is not None:
-                digest = item.delivery["ledger_digest"] or ledger_digest(item.delivery)
+                # The matcher's digest as a rule; ledger_digest() computes a missing one.
+                digests.append(item.delivery["ledger_digest"] or ledger_digest(item.delivery))
                 counts[0] += 1
             elif item.notification is not None:
-                digest = notification_digest(item.notification)
+                digests.append(notification_digest(item.notification))
                 if item.page is not None:
                     counts[1] += 1
                 elif item.notification["event_type"] == AUTHORIZATION_REMOVED:
                     counts[2] += 1
-            else:  # pragma: no cover - an item is a delta or a notification
-                continue
-            head = sha256((head + digest).encode()).hexdigest()
-            values.append(head)
+        values = chain_values(head, digests)
         events = (0 if chain is None else chain.events) + len(values)
-        return Extension(before, values, events, counts[0], counts[1], counts[2])
+        return Extension(head, values, events, counts[0], counts[1], counts[2])
 
     def delivered(self, consent_id: str, items: Sequence[Item], extension: Extension) -> None:
         """The app accepted ``items``: the chain's head moves past them."""

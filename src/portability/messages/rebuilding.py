@@ -92,17 +92,12 @@ async def rebuild(
 
 def delta_ledgers(before: str, heads: Sequence[DeliveryHead]) -> list[str]:
     """The chain's value after each delta of a batch, from its value ``before`` the batch."""
-    values: list[str] = []
-    value = before
-    for head in heads:
-        value = ledger.extend(value, ledger_digest(head))
-        values.append(value)
-    return values
+    return ledger.chain(before, (ledger_digest(head) for head in heads))
 
 
 def notification_ledger(before: str, notification: NotificationRecord) -> str:
     """The chain's value after a notification, from its value ``before`` it."""
-    return ledger.extend(before, notification_digest(notification))
+    return ledger.chain(before, [notification_digest(notification)])[0]
 
 
 def _check_one(event_type: str, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:

@@ -26,7 +26,7 @@ or webhook-id) extend the chain once, the first time. Deltas re-sent by a replay
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -36,6 +36,7 @@ __all__ = [
     "LEDGER_FIELD",
     "LedgerHead",
     "canonical",
+    "chain",
     "change_digest",
     "change_digest_of_rendered",
     "delta_digest",
@@ -65,6 +66,18 @@ def start(consent_id: str) -> str:
 def extend(head: str, digest: str) -> str:
     """The chain's value after an event of ``digest``."""
     return _hex((head + digest).encode())
+
+
+def chain(before: str, digests: Iterable[str]) -> list[str]:
+    """The chain's value after each of ``digests`` in turn, from its value ``before`` them:
+    the values a request (or its resend) carries, one per event."""
+    sha256 = hashlib.sha256  # extend(), inlined: the delivery worker runs this per delta
+    values = []
+    head = before
+    for digest in digests:
+        head = sha256((head + digest).encode()).hexdigest()
+        values.append(head)
+    return values
 
 
 def change_digest(change_object: Mapping[str, Any]) -> str:
