@@ -104,3 +104,29 @@ async def test_a_worker_taking_over_continues_the_chain_and_skips_what_was_deliv
     assert [d["ledger"] for d in deltas] == recomputed("cns_c", deltas)
     delivered = [json.loads(body)["data"]["deltas"] for _, body in endpoint.seen]
     assert sum(len(batch) for batch in delivered) == 9  # nothing sent twice
+
+
+async def test_an_unreadable_ledger_head_is_skipped_and_the_partition_still_loads(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = world.runtime.topics.delivery_ledger
+    # Not Avro at all, and a frame naming a schema id no one registered: a stray producer.
+    await world.produce_raw("cns_d", [b"not a ledger head", b"\x00\x00\x0f\x42\x40garbage"], topic)
+    async with scripted(Scripted(answers=[])) as endpoint:
+        await world.register("app-chain", endpoint.url, None)
+        await world.produce("app-chain", "cns_d", 3)
+        async with running(DeliveryWorker(world.runtime)) as worker:
+            await wait_until(lambda: worker.stats.deltas_delivered == 3, "3 delivered")
+            assert worker.stats.ledger_heads_unreadable == 2
+            assert worker.stats.dropped_delivered == 0
+
+    deltas = received_deltas(endpoint, "cns_d")
+    assert [d["ledger"] for d in deltas] == recomputed("cns_d", deltas)  # from the start
+    skipped = [
+        vars(r) for r in caplog.records if vars(r).get("event") == "delivery.ledger_head_unreadable"
+    ]
+    assert [(r["partition"], r["offset"]) for r in skipped] == [
+        (skipped[0]["partition"], 0),
+        (skipped[0]["partition"], 1),
+    ]
+    assert all(r["topic"] == topic for r in skipped)

@@ -9,7 +9,7 @@ import pytest
 
 from portability.wire import AvroCodec, InProcessSchemaRegistry, SchemaName
 from portability.wire.delivery_log import DeliveryLogEntry
-from portability.wire.delivery_log_encoder import LogEntryEncoder
+from portability.wire.delivery_log_encoder import LedgerHeadEncoder, LogEntryEncoder
 
 
 @pytest.fixture
@@ -175,3 +175,54 @@ def test_the_hand_encoder_writes_what_fastavro_writes(
 
     assert encoded == codec.encode(SchemaName.DELIVERY_LOG_ENTRY, dict(entry))
     assert codec.decode(SchemaName.DELIVERY_LOG_ENTRY, encoded) == entry
+
+
+# Each varint length's first and last value, both signs: the encoder writes up to four bytes
+# without a loop and the rest with one.
+_BOUNDARIES = sorted(
+    {sign * (2**bits + step) for bits in range(0, 63) for step in (-1, 0, 1) for sign in (1, -1)}
+    | {2**63 - 1, -(2**63)}
+)
+
+
+def test_longs_of_every_length_are_fastavros(codec: AvroCodec) -> None:
+    encoder = LogEntryEncoder(codec.schema_id(SchemaName.DELIVERY_LOG_ENTRY))
+    sources = [{"topic": "deliveries", "partition": 1, "offset": value} for value in _BOUNDARIES]
+    entry = _entry(sources=sources, attempt=-5, duration_ms=2**27)
+
+    assert _hand_encoded(encoder, entry) == codec.encode(SchemaName.DELIVERY_LOG_ENTRY, dict(entry))
+
+
+@pytest.mark.parametrize(
+    "order", [[0, 1, 7, 0], [3, 2, 2**40, 250], [], [-1] * 70], ids=["delta", "big", "none", "many"]
+)
+def test_the_ledger_head_encoder_writes_what_fastavro_writes(
+    codec: AvroCodec, order: list[int]
+) -> None:
+    recorded_at = datetime(2026, 12, 6, 12, 0, 0, 123000, tzinfo=UTC)
+    head: dict[str, Any] = {
+        "consent_id": "cns_ü1",
+        "app_id": "app_1",
+        "head": "ab" * 32,
+        "events": 300,
+        "deltas": 2**33,
+        "pages": 9,
+        "removals": 0,
+        "order": order,
+        "identity": "dlt_0123",
+        "recorded_at": recorded_at,
+    }
+    encoder = LedgerHeadEncoder(codec.schema_id(SchemaName.LEDGER_HEAD))
+
+    encoded = encoder.encode(
+        consent_id="cns_ü1",
+        app_id="app_1",
+        head="ab" * 32,
+        counts=(300, 2**33, 9, 0),
+        order=order,
+        identity="dlt_0123",
+        recorded_at_ms=int(recorded_at.timestamp() * 1000),
+    )
+
+    assert encoded == codec.encode(SchemaName.LEDGER_HEAD, head)
+    assert codec.decode(SchemaName.LEDGER_HEAD, encoded) == head

@@ -79,7 +79,7 @@ class Intake:
         """
         if tp.topic == self._ledger_topic:
             if tp.partition in self._loading:  # after that, only this worker's own heads
-                self._ledgers.restore(tp.partition, record.value)
+                self._ledgers.restore(tp.partition, record.offset, record.value)
             return None
         rewound_to = self._rewinds.get(tp)
         if rewound_to is not None and record.offset < rewound_to:

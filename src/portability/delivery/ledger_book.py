@@ -21,26 +21,32 @@ except a dead letter an operator redelivers.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
 from portability.delivery.flushing import send_batches
 from portability.delivery.lanes import Item
+from portability.delivery.stats import DeliveryStats
 from portability.webhooks.ledger import chain as chain_values
 from portability.webhooks.ledger import start
 from portability.webhooks.payload import ledger_digest, notification_digest
 from portability.wire.codec import AvroCodec
-from portability.wire.delivery_log_encoder import EncodedLedger
+from portability.wire.delivery_log_encoder import EncodedLedger, LedgerHeadEncoder
+from portability.wire.errors import WireFormatError
 from portability.wire.notifications import AUTHORIZATION_REMOVED
 from portability.wire.schemas import SchemaName
 
 __all__ = ["Extension", "LedgerBook"]
 
 Order = tuple[int, int, int, int]
+
+# The role's logger, whichever part of the worker writes: operators filter its lines by one name.
+log = logging.getLogger("portability.delivery.worker")
 
 
 @dataclass(slots=True)
@@ -84,9 +90,13 @@ class Extension:
 class LedgerBook:
     """The chains of this worker's consents; heads recorded at each commit (see above)."""
 
-    def __init__(self, producer: AIOKafkaProducer, codec: AvroCodec, topic: str) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, codec: AvroCodec, topic: str, stats: DeliveryStats
+    ) -> None:
         self._producer = producer
+        self._stats = stats
         self._codec = codec
+        self._heads = LedgerHeadEncoder(codec.schema_id(SchemaName.LEDGER_HEAD))
         self._topic = topic
         self._chains: dict[str, _Chain] = {}
         self.restored: dict[str, tuple[Order, str]] = {}  # delivered up to here, before us
@@ -134,11 +144,33 @@ class LedgerBook:
         order, identity = restored
         return item.order < order or item.identity == identity
 
-    def restore(self, partition: int, value: bytes | None) -> None:
-        """Take a recorded head (read while its partition loads)."""
+    def restore(self, partition: int, offset: int, value: bytes | None) -> None:
+        """Take a recorded head (read while its partition loads).
+
+        A head that does not decode is skipped with a warning (and counted): the chain goes
+        on from the consent's latest readable head, and the consent's ledger on the API
+        shows the difference an app would see, rather than the partition never loading.
+        """
         if value is None:
             return
-        record: Mapping[str, Any] = self._codec.decode(SchemaName.LEDGER_HEAD, value)
+        try:
+            record: Mapping[str, Any] = self._codec.decode(SchemaName.LEDGER_HEAD, value)
+        except WireFormatError as error:
+            self._stats.ledger_heads_unreadable += 1
+            log.warning(
+                "ledger head skipped at %s partition %d offset %d: %s",
+                self._topic,
+                partition,
+                offset,
+                error,
+                extra={
+                    "event": "delivery.ledger_head_unreadable",
+                    "topic": self._topic,
+                    "partition": partition,
+                    "offset": offset,
+                },
+            )
+            return
         consent_id = record["consent_id"]
         known = self._chains.get(consent_id)
         if known is not None and known.events >= record["events"]:
@@ -177,25 +209,22 @@ class LedgerBook:
         never says an event was delivered before its log entry is on the broker.
         """
         dirty, self._dirty = self._dirty, set()
-        now = datetime.now(UTC)
+        now_ms = int(time.time() * 1000)
+        encode = self._heads.encode
         heads = []
         for consent_id in dirty:
             chain = self._chains.get(consent_id)
             if chain is None:
                 continue
-            record = {
-                "consent_id": consent_id,
-                "app_id": chain.app_id,
-                "head": chain.head,
-                "events": chain.events,
-                "deltas": chain.deltas,
-                "pages": chain.pages,
-                "removals": chain.removals,
-                "order": list(chain.order),
-                "identity": chain.identity,
-                "recorded_at": now,
-            }
-            value = self._codec.encode(SchemaName.LEDGER_HEAD, record)
+            value = encode(
+                consent_id=consent_id,
+                app_id=chain.app_id,
+                head=chain.head,
+                counts=(chain.events, chain.deltas, chain.pages, chain.removals),
+                order=chain.order,
+                identity=chain.identity,
+                recorded_at_ms=now_ms,
+            )
             heads.append((consent_id, chain.partition, value))
         return heads
 

@@ -73,6 +73,7 @@ class DeliveryStats:
     dropped_delivered: int = 0  # read again after a takeover, delivered before it (ledger)
     log_entries: int = 0  # attempts produced to the message log (delivery.log)
     log_entries_dropped: int = 0  # attempts not logged: too many waited for the broker
+    ledger_heads_unreadable: int = 0  # recorded heads that did not decode (skipped)
     last_sequence: dict[str, int] = field(default_factory=dict)
     # (app_id, "delta" | "notification", "delivered" | "dead_lettered") -> records
     finished_by_app: dict[tuple[str, str, str], int] = field(default_factory=dict)
@@ -106,5 +107,6 @@ class DeliveryStats:
             "dropped_delivered": self.dropped_delivered,
             "log_entries": self.log_entries,
             "log_entries_dropped": self.log_entries_dropped,
+            "ledger_heads_unreadable": self.ledger_heads_unreadable,
             "consents_delivered_to": len(self.last_sequence),
         }

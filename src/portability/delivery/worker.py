@@ -91,7 +91,7 @@ class DeliveryWorker:
         self._book = book = LaneBook(settings, topics.deliveries_retry)
         self._lanes = book.lanes
         self.log = DeliveryLog(self._producer, runtime.codec, topics.delivery_log, self.stats)
-        self.ledgers = LedgerBook(self._producer, runtime.codec, topics.delivery_ledger)
+        self.ledgers = LedgerBook(self._producer, runtime.codec, topics.delivery_ledger, self.stats)
         self._attempts = Attempts(
             settings,
             self.directory,

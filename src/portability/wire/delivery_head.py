@@ -26,6 +26,7 @@ full.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -51,14 +52,13 @@ _CHANGE: Final = "change"
 _RENDERED: Final = "rendered"
 _TIMESTAMP: Final = "timestamp-millis"
 
-_Reader = Callable[[bytes, int], tuple[Any, int]]
-
 
 class HeadReader:
     """Reads heads of Delivery records written with one schema."""
 
-    def __init__(self, plan: tuple[tuple[str, _Reader], ...]) -> None:
+    def __init__(self, plan: tuple[tuple[str, object], ...]) -> None:
         self._plan = plan
+        self._read = _compiled(plan)
 
     @classmethod
     def of(cls, schema: dict[str, Any]) -> HeadReader | None:
@@ -73,13 +73,15 @@ class HeadReader:
         plan = []
         for field in fields[:-1]:
             kind = _kind(field["type"])
-            reader = _READERS.get(kind)
-            if reader is None:
+            if kind not in _READS:
                 return None
             logical = isinstance(field["type"], dict) and field["type"].get("logicalType")
-            plan.append((field["name"] + ("_ms" if logical == _TIMESTAMP else ""), reader))
+            plan.append((field["name"] + ("_ms" if logical == _TIMESTAMP else ""), kind))
         names = {name for name, _ in plan}
-        if not names >= set(DeliveryHead.__required_keys__) - _FROM_CHANGE:
+        if (
+            _RENDERED not in names
+            or not names >= set(DeliveryHead.__required_keys__) - _FROM_CHANGE
+        ):
             return None
         return cls(tuple(plan))
 
@@ -94,26 +96,100 @@ class HeadReader:
             WireFormatError: The body ends too soon or is not valid Avro where it was read.
         """
         try:
-            return self._read(data, start)
+            return self._read(data, start)  # type: ignore[no-any-return]  # see _compiled
         except (IndexError, UnicodeDecodeError, ValueError) as error:
             raise WireFormatError(f"undecodable delivery head: {error!r}") from error
 
-    def _read(self, data: bytes, pos: int) -> DeliveryHead | None:
-        head: dict[str, Any] = {}
-        for name, reader in self._plan:
-            head[name], pos = reader(data, pos)
-        if head.get(_RENDERED) is None:
-            return None
-        # The change: change_id, user_id (skipped), category, operation (enums), record_id,
-        # occurred_at.
-        pos = _skip(data, _skip(data, pos))
-        category, pos = _long(data, pos)
-        operation, pos = _long(data, pos)
-        head["category"] = _CATEGORIES[category]
-        head["operation"] = _OPERATIONS[operation]
-        head["record_id"], pos = _string(data, pos)
-        head["occurred_at_ms"], _ = _long(data, pos)
-        return head  # type: ignore[return-value]  # its keys are checked by HeadReader.of
+
+# The reader is one function generated for the writer schema's fields (what _READS says for
+# each kind, inline, and one dict built at the end): a loop over per-field reader functions,
+# each returning a tuple, cost twice as much, and this runs for every delta a worker reads.
+# Only the kinds' code below and field names (as repr() literals) go into the source.
+
+_VARINT = """\
+b = data[pos]
+if b < 0x80:
+    {target} = (b >> 1) ^ -(b & 1)
+    pos += 1
+else:
+    {target}, pos = _long(data, pos)
+"""
+_SIZED = (
+    _VARINT.format(target="size")
+    + """\
+end = pos + size
+if size < 0 or end > len(data):
+    raise ValueError(f"{{size}} bytes at {{pos}} run past the end ({{len(data)}} bytes)")
+{target} = data[pos:end]{decode}
+pos = end
+"""
+)
+_UNION = """\
+b = data[pos]
+pos += 1
+if b == 0:  # zig-zag 0: the null branch
+    {target} = None
+elif b != 2:  # zig-zag 1: the other branch
+    raise ValueError(f"union branch byte {{b}} (null or {what})")
+else:
+{other}"""
+
+
+def _sized(target: str, decode: bool) -> str:
+    return _SIZED.format(target=target, decode=".decode()" if decode else "")
+
+
+def _union(target: str, what: str, decode: bool) -> str:
+    other = textwrap.indent(_sized(target, decode), "    ")
+    return _UNION.format(target=target, what=what, other=other)
+
+
+_READS: Final[dict[object, Callable[[str], str]]] = {
+    "string": lambda target: _sized(target, True),
+    "long": lambda target: _VARINT.format(target=target),
+    "int": lambda target: _VARINT.format(target=target),
+    ("null", "bytes"): lambda target: _union(target, "bytes", False),
+    ("null", "string"): lambda target: _union(target, "string", True),
+}
+
+# The change: change_id, user_id (skipped), category, operation (enums), record_id,
+# occurred_at.
+_CHANGE_READ: Final = "\n".join(
+    (
+        _sized("_", False),
+        _sized("_", False),
+        _VARINT.format(target="category"),
+        _VARINT.format(target="operation"),
+        _sized("record_id", True),
+        _VARINT.format(target="occurred_at_ms"),
+    )
+)
+
+
+def _compiled(plan: tuple[tuple[str, object], ...]) -> Callable[[bytes, int], Any]:
+    targets = [f"field_{index}" for index in range(len(plan))]
+    rendered = targets[[name for name, _ in plan].index(_RENDERED)]
+    body = "".join(_READS[kind](target) for (_, kind), target in zip(plan, targets, strict=True))
+    entries = ", ".join(
+        f"{name!r}: {target}" for (name, _), target in zip(plan, targets, strict=True)
+    )
+    source = (
+        "def read(data, pos):\n"
+        + textwrap.indent(body, "    ")
+        + f"    if {rendered} is None:\n        return None\n"
+        + textwrap.indent(_CHANGE_READ, "    ")
+        + f"    return {{{entries}, 'category': _CATEGORIES[category], "
+        "'operation': _OPERATIONS[operation], 'record_id': record_id, "
+        "'occurred_at_ms': occurred_at_ms}\n"
+    )
+    namespace: dict[str, Any] = {
+        "_long": _long,
+        "_CATEGORIES": _CATEGORIES,
+        "_OPERATIONS": _OPERATIONS,
+    }
+    exec(compile(source, "<delivery head reader>", "exec"), namespace)  # noqa: S102  # see above
+    reader: Callable[[bytes, int], Any] = namespace["read"]
+    return reader
 
 
 def _kind(avro_type: object) -> object:
@@ -140,65 +216,3 @@ def _long(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
         if shift > 63:
             raise ValueError("varint longer than ten bytes")
-
-
-# The helpers below read a length of one varint byte inline (strings under 64 bytes): they
-# run for every delta, and a call per varint would double their cost.
-
-
-def _size(data: bytes, pos: int) -> tuple[int, int]:
-    """The length of a string or bytes at ``pos``, and where its content starts."""
-    byte = data[pos]
-    if byte < 0x80:
-        size, pos = (byte >> 1) ^ -(byte & 1), pos + 1
-    else:
-        size, pos = _long(data, pos)
-    if size < 0 or pos + size > len(data):  # a slice past the end would not say
-        raise ValueError(f"{size} bytes at {pos} run past the end ({len(data)} bytes)")
-    return size, pos
-
-
-def _skip(data: bytes, pos: int) -> int:
-    """Where the string or bytes at ``pos`` ends."""
-    size, pos = _size(data, pos)
-    return pos + size
-
-
-def _string(data: bytes, pos: int) -> tuple[str, int]:
-    byte = data[pos]
-    if byte < 0x80:
-        size, pos = (byte >> 1) ^ -(byte & 1), pos + 1
-    else:
-        size, pos = _long(data, pos)
-    end = pos + size
-    if size < 0 or end > len(data):
-        raise ValueError(f"{size} bytes at {pos} run past the end ({len(data)} bytes)")
-    return data[pos:end].decode(), end
-
-
-def _nullable_string(data: bytes, pos: int) -> tuple[str | None, int]:
-    branch = data[pos]
-    if branch == 0:  # zig-zag 0: the null branch
-        return None, pos + 1
-    if branch != 2:  # zig-zag 1: the string branch
-        raise ValueError(f"union branch byte {branch} (null or string)")
-    return _string(data, pos + 1)
-
-
-def _nullable_bytes(data: bytes, pos: int) -> tuple[bytes | None, int]:
-    branch = data[pos]
-    if branch == 0:  # zig-zag 0: the null branch
-        return None, pos + 1
-    if branch != 2:  # zig-zag 1: the bytes branch
-        raise ValueError(f"union branch byte {branch} (null or bytes)")
-    size, pos = _size(data, pos + 1)
-    return data[pos : pos + size], pos + size
-
-
-_READERS: Final[dict[object, _Reader]] = {
-    "string": _string,
-    "long": _long,
-    "int": _long,
-    ("null", "bytes"): _nullable_bytes,
-    ("null", "string"): _nullable_string,
-}

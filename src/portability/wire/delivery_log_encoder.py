@@ -14,7 +14,13 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Final
 
-__all__ = ["EncodedLedger", "EncodedRecord", "EncodedSource", "LogEntryEncoder"]
+__all__ = [
+    "EncodedLedger",
+    "EncodedRecord",
+    "EncodedSource",
+    "LedgerHeadEncoder",
+    "LogEntryEncoder",
+]
 
 # (delta_id, record_id, category, operation, sequence or None, policy_version)
 EncodedRecord = tuple[str, str, str, str, int | None, str]
@@ -31,6 +37,22 @@ def _long(value: int) -> bytes:
     if 0 <= value < 64:
         return _SMALL[value]
     zigzag = (value << 1) ^ (value >> 63)
+    # Offsets and sequences: one to four bytes, written without a loop (this runs per delta).
+    if zigzag < 0x80:
+        return bytes((zigzag,))
+    if zigzag < 0x4000:
+        return bytes(((zigzag & 0x7F) | 0x80, zigzag >> 7))
+    if zigzag < 0x200000:
+        return bytes(((zigzag & 0x7F) | 0x80, ((zigzag >> 7) & 0x7F) | 0x80, zigzag >> 14))
+    if zigzag < 0x10000000:
+        return bytes(
+            (
+                (zigzag & 0x7F) | 0x80,
+                ((zigzag >> 7) & 0x7F) | 0x80,
+                ((zigzag >> 14) & 0x7F) | 0x80,
+                zigzag >> 21,
+            )
+        )
     out = bytearray()
     while zigzag & ~0x7F:
         out.append((zigzag & 0x7F) | 0x80)
@@ -107,6 +129,39 @@ class LogEntryEncoder:
             before, after, *counts = ledger
             parts += (b"\x02", _string(before), _string(after), *(_long(n) for n in counts))
         return b"".join(parts)
+
+
+class LedgerHeadEncoder:
+    """Writes framed LedgerHead records (``schemas/ledger_head.avsc``): the commit loop writes
+    one per consent delivered to since the last, where fastavro cost about 4 us each."""
+
+    def __init__(self, schema_id: int) -> None:
+        self._header = b"\x00" + schema_id.to_bytes(4, "big")
+
+    def encode(
+        self,
+        *,
+        consent_id: str,
+        app_id: str,
+        head: str,
+        counts: tuple[int, int, int, int],
+        order: Sequence[int],
+        identity: str,
+        recorded_at_ms: int,
+    ) -> bytes:
+        """One head's framed bytes. ``counts``: events, deltas, pages and removals."""
+        return b"".join(
+            (
+                self._header,
+                _string(consent_id),
+                _string(app_id),
+                _string(head),
+                *(_long(count) for count in counts),
+                _block(len(order), [_long(place) for place in order]),
+                _string(identity),
+                _long(recorded_at_ms),
+            )
+        )
 
 
 def _records(records: Iterable[EncodedRecord]) -> bytes:

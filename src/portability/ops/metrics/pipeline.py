@@ -143,6 +143,26 @@ ROLE_SPECS = (
         "Spilled records read back from the retry topic when their lane was due.",
     ),
     MetricSpec(
+        "portability_delivery_log_entries",
+        "counter",
+        "Attempts produced to the message log (delivery.log).",
+    ),
+    MetricSpec(
+        "portability_delivery_log_entries_dropped",
+        "counter",
+        "Attempts never logged: too many waited for an unreachable broker.",
+    ),
+    MetricSpec(
+        "portability_delivery_dropped_delivered",
+        "counter",
+        "Records read again after a takeover that the ledger says were delivered before it.",
+    ),
+    MetricSpec(
+        "portability_delivery_ledger_heads_unreadable",
+        "counter",
+        "Recorded ledger heads that did not decode when a partition loaded (skipped).",
+    ),
+    MetricSpec(
         "portability_delivery_reading_paused",
         "gauge",
         "1 while the worker reads no new deliveries because a bound is reached: reason "
@@ -303,6 +323,10 @@ def _delivery_samples(worker: DeliveryWorker, families: Families) -> None:
     families.add("portability_delivery_spilled_records", [], worker.spilled)
     families.add("portability_delivery_spilled", [], stats.spilled)
     families.add("portability_delivery_reloaded", [], stats.reloaded)
+    families.add("portability_delivery_log_entries", [], stats.log_entries)
+    families.add("portability_delivery_log_entries_dropped", [], stats.log_entries_dropped)
+    families.add("portability_delivery_dropped_delivered", [], stats.dropped_delivered)
+    families.add("portability_delivery_ledger_heads_unreadable", [], stats.ledger_heads_unreadable)
     paused = worker.reading_paused
     for reason in ("in_hand", "parked"):
         families.add("portability_delivery_reading_paused", [reason], 1 if paused == reason else 0)
