@@ -99,18 +99,20 @@ def _hand_encoded(encoder: LogEntryEncoder, entry: DeliveryLogEntry) -> bytes:
         sequences=(entry["first_sequence"], entry["last_sequence"]),
         snapshot_epoch=entry["snapshot_epoch"],
         removal_reason=entry["removal_reason"],
-        records=[
-            (
-                r["delta_id"],
-                r["record_id"],
-                r["category"],
-                r["operation"],
-                r["sequence"],
-                r["policy_version"],
-            )
-            for r in entry["records"]
-        ],
-        sources=[(s["topic"], s["partition"], s["offset"]) for s in entry["sources"]],
+        records_and_sources=encoder.records_and_sources(
+            [
+                (
+                    r["delta_id"],
+                    r["record_id"],
+                    r["category"],
+                    r["operation"],
+                    r["sequence"],
+                    r["policy_version"],
+                )
+                for r in entry["records"]
+            ],
+            [(s["topic"], s["partition"], s["offset"]) for s in entry["sources"]],
+        ),
         ledger=None
         if entry["ledger"] is None
         else (

@@ -115,10 +115,11 @@ class Attempts:
         self._stats.requests += 1
         extension = self.ledgers.extension(items[0].consent_id, items)
         message_id, body = self._body(items, extension.values)
+        described = self.log.describe(items, body)
         started, clock = time.time(), time.monotonic()
         outcome = await last_hop(message_id, body)
         timing = (started, time.monotonic() - clock)
-        self.log.attempted(app, message_id, body, items, timing, outcome, extension.logged)
+        self.log.attempted(app, message_id, described, timing, outcome, extension.logged)
         if outcome.ok:
             self.ledgers.delivered(items[0].consent_id, items, extension)
         self._stats.requested(app["app_id"], outcome.ok)

@@ -2,14 +2,17 @@
 
 Every attempt at a webhook message (a batch of deltas, a snapshot page, a removal) becomes a
 :class:`~portability.wire.delivery_log.DeliveryLogEntry` on ``delivery.log``; the message
-log's writer (:mod:`portability.messages`) stores them in the database in batches. The hot
-path only notes what it needs in a tuple (:meth:`DeliveryLog.attempted`): the entries are
-built, hashed, encoded and produced by the commit loop (every 0.1 s) before it commits the
-offsets of what finished, so a request never waits on the log, and an offset is committed
-only once the attempts of its records are on the broker: a worker that dies loses no entry
-of a message that will not be sent again. Past ``_MAX_PENDING`` entries waiting (the broker
-unreachable for long, while apps still answer), the oldest are dropped and counted
-(``log_entries_dropped``, with a warning): deliveries go on.
+log's writer (:mod:`portability.messages`) stores them in the database in batches. The
+request path encodes the entry without I/O: what it says of the records (ids, sources, the
+body's hash) as the request is built (:meth:`DeliveryLog.describe`, while they are at hand),
+the rest when the outcome is known (:meth:`DeliveryLog.attempted`); what waits is bytes only,
+holding no record or body in memory. The commit loop (every 0.1 s) produces the
+entries (:meth:`DeliveryLog.flush`) before it commits the offsets of what finished, so a
+request never waits on the log, and an offset is committed only once the attempts of its
+records are on the broker: a worker that dies loses no entry of a message that will not be
+sent again. Past ``_MAX_PENDING`` entries waiting (the broker unreachable for long, while
+apps still answer), the oldest are dropped and counted (``log_entries_dropped``, with a
+warning): deliveries go on.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from portability.wire.delivery_log_encoder import EncodedLedger, EncodedRecord, 
 from portability.wire.records import AppRecord, NotificationRecord
 from portability.wire.schemas import SchemaName
 
-__all__ = ["DeliveryLog"]
+__all__ = ["DeliveryLog", "Described"]
 
 # The role's logger, whichever part of the worker writes: operators filter its lines by one name.
 log = logging.getLogger("portability.delivery.worker")
@@ -43,24 +46,25 @@ _EXCERPT: Final = 1024
 _FEED: Final = "feed"  # the endpoint of a poll-mode app's entries: its pull feed
 
 
-@dataclass(slots=True)
-class _Noted:
-    """What the hot path keeps of one attempt until the commit loop builds its entry."""
+@dataclass(frozen=True, slots=True)
+class Described:
+    """What a request's entries say of its records, encoded as the request is built."""
 
-    app_id: str
-    endpoint_url: str
-    message_id: str
-    body: bytes
-    items: list[Item]
+    partition: int  # of the consent's deliveries: its entries stay in order there
+    consent_id: str
+    user_id: str
+    event_type: str
+    sequences: tuple[int | None, int | None]
+    snapshot_epoch: int | None
+    removal_reason: str | None
+    size: int
+    body_sha256: str
     attempt: int
-    attempted_at: float  # epoch seconds
-    duration_s: float
-    outcome: Outcome
-    ledger: EncodedLedger | None
+    records_and_sources: bytes
 
 
 class DeliveryLog:
-    """Notes attempts on the hot path; the commit loop produces their entries (:meth:`flush`)."""
+    """Encodes attempts' entries on the request path; the commit loop produces them."""
 
     def __init__(
         self, producer: AIOKafkaProducer, codec: AvroCodec, topic: str, stats: DeliveryStats
@@ -69,19 +73,64 @@ class DeliveryLog:
         self._encoder = LogEntryEncoder(codec.schema_id(SchemaName.DELIVERY_LOG_ENTRY))
         self._topic = topic
         self._stats = stats
-        self._pending: list[_Noted] = []
+        self._pending: list[tuple[int, bytes, bytes]] = []  # (partition, key, value)
+
+    def describe(self, items: list[Item], body: bytes) -> Described:
+        """What the entries of a request of ``items`` with ``body`` say of them."""
+        first, last = items[0], items[-1]
+        user_id, event_type = "", DELTA_EVENT
+        sequences: tuple[int | None, int | None] = (None, None)
+        epoch: int | None = None
+        removal: str | None = None
+        records: list[EncodedRecord] = []
+        if first.delivery is not None and last.delivery is not None:
+            user_id = first.delivery["user_id"]
+            sequences = (first.delivery["sequence"], last.delivery["sequence"])
+            records = [
+                (
+                    head["delta_id"],
+                    head["record_id"],
+                    head["category"],
+                    head["operation"],
+                    head["sequence"],
+                    head["policy_version"],
+                )
+                for head in (item.delivery for item in items)
+                if head is not None
+            ]
+        elif first.notification is not None:
+            notification = first.notification
+            user_id, event_type = notification["user_id"], notification["event_type"]
+            removal = notification["attributes"].get("reason")
+            if first.page is not None:
+                epoch = first.page.epoch
+                records = page_records(notification)
+        return Described(
+            first.tp.partition,
+            first.consent_id,
+            user_id,
+            event_type,
+            sequences,
+            epoch,
+            removal,
+            len(body),
+            hashlib.sha256(body).hexdigest(),
+            first.ticket.failures + 1,
+            self._encoder.records_and_sources(
+                records, [(item.tp.topic, item.tp.partition, item.offset) for item in items]
+            ),
+        )
 
     def attempted(
         self,
         app: AppRecord,
         message_id: str,
-        body: bytes,
-        items: list[Item],
+        described: Described,
         timing: tuple[float, float],
         outcome: Outcome,
         ledger: EncodedLedger | None,
     ) -> None:
-        """Note one attempt (no I/O, no hashing: :meth:`flush` does both).
+        """Encode one attempt's entry, to be produced by :meth:`flush` (no I/O).
 
         ``timing``: when it started (epoch seconds) and how long it took (seconds).
         """
@@ -95,100 +144,45 @@ class DeliveryLog:
                 _MAX_PENDING,
                 extra={"event": "delivery.log_dropped"},
             )
-        pending.append(
-            _Noted(
-                app["app_id"],
-                _FEED if app.get("delivery_mode") == "poll" else app["webhook_url"],
+        started, duration_s = timing
+        value = self._encoder.encode(
+            strings=(
                 message_id,
-                body,
-                list(items),
-                items[0].ticket.failures + 1,
-                *timing,
-                outcome,
-                ledger,
-            )
+                app["app_id"],
+                described.consent_id,
+                described.user_id,
+                described.event_type,
+                _FEED if app.get("delivery_mode") == "poll" else app["webhook_url"],
+                "worker",
+            ),
+            attempt=described.attempt,
+            attempted_at_ms=int(started * 1000),
+            duration_ms=int(duration_s * 1000),
+            ok=outcome.ok,
+            status=outcome.status,
+            reason="" if outcome.ok else outcome.reason,
+            response_excerpt="" if outcome.ok else outcome.body_excerpt[:_EXCERPT],
+            size=described.size,
+            body_sha256=described.body_sha256,
+            sequences=described.sequences,
+            snapshot_epoch=described.snapshot_epoch,
+            removal_reason=described.removal_reason,
+            records_and_sources=described.records_and_sources,
+            ledger=ledger,
         )
+        pending.append((described.partition, message_id.encode(), value))
 
     async def flush(self) -> None:
-        """Produce every noted attempt's entry and wait for the broker's acks."""
-        noted, self._pending = self._pending, []
-        if not noted:
+        """Produce every pending entry and wait for the broker's acks."""
+        pending, self._pending = self._pending, []
+        if not pending:
             return
-        encoder = self._encoder
         try:
-            # In the partition of the consent's deliveries: a consent's entries stay in order.
-            await send_batches(
-                self._producer,
-                self._topic,
-                (
-                    (noted_one.items[0].tp.partition, noted_one.message_id.encode(), value)
-                    for noted_one in noted
-                    for value in (_encoded(encoder, noted_one),)
-                ),
-            )
+            await send_batches(self._producer, self._topic, pending)
         except KafkaError:
-            self._pending[:0] = noted  # in order, before what came since: sent again
+            self._pending[:0] = pending  # in order, before what came since: sent again
             raise
-        self._stats.log_entries += len(noted)
-
-
-def _encoded(encoder: LogEntryEncoder, noted: _Noted) -> bytes:
-    """The log entry of one noted attempt, encoded."""
-    items, outcome = noted.items, noted.outcome
-    first, last = items[0], items[-1]
-    user_id, event_type = "", DELTA_EVENT
-    sequences: tuple[int | None, int | None] = (None, None)
-    epoch: int | None = None
-    removal: str | None = None
-    records: list[EncodedRecord] = []
-    if first.delivery is not None and last.delivery is not None:
-        user_id = first.delivery["user_id"]
-        sequences = (first.delivery["sequence"], last.delivery["sequence"])
-        records = [
-            (
-                head["delta_id"],
-                head["record_id"],
-                head["category"],
-                head["operation"],
-                head["sequence"],
-                head["policy_version"],
-            )
-            for head in (item.delivery for item in items)
-            if head is not None
-        ]
-    elif first.notification is not None:
-        notification = first.notification
-        user_id, event_type = notification["user_id"], notification["event_type"]
-        removal = notification["attributes"].get("reason")
-        if first.page is not None:
-            epoch = first.page.epoch
-            records = page_records(notification)
-    return encoder.encode(
-        strings=(
-            noted.message_id,
-            noted.app_id,
-            first.consent_id,
-            user_id,
-            event_type,
-            noted.endpoint_url,
-            "worker",
-        ),
-        attempt=noted.attempt,
-        attempted_at_ms=int(noted.attempted_at * 1000),
-        duration_ms=int(noted.duration_s * 1000),
-        ok=outcome.ok,
-        status=outcome.status,
-        reason="" if outcome.ok else outcome.reason,
-        response_excerpt="" if outcome.ok else outcome.body_excerpt[:_EXCERPT],
-        size=len(noted.body),
-        body_sha256=hashlib.sha256(noted.body).hexdigest(),
-        sequences=sequences,
-        snapshot_epoch=epoch,
-        removal_reason=removal,
-        records=records,
-        sources=[(item.tp.topic, item.tp.partition, item.offset) for item in items],
-        ledger=noted.ledger,
-    )
+        self._stats.log_entries += len(pending)
 
 
 def page_records(notification: NotificationRecord) -> list[EncodedRecord]:

@@ -107,18 +107,24 @@ class LedgerBook:
         chain = self._chains.get(consent_id)
         head = start(consent_id) if chain is None else chain.head
         counts = [0, 0, 0] if chain is None else [chain.deltas, chain.pages, chain.removals]
-        digests = []
-        for item in items:
-            if item.delivery is not None:
-                # The matcher's digest as a rule; ledger_digest() computes a missing one.
-                digests.append(item.delivery["ledger_digest"] or ledger_digest(item.delivery))
-                counts[0] += 1
-            elif item.notification is not None:
-                digests.append(notification_digest(item.notification))
-                if item.page is not None:
-                    counts[1] += 1
-                elif item.notification["event_type"] == AUTHORIZATION_REMOVED:
-                    counts[2] += 1
+        if items[0].delivery is not None:
+            # A batch of deltas (a request holds deltas only, or one notification): the
+            # matcher's digests as a rule, ledger_digest() computing a missing one.
+            digests = [
+                head_["ledger_digest"] or ledger_digest(head_)
+                for head_ in (item.delivery for item in items)
+                if head_ is not None
+            ]
+            counts[0] += len(digests)
+        else:
+            digests = []
+            for item in items:
+                if item.notification is not None:
+                    digests.append(notification_digest(item.notification))
+                    if item.page is not None:
+                        counts[1] += 1
+                    elif item.notification["event_type"] == AUTHORIZATION_REMOVED:
+                        counts[2] += 1
         values = chain_values(head, digests)
         events = (0 if chain is None else chain.events) + len(values)
         return Extension(head, values, events, counts[0], counts[1], counts[2])

@@ -98,12 +98,12 @@ class LogEntryEncoder:
         sequences: tuple[int | None, int | None],
         snapshot_epoch: int | None,
         removal_reason: str | None,
-        records: Iterable[EncodedRecord],
-        sources: Iterable[EncodedSource],
+        records_and_sources: bytes,
         ledger: EncodedLedger | None,
     ) -> bytes:
         """One entry's framed bytes. ``strings``: message_id, app_id, consent_id, user_id,
-        event_type, endpoint_url and origin, in that order (the schema's first fields)."""
+        event_type, endpoint_url and origin, in that order (the schema's first fields);
+        ``records_and_sources`` from :meth:`records_and_sources`."""
         parts = [self._header]
         parts.extend(_string(value) for value in strings)
         parts += (
@@ -121,14 +121,21 @@ class LogEntryEncoder:
             _optional_long(snapshot_epoch),
             b"\x00" if removal_reason is None else b"\x02" + _string(removal_reason),
         )
-        parts.append(_records(records))
-        parts.append(_sources(sources))
+        parts.append(records_and_sources)
         if ledger is None:
             parts.append(b"\x00")
         else:
             before, after, *counts = ledger
             parts += (b"\x02", _string(before), _string(after), *(_long(n) for n in counts))
         return b"".join(parts)
+
+    @staticmethod
+    def records_and_sources(
+        records: Iterable[EncodedRecord], sources: Iterable[EncodedSource]
+    ) -> bytes:
+        """The entry's ``records`` and ``sources`` fields, encoded apart from the rest: the
+        worker encodes them as it builds the request, while the records are at hand."""
+        return _records(records) + _sources(sources)
 
 
 class LedgerHeadEncoder:
