@@ -1,7 +1,8 @@
 """Run the benchmarks: ``python -m benchmarks [NAME ...] [--quick]`` (``make bench ARGS=...``).
 
 Add a benchmark by adding its module's ``main`` to :data:`BENCHMARKS`. A benchmark's
-``main(quick)`` prints what it measured and ends with one line ``bench NAME: ratio=R``.
+``main(quick)`` prints what it measured and its ``bench NAME: ratio=R`` lines (one per figure
+it defines, e.g. ``delivery_floor`` and ``delivery``), the benchmark's own name last.
 """
 
 from __future__ import annotations

@@ -334,7 +334,9 @@ async def _bench(
         )
     worker = _best(results, valid, "worker")
     _print_cpu_ratio(results, valid)
-    await _print_floor(runtime, workload, worker, baseline)
+    floor_ratio = await _print_floor(runtime, workload, worker, baseline)
+    if floor_ratio is not None:
+        print_ratio("delivery_floor", floor_ratio)
     print_ratio("delivery", worker.rate / baseline.rate if baseline.rate else 0.0)
     if len(valid) < len(results):
         # After the ratio line, so that the output keeps its shape; the exit status says it.
@@ -779,20 +781,23 @@ def _print_cpu_ratio(results: list[_Run], valid: list[_Run]) -> None:
     )
 
 
-async def _print_floor(runtime: Runtime, workload: _Workload, worker: _Run, baseline: _Run) -> None:
+async def _print_floor(
+    runtime: Runtime, workload: _Workload, worker: _Run, baseline: _Run
+) -> float | None:
     """What any worker spends per delta, and the ratios that alone would leave it (see
-    :mod:`benchmarks.delivery_floor`)."""
+    :mod:`benchmarks.delivery_floor`). Returns the floor's CPU per delta over the worker's
+    (the ``delivery_floor`` ratio), None where it could not be measured."""
     post_us, worker_us = baseline.sender_us_per_delta, worker.sender_us_per_delta
     if post_us is None or worker_us is None:
         print("floor: not measured (no CPU times on this platform)")
-        return
+        return None
     try:
         floor = await measure_floor(
             runtime, workload.total, worker.report.requests, workload.secrets
         )
     except InvalidRunError as error:
         print(f"floor: not measured: {error}")
-        return
+        return None
     # The CPU the receiver (baseline run) and the broker (worker run) take per delta: what a
     # worker spread over every core would share them with.
     receiver_us = _us_per_delta(baseline, baseline.cpu.receiver)
@@ -816,6 +821,7 @@ async def _print_floor(runtime: Runtime, workload: _Workload, worker: _Run, base
         f"This worker spends {worker_us:.1f} us per delta in one process, "
         f"{worker_us - floor.per_delta_us(post_us):.1f} us above the floor"
     )
+    return floor.per_delta_us(post_us) / worker_us
 
 
 def _us_per_delta(result: _Run, share: float | None) -> float:

@@ -20,6 +20,11 @@ of error and steal the loop from the matcher). It stops when a ``process`` call 
 after every partition was handled to its end and ``changes_seen`` reached the total: by then
 the deltas and checkpoints of that batch are acknowledged and its offsets committed.
 
+After the runs, the floor (:mod:`benchmarks.matcher_floor`): the CPU per change of the steps
+no matcher skips, measured on the same topic, printed as ``bench matcher_floor: ratio=R`` (the
+floor's CPU per change over the best matcher run's), and the raw read's rate, printed as
+``bench matcher_raw: ratio=R`` (the matcher's rate over it).
+
 Every run is checked against what the data requires (changes counted, decoded, deltas): a
 run that skipped work is printed as INVALID, the ratio line is still printed, and the
 benchmark fails (exit status 1), because a fast matcher that drops changes is no result.
@@ -42,6 +47,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks import faust_agent
+from benchmarks.matcher_floor import MatcherFloor, measure_floor
 from benchmarks.measurement import InvalidRunError, Measurement, bench_settings
 from benchmarks.population import Population, consent_records, produce
 from benchmarks.reporting import print_ratio, print_table
@@ -119,6 +125,11 @@ async def _bench(runtime: Runtime, size: Size) -> None:
             print(f"INVALID: {problem}")
     valid = [m for m, found in problems if not found]
     matcher = _best(results, valid, "matcher")
+    floor = await _print_floor(runtime, population, matcher, size)
+    if floor is not None:
+        if matcher.cpu_s:
+            print_ratio("matcher_floor", floor.per_change_us / _us_per_change(matcher))
+        print_ratio("matcher_raw", matcher.rate / floor.raw_rate if floor.raw_rate else 0.0)
     if size.faust:
         agent = _best(results, valid, "faust agent")
         print_ratio("matcher_vs_faust_agent", _ratio(matcher, agent))
@@ -126,6 +137,31 @@ async def _bench(runtime: Runtime, size: Size) -> None:
     if len(valid) < len(results):
         # After the ratio line, so that the output keeps its shape; the exit status says it.
         raise InvalidRunError(f"{len(results) - len(valid)} invalid run(s): see INVALID above")
+
+
+async def _print_floor(
+    runtime: Runtime, population: Population, matcher: Measurement, size: Size
+) -> MatcherFloor | None:
+    """Measure and print the floor and the raw read (see :mod:`benchmarks.matcher_floor`)."""
+    try:
+        floor = await measure_floor(runtime, population, size.run_timeout_s)
+    except InvalidRunError as error:
+        print(f"floor: not measured: {error}")
+        return None
+    spent = f"{_us_per_change(matcher):.1f}" if matcher.cpu_s else "(not measured)"
+    print(
+        f"floor, CPU per change that no matcher skips: reading every record "
+        f"{floor.read_us:.2f} us + decoding the consenting users' changes {floor.decode_us:.2f} "
+        f"us + rendering, encoding and producing their {floor.deltas:,} deltas "
+        f"{floor.emit_us:.2f} us = {floor.per_change_us:.2f} us; the matcher spends {spent} us "
+        f"per change. Raw read (every record, its key looked at): {floor.raw_rate:,.0f} "
+        f"changes/s, the matcher {matcher.rate:,.0f}"
+    )
+    return floor
+
+
+def _us_per_change(measured: Measurement) -> float:
+    return (measured.cpu_s or 0.0) / measured.changes * 1e6 if measured.changes else 0.0
 
 
 async def _populate(runtime: Runtime, size: Size) -> Population:
@@ -296,6 +332,9 @@ async def _matcher(runtime: Runtime, run: int, size: Size, population: Populatio
         deltas=stats.deltas_emitted,
         start_s=first_batch - joining,
         consents_s=first_change - first_batch,
+        cpu_s=None
+        if probe.cpu_first is None or probe.cpu_last is None
+        else probe.cpu_last - probe.cpu_first,
     )
 
 
@@ -337,6 +376,8 @@ class _Probe:
         self.first_batch: float | None = None
         self.first_change: float | None = None
         self.last_change: float | None = None
+        self.cpu_first: float | None = None  # process CPU at first_change and last_change
+        self.cpu_last: float | None = None
         self.done = asyncio.Event()
         matcher.process = self.process  # type: ignore[method-assign]
 
@@ -346,6 +387,7 @@ class _Probe:
             self.first_batch = now
         if self.first_change is None and any(tp.topic == self._changes_topic for tp in batch):
             self.first_change = now
+            self.cpu_first = time.process_time()
         await self._inner(batch)
         for tp, records in batch.items():
             if (
@@ -357,4 +399,5 @@ class _Probe:
             return
         if self._matcher.stats.changes_seen >= self._total:
             self.last_change = time.perf_counter()
+            self.cpu_last = time.process_time()
             self.done.set()

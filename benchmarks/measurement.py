@@ -30,6 +30,7 @@ class Measurement:
     deltas: int | None = None
     start_s: float | None = None
     consents_s: float | None = None
+    cpu_s: float | None = None  # the bench process's CPU over ``seconds``, where measured
 
     @property
     def rate(self) -> float:

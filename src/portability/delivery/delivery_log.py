@@ -26,7 +26,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from portability.delivery.flushing import send_batches
+from portability.broker.batches import send_batches
 from portability.delivery.lanes import Item
 from portability.delivery.sender import Outcome
 from portability.delivery.stats import DeliveryStats

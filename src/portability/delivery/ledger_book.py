@@ -29,7 +29,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from portability.delivery.flushing import send_batches
+from portability.broker.batches import send_batches
 from portability.delivery.lanes import Item
 from portability.delivery.stats import DeliveryStats
 from portability.webhooks.ledger import chain as chain_values

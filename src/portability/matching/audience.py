@@ -142,11 +142,10 @@ class AudienceBook:
         matched = [c for c in consents if c.covers(change["category"], occurred_ms)]
         if not matched:
             return []
-        sends = await self._output.emit(
+        self._stats.audience_deltas += self._output.emit(
             change, self.policy.version, update_offset, matched, sequences
         )
-        self._stats.audience_deltas += len(sends)
-        return sends
+        return []  # sent with the batch's other deltas (MatcherOutput.flush)
 
     def checkpoint(
         self, partition: int

@@ -182,6 +182,7 @@ class Matcher:
         change_batch = {tp: r for tp, r in batch.items() if tp.topic != self._topics.consents}
         pending = [*await self._apply_consents(consent_batch)]
         pending += await self._match_changes(change_batch)
+        pending += await self._output.flush()
         await asyncio.gather(*pending)
         await asyncio.gather(
             *[await self._held.checkpoint(tp, r) for tp, r in change_batch.items()]
@@ -322,9 +323,9 @@ class Matcher:
         if shaped is None:
             self.stats.dropped["withheld"] += 1
             return []
-        sends = await self._emit(shaped, self._policy.version, source_offset, matched, sequences)
+        self._emit(shaped, self._policy.version, source_offset, matched, sequences)
         self.stats.changes_matched += 1
-        return sends
+        return []  # sent with the batch's other deltas, before it is checkpointed (process)
 
     async def _audience_record(
         self,

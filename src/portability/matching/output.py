@@ -6,7 +6,9 @@ its consent, with the next sequence of that consent), the batch's counted activi
 creators' partitions of ``account.changes`` (an audience update, see
 :mod:`portability.privacy.audience`), and the records that break the contract to
 ``dead-letters``. Each send returns the broker's acknowledgement, which the matcher awaits
-before it checkpoints and commits the batch.
+before it checkpoints and commits the batch. Deltas are many: they wait in the output until
+the matcher has matched its whole batch, then go in one producer batch per partition
+(:meth:`MatcherOutput.flush`), in order within each consent.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
+from portability.broker.batches import batch_sends
 from portability.matching.stats import MatcherStats
 from portability.privacy import update_change
 from portability.privacy.audience import UPDATE_KEY, UPDATE_MARKER
@@ -63,16 +66,18 @@ class MatcherOutput:
         self._topics = topics
         self._partitions = partitions
         self._stats = stats
+        self._deltas: list[tuple[int, bytes, bytes]] = []  # (partition, key, value) to flush
 
-    async def emit(
+    def emit(
         self,
         change: AccountChange,
         version: str,
         source_offset: int,
         matched: Sequence[Any],
         sequences: dict[str, int],
-    ) -> list[asyncio.Future[object]]:
-        """One delivery per consent in ``matched``, each with the next sequence of its consent.
+    ) -> int:
+        """One delivery per consent in ``matched``, each with the next sequence of its consent,
+        waiting for :meth:`flush`; returns how many.
 
         ``version`` is the version of the privacy policy that shaped ``change``.
         ``source_offset`` is the offset in the user's ``account.changes`` partition of the
@@ -82,7 +87,7 @@ class MatcherOutput:
         # Rendered here, once per change, so that the delivery worker never decodes the change.
         change_json = render_change(change, version)
         digest = change_digest_of_rendered(change_json)  # each consent's ledger chains it
-        sends: list[asyncio.Future[object]] = []
+        deltas = self._deltas
         for consent in matched:
             sequence = sequences.get(consent.consent_id, 0) + 1
             sequences[consent.consent_id] = sequence
@@ -101,17 +106,22 @@ class MatcherOutput:
                 "rendered": render_delta(identity, sequence, change_json),
                 "ledger_digest": delta_digest(identity, sequence, digest),
             }
-            value = self._codec.encode(SchemaName.DELIVERY, dict(delivery))
-            sends.append(
-                await self._producer.send(
-                    self._topics.deliveries,
-                    value,
-                    key=consent.consent_id.encode(),
-                    partition=partition_for_consent(consent.consent_id, self._partitions),
+            deltas.append(
+                (
+                    partition_for_consent(consent.consent_id, self._partitions),
+                    consent.consent_id.encode(),
+                    self._codec.encode(SchemaName.DELIVERY, dict(delivery)),
                 )
             )
-        self._stats.deltas_emitted += len(sends)
-        return sends
+        self._stats.deltas_emitted += len(matched)
+        return len(matched)
+
+    async def flush(self) -> list[asyncio.Future[Any]]:
+        """Produce the deltas :meth:`emit` made since the last flush; their acks' futures."""
+        deltas, self._deltas = self._deltas, []
+        if not deltas:
+            return []
+        return await batch_sends(self._producer, self._topics.deliveries, deltas)
 
     async def send_audience(
         self, source_partition: int, outgoing: Outgoing
