@@ -19,6 +19,7 @@ import benchmarks.delivery
 import benchmarks.matcher
 import benchmarks.registry_client
 import benchmarks.revocation
+import benchmarks.scaleout
 from benchmarks.measurement import InvalidRunError
 
 Benchmark = Callable[[bool], None]
@@ -29,6 +30,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "revocation": benchmarks.revocation.main,
     "archive": benchmarks.archive.main,
     "registry_client": benchmarks.registry_client.main,
+    "scaleout": benchmarks.scaleout.main,
 }
 
 

@@ -58,7 +58,7 @@ from portability.runtime import Runtime
 from portability.wire import SchemaName, TopicSpec
 from portability.wire.schemas import parsed_schema
 
-__all__ = ["Size", "main"]
+__all__ = ["Size", "main", "policy_without_figures"]
 
 _FRAME_HEADER = 5  # magic byte and 4-byte schema id
 
@@ -84,7 +84,7 @@ def main(quick: bool = False) -> None:
 async def _main(size: Size) -> None:
     with tempfile.TemporaryDirectory(prefix="portability-bench-") as data_dir:
         async with EmbeddedBroker(log_file=Path(data_dir) / "tansu.log") as broker:
-            policy = _policy_without_figures(Path(data_dir))
+            policy = policy_without_figures(Path(data_dir))
             settings = bench_settings(Path(data_dir), privacy_policy_path=policy)
             runtime = await Runtime.open(settings, broker.bootstrap)
             try:
@@ -93,7 +93,7 @@ async def _main(size: Size) -> None:
                 await runtime.close()
 
 
-def _policy_without_figures(data_dir: Path) -> Path:
+def policy_without_figures(data_dir: Path) -> Path:
     """The shipped policy with no activity kinds counted toward audience figures.
 
     The runs share one ``account.changes`` topic, and a matcher writes its audience updates
