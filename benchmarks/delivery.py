@@ -84,7 +84,7 @@ from portability.wire import CATEGORIES, ConsentRecord, SchemaName
 from portability.wire.records import AppRecord, DeliveryRecord, with_record_type
 from portability.wire.topics import TopicSpec, partition_for_consent
 
-__all__ = ["Size", "main"]
+__all__ = ["FULL", "QUICK", "Size", "Workload", "main"]
 
 _SEED = 11
 _POLL_S = 0.02
@@ -118,7 +118,17 @@ async def _main(size: Size) -> None:
             settings = bench_settings(data_dir, development_mode=True, webhook_allow_loopback=True)
             runtime = await Runtime.open(settings, broker.bootstrap)
             try:
-                workload = _Workload.generate(runtime, size)
+                workload = Workload.generate(runtime, size)
+                print(
+                    f"delivery benchmark: {size.deltas:,} deltas of {size.consents:,} consents "
+                    f"of {size.apps} apps, {settings.partitions} partitions, "
+                    f"{_concurrency(settings, workload)} requests in flight at most "
+                    f"(delivery_concurrency={settings.delivery_concurrency}, "
+                    f"delivery_endpoint_concurrency={settings.delivery_endpoint_concurrency}), "
+                    f"delivery_max_batch={settings.delivery_max_batch}; {_machine()} "
+                    f"(generated in {workload.generated_s:.1f} s)",
+                    flush=True,
+                )
                 # The workload's million-odd objects (every delivery, decoded, for the checks)
                 # are the benchmark's, not the worker's: out of the collector's sight, they do
                 # not make each full collection of the worker run cost a quarter of a second.
@@ -135,7 +145,7 @@ async def _main(size: Size) -> None:
 
 
 @dataclass(slots=True)
-class _Workload:
+class Workload:
     """Apps, consents and their deliveries, generated once; what every run must deliver."""
 
     size: Size
@@ -146,9 +156,10 @@ class _Workload:
     # built from, so that its bodies are byte for byte the worker's.
     deliveries: dict[tuple[str, int], DeliveryRecord] = field(default_factory=dict)
     last_sequence: dict[str, int] = field(default_factory=dict)
+    generated_s: float = 0.0
 
     @classmethod
-    def generate(cls, runtime: Runtime, size: Size) -> _Workload:
+    def generate(cls, runtime: Runtime, size: Size) -> Workload:
         started = time.perf_counter()
         secrets = {f"bench-app-{i:02d}": generate_secret() for i in range(size.apps)}
         apps = list(secrets)
@@ -159,16 +170,7 @@ class _Workload:
         ]
         workload = cls(size, secrets, consents, {})
         workload._generate_deliveries(runtime, users)
-        print(
-            f"delivery benchmark: {size.deltas:,} deltas of {size.consents:,} consents of "
-            f"{size.apps} apps, {runtime.settings.partitions} partitions, "
-            f"{_concurrency(runtime.settings, workload)} requests in flight at most "
-            f"(delivery_concurrency={runtime.settings.delivery_concurrency}, "
-            f"delivery_endpoint_concurrency={runtime.settings.delivery_endpoint_concurrency}), "
-            f"delivery_max_batch={runtime.settings.delivery_max_batch}; {_machine()} "
-            f"(generated in {time.perf_counter() - started:.1f} s)",
-            flush=True,
-        )
+        workload.generated_s = time.perf_counter() - started
         return workload
 
     def _generate_deliveries(self, runtime: Runtime, users: list[str]) -> None:
@@ -311,7 +313,7 @@ class _CpuShares:
 
 
 async def _bench(
-    runtime: Runtime, workload: _Workload, receiver: ReceiverProcess, size: Size
+    runtime: Runtime, workload: Workload, receiver: ReceiverProcess, size: Size
 ) -> None:
     broker = _CpuMeter.of_child("tansu")
     results: list[_Run] = []
@@ -361,7 +363,7 @@ def _best(results: list[_Run], valid: list[_Run], path: str) -> _Run:
 
 async def _worker_run(
     runtime: Runtime,
-    workload: _Workload,
+    workload: Workload,
     receiver: ReceiverProcess,
     run: int,
     broker: _CpuMeter | None,
@@ -457,7 +459,7 @@ _Request = tuple[str, bytes, dict[str, str]]
 
 async def _baseline_run(
     runtime: Runtime,
-    workload: _Workload,
+    workload: Workload,
     receiver: ReceiverProcess,
     replayed: _Run,
     broker: _CpuMeter | None,
@@ -498,7 +500,7 @@ async def _baseline_run(
     )
 
 
-def _concurrency(settings: Settings, workload: _Workload) -> int:
+def _concurrency(settings: Settings, workload: Workload) -> int:
     """The worker's: ``delivery_concurrency`` at once, at most so many per app's endpoint."""
     return min(
         settings.delivery_concurrency, workload.size.apps * settings.delivery_endpoint_concurrency
@@ -506,7 +508,7 @@ def _concurrency(settings: Settings, workload: _Workload) -> int:
 
 
 def _rebuild(
-    workload: _Workload, plan: Sequence[ReceivedRequest], receiver: ReceiverProcess
+    workload: Workload, plan: Sequence[ReceivedRequest], receiver: ReceiverProcess
 ) -> list[_Request]:
     """The bodies and signed headers of ``plan``'s requests, built before any clock starts."""
     requests: list[_Request] = []
@@ -657,7 +659,7 @@ class _Window:
 # --- checks and report --------------------------------------------------------------------
 
 
-def _problems(result: _Run, workload: _Workload, results: list[_Run]) -> list[str]:
+def _problems(result: _Run, workload: Workload, results: list[_Run]) -> list[str]:
     """Why a run's rate means nothing: it lost, duplicated, misordered or forged work."""
     name = f"{result.path} run {result.run}"
     counters = result.report.counters
@@ -676,7 +678,7 @@ def _problems(result: _Run, workload: _Workload, results: list[_Run]) -> list[st
     return problems
 
 
-def _delivery_problems(name: str, result: _Run, workload: _Workload) -> list[str]:
+def _delivery_problems(name: str, result: _Run, workload: Workload) -> list[str]:
     """Every delta exactly once, with the right id; the worker's in sequence per consent."""
     received: dict[str, list[int]] = {}
     wrong_ids = 0
@@ -782,7 +784,7 @@ def _print_cpu_ratio(results: list[_Run], valid: list[_Run]) -> None:
 
 
 async def _print_floor(
-    runtime: Runtime, workload: _Workload, worker: _Run, baseline: _Run
+    runtime: Runtime, workload: Workload, worker: _Run, baseline: _Run
 ) -> float | None:
     """What any worker spends per delta, and the ratios that alone would leave it (see
     :mod:`benchmarks.delivery_floor`). Returns the floor's CPU per delta over the worker's

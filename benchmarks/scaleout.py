@@ -1,14 +1,17 @@
-"""Scale-out: one matcher process against two, on the same changes, as an operator runs them.
+"""Scale-out: one process against two, matchers and workers, as an operator runs them.
 
-Each run starts ``portability matcher`` as OS processes (one, or two in one consumer group),
-on topics of its own holding the same consents and changes (generated once), and watches the
-group's committed offsets on ``account.changes`` from outside (every 50 ms, as an operator's
-lag monitor would). Its rate counts from the first commit seen to the commit of the last
-change: the group join, the processes' start-up and the loading of consents come before and
-are not timed, on both sides alike. Runs alternate (one, two, one, two), best of each.
+Each run starts ``portability matcher`` (or ``portability worker``) as OS processes, one or
+two in one consumer group, on topics of their own holding the same records (generated once:
+consents and changes for the matchers; apps, consents and deliveries for the workers, which
+post to one receiver in a process of its own, as in ``bench delivery``). It watches the
+group's committed offsets (on ``account.changes``, or ``deliveries``) from outside, every
+50 ms, as an operator's lag monitor would. A run's rate counts from the first commit seen to
+the commit of the last record: the group join, start-up and loading come before and are not
+timed, on both sides alike. Runs alternate (one, two, one, two), best of each.
 
-``bench scaleout: ratio=R`` is two processes' rate over one's: how the matcher's throughput
-grows with processes on this machine. Partitions bound it (a group gives each partition to
+``bench scaleout_worker: ratio=R`` and ``bench scaleout: ratio=R`` (the matcher's: it reads
+the platform's whole change stream) are two processes' rate over one's: how throughput grows
+with processes on this machine. Partitions bound it (a group gives each partition to
 one member); here the broker, the bench and both processes share the machine's cores, so R
 says what a second process gains where cores are scarce, not the per-core rate of a larger
 machine (see docs/scale.md).
@@ -26,10 +29,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import aiohttp
 from aiokafka import TopicPartition
 
+from benchmarks import delivery
+from benchmarks.delivery_receiver import ReceiverProcess
 from benchmarks.matcher import policy_without_figures
 from benchmarks.measurement import InvalidRunError, bench_settings
 from benchmarks.population import Population, consent_records, produce
@@ -48,28 +54,30 @@ _POLL_S = 0.05
 class Size:
     users: int
     changes: int
+    deliveries: delivery.Size
     rounds: int
     timeout_s: float
 
 
-FULL = Size(users=100_000, changes=400_000, rounds=2, timeout_s=120.0)
-QUICK = Size(users=10_000, changes=40_000, rounds=1, timeout_s=60.0)
+FULL = Size(users=100_000, changes=400_000, deliveries=delivery.FULL, rounds=2, timeout_s=120.0)
+QUICK = Size(users=10_000, changes=40_000, deliveries=delivery.QUICK, rounds=1, timeout_s=60.0)
 
 
 @dataclass(frozen=True, slots=True)
 class _Run:
+    role: str
     processes: int
     run: int
     seconds: float
-    changes: int  # counted from the first commit seen
+    records: int  # counted from the first commit seen
 
     @property
     def rate(self) -> float:
-        return self.changes / self.seconds if self.seconds > 0 else 0.0
+        return self.records / self.seconds if self.seconds > 0 else 0.0
 
 
 def main(quick: bool = False) -> None:
-    """Run the scale-out benchmark and print its table and ``bench scaleout: ratio=R``."""
+    """Run the scale-out benchmark: its table and ``bench scaleout: ratio=R`` lines."""
     asyncio.run(_main(QUICK if quick else FULL))
 
 
@@ -78,43 +86,88 @@ async def _main(size: Size) -> None:
         data_dir = Path(folder)
         async with EmbeddedBroker(log_file=data_dir / "tansu.log") as broker:
             policy = policy_without_figures(data_dir)
-            first = bench_settings(data_dir, privacy_policy_path=policy)
-            runtime = await Runtime.open(first, broker.bootstrap)
+            settings = bench_settings(
+                data_dir,
+                privacy_policy_path=policy,
+                # The receiver is a plain-http loopback endpoint (development mode only).
+                development_mode=True,
+                webhook_allow_loopback=True,
+            )
+            runtime = await Runtime.open(settings, broker.bootstrap)
             try:
                 population = Population(users=size.users, changes=size.changes)
                 population.generate(runtime)
+                workload = delivery.Workload.generate(runtime, size.deliveries)
             finally:
                 await runtime.close()
             print(
-                f"scale-out benchmark: {size.changes:,} changes of {size.users:,} users, "
-                f"{len(population.consents):,} consents, {first.partitions} partitions; "
-                f"{os.cpu_count()} CPU cores, matcher processes: 1 and 2",
+                f"scale-out benchmark: matchers on {size.changes:,} changes of {size.users:,} "
+                f"users ({len(population.consents):,} consents), workers on "
+                f"{size.deliveries.deltas:,} deltas of {size.deliveries.consents:,} consents; "
+                f"{settings.partitions} partitions, {os.cpu_count()} CPU cores; 1 and 2 "
+                "processes of each",
                 flush=True,
             )
             results: list[_Run] = []
-            for run in range(1, size.rounds + 1):
-                for processes in (1, 2):
-                    settings = bench_settings(data_dir, privacy_policy_path=policy)
-                    result = await _run(
-                        broker.bootstrap, settings, population, processes, run, size
-                    )
-                    print(
-                        f"  {processes} process(es) run {run}: {result.rate:,.0f} changes/s",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    results.append(result)
+            async with ReceiverProcess(workload.secrets) as receiver:
+                for run in range(1, size.rounds + 1):
+                    for processes in (1, 2):
+                        matchers = _matcher_run(
+                            broker.bootstrap, _fresh(settings), population, processes, run, size
+                        )
+                        results.append(_progress(await matchers))
+                    for processes in (1, 2):
+                        workers = _worker_run(
+                            broker.bootstrap,
+                            _fresh(settings),
+                            workload,
+                            receiver,
+                            processes,
+                            run,
+                            size,
+                        )
+                        results.append(_progress(await workers))
     print_table(
-        ["processes", "run", "seconds", "changes/s"],
-        [[str(r.processes), str(r.run), f"{r.seconds:.2f}", f"{r.rate:,.0f}"] for r in results],
+        ["role", "processes", "run", "seconds", "records/s"],
+        [
+            [r.role, str(r.processes), str(r.run), f"{r.seconds:.2f}", f"{r.rate:,.0f}"]
+            for r in results
+        ],
     )
-    print("(seconds: from the first commit seen to the commit of the last change)")
-    one = max((r for r in results if r.processes == 1), key=lambda r: r.rate)
-    two = max((r for r in results if r.processes == 2), key=lambda r: r.rate)
-    print_ratio("scaleout", two.rate / one.rate if one.rate else 0.0)
+    print("(seconds: from the first commit seen to the commit of the last record)")
+    print_ratio("scaleout_worker", _ratio(results, "worker"))
+    print_ratio("scaleout", _ratio(results, "matcher"))
 
 
-async def _run(
+def _fresh(settings: Settings) -> Settings:
+    """The settings on topics and groups of their own (a run must not read another's)."""
+    unique = bench_settings(settings.data_dir)
+    return settings.model_copy(
+        update={
+            "topic_prefix": unique.topic_prefix,
+            "matcher_group": unique.matcher_group,
+            "delivery_group": unique.delivery_group,
+        }
+    )
+
+
+def _progress(result: _Run) -> _Run:
+    print(
+        f"  {result.role}, {result.processes} process(es), run {result.run}: "
+        f"{result.rate:,.0f} records/s",
+        file=sys.stderr,
+        flush=True,
+    )
+    return result
+
+
+def _ratio(results: list[_Run], role: str) -> float:
+    one = max((r.rate for r in results if r.role == role and r.processes == 1), default=0.0)
+    two = max((r.rate for r in results if r.role == role and r.processes == 2), default=0.0)
+    return two / one if one else 0.0
+
+
+async def _matcher_run(
     bootstrap: str,
     settings: Settings,
     population: Population,
@@ -122,59 +175,93 @@ async def _run(
     run: int,
     size: Size,
 ) -> _Run:
-    """One run on topics of its own: consents and changes produced, then the processes."""
+    """Matchers on topics of their own, the consents and changes produced before they start."""
     runtime = await Runtime.open(settings, bootstrap)
     try:
-        await produce(
-            bootstrap, runtime.topics.consents, consent_records(runtime, population.consents)
-        )
+        consents = consent_records(runtime, population.consents)
+        await produce(bootstrap, runtime.topics.consents, consents)
         await produce(bootstrap, runtime.topics.account_changes, population.change_records)
         topic = runtime.topics.account_changes
     finally:
         await runtime.close()
-    partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
     ports = [free_port() for _ in range(processes)]
-    logs = Path(settings.data_dir) / f"scaleout-{run}-{processes}"
-    with _matchers(bootstrap, settings, ports, logs) as started:
-        async with Inspector(bootstrap) as inspector:
-            seconds, counted = await _watch(inspector, settings, partitions, size, started)
-            members = await inspector.member_count(settings.matcher_group)
-        await _check_ready(ports, processes)
-    if members is not None and members != processes:
-        raise InvalidRunError(f"the group had {members} members, expected {processes}")
-    return _Run(processes, run, seconds, counted)
+    logs = Path(settings.data_dir) / f"scaleout-matcher-{run}-{processes}"
+    watched = _Watched(settings.matcher_group, topic, settings.partitions, population.changes)
+    with _roles("matcher", bootstrap, settings, ports, logs) as started:
+        seconds, counted = await _watch(bootstrap, watched, processes, size, started)
+        await _check_matchers_ready(ports, processes)
+    return _Run("matcher", processes, run, seconds, counted)
+
+
+async def _worker_run(
+    bootstrap: str,
+    settings: Settings,
+    workload: delivery.Workload,
+    receiver: ReceiverProcess,
+    processes: int,
+    run: int,
+    size: Size,
+) -> _Run:
+    """Workers on topics of their own, the apps, consents and deliveries produced first."""
+    runtime = await Runtime.open(settings, bootstrap)
+    try:
+        await workload.publish(runtime, receiver)
+        topic = runtime.topics.deliveries
+    finally:
+        await runtime.close()
+    ports = [free_port() for _ in range(processes)]
+    logs = Path(settings.data_dir) / f"scaleout-worker-{run}-{processes}"
+    watched = _Watched(settings.delivery_group, topic, settings.partitions, workload.total)
+    with _roles("worker", bootstrap, settings, ports, logs) as started:
+        seconds, counted = await _watch(bootstrap, watched, processes, size, started)
+    return _Run("worker", processes, run, seconds, counted)
+
+
+@dataclass(frozen=True, slots=True)
+class _Watched:
+    """A group's committed offsets on a topic, watched until they reach ``total``."""
+
+    group: str
+    topic: str
+    partitions: int
+    total: int
 
 
 async def _watch(
-    inspector: Inspector,
-    settings: Settings,
-    partitions: list[TopicPartition],
+    bootstrap: str,
+    watched: _Watched,
+    processes: int,
     size: Size,
-    processes: list[subprocess.Popen[bytes]],
+    started: list[subprocess.Popen[bytes]],
 ) -> tuple[float, int]:
-    """Seconds from the first commit seen to the last change's, and the changes in between."""
+    """Seconds from the first commit seen to the last record's, and the records in between."""
+    partitions = [TopicPartition(watched.topic, p) for p in range(watched.partitions)]
     deadline = time.monotonic() + size.timeout_s
     first: tuple[float, int] | None = None
-    while time.monotonic() < deadline:
-        for process in processes:
-            if process.poll() is not None:
-                raise InvalidRunError(f"a matcher process exited ({process.returncode})")
-        committed = await inspector.committed(settings.matcher_group, partitions)
-        now = time.monotonic()
-        done = sum(offset or 0 for offset in committed.values())
-        if first is None and done > 0:
-            first = (now, done)
-        if done >= size.changes:
-            assert first is not None
-            if done == first[1]:
-                raise InvalidRunError("every change was committed at the first look: too small")
-            return now - first[0], size.changes - first[1]
-        await asyncio.sleep(_POLL_S)
-    raise InvalidRunError(f"the matchers did not commit {size.changes:,} changes in time")
+    async with Inspector(bootstrap) as inspector:
+        while time.monotonic() < deadline:
+            for process in started:
+                if process.poll() is not None:
+                    raise InvalidRunError(f"a process exited ({process.returncode})")
+            committed = await inspector.committed(watched.group, partitions)
+            now = time.monotonic()
+            done = sum(offset or 0 for offset in committed.values())
+            if first is None and done > 0:
+                first = (now, done)
+            if done >= watched.total:
+                assert first is not None
+                if done == first[1]:
+                    raise InvalidRunError("every record was committed at the first look")
+                members = await inspector.member_count(watched.group)
+                if members is not None and members != processes:
+                    raise InvalidRunError(f"the group had {members} members, not {processes}")
+                return now - first[0], watched.total - first[1]
+            await asyncio.sleep(_POLL_S)
+    raise InvalidRunError(f"{watched.group} did not commit {watched.total:,} records in time")
 
 
-async def _check_ready(ports: list[int], processes: int) -> None:
-    """Each process held partitions at the end (a process that held none did no work)."""
+async def _check_matchers_ready(ports: list[int], processes: int) -> None:
+    """Each matcher held partitions at the end (a process that held none did no work)."""
     ready = 0
     async with aiohttp.ClientSession() as session:
         for port in ports:
@@ -190,10 +277,14 @@ async def _check_ready(ports: list[int], processes: int) -> None:
 
 
 @contextlib.contextmanager
-def _matchers(
-    bootstrap: str, settings: Settings, ports: list[int], logs: Path
+def _roles(
+    role: Literal["matcher", "worker"],
+    bootstrap: str,
+    settings: Settings,
+    ports: list[int],
+    logs: Path,
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """``portability matcher`` processes of one group, stopped (SIGTERM) on the way out."""
+    """``portability ROLE`` processes of one group, stopped (SIGTERM) on the way out."""
     logs.mkdir(parents=True, exist_ok=True)
     env = {key: value for key, value in os.environ.items() if not key.startswith("PORTABILITY_")}
     env.update(
@@ -202,17 +293,20 @@ def _matchers(
             "PORTABILITY_TOPIC_PREFIX": settings.topic_prefix,
             "PORTABILITY_PARTITIONS": str(settings.partitions),
             "PORTABILITY_MATCHER_GROUP": settings.matcher_group,
+            "PORTABILITY_DELIVERY_GROUP": settings.delivery_group,
             "PORTABILITY_DATA_DIR": str(settings.data_dir),
             "PORTABILITY_PRIVACY_POLICY_PATH": str(settings.privacy_policy_path),
+            "PORTABILITY_DEVELOPMENT_MODE": "true",
+            "PORTABILITY_WEBHOOK_ALLOW_LOOPBACK": "true",
         }
     )
     started: list[subprocess.Popen[bytes]] = []
     try:
         for index, port in enumerate(ports):
-            with (logs / f"matcher-{index}.log").open("wb") as log:
+            with (logs / f"{role}-{index}.log").open("wb") as log:
                 started.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "portability", "matcher"],
+                    subprocess.Popen(  # noqa: S603  # role: "matcher" or "worker", ours
+                        [sys.executable, "-m", "portability", role],
                         env={**env, "PORTABILITY_WEB_PORT": str(port)},
                         stdout=log,
                         stderr=subprocess.STDOUT,
