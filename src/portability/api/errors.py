@@ -60,6 +60,9 @@ class ApiError(PortabilityError):
         self.headers: Mapping[str, str] | None = dict(headers or {})
 
 
+# An outage of the consent store (a restart, a fail-over) lasts seconds: a client that waits
+# this long finds it back, or asks again.
+_STORE_RETRY_AFTER_S = 5
 _ERROR_CODES = (400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 503)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": "An error; `message` says what to fix."}
@@ -166,7 +169,12 @@ async def _store_error(_request: Request, error: Exception) -> Any:
     if isinstance(error, DataError):
         return _json(422, "invalid_request", "a value is out of range or malformed")
     _log.exception("store error", exc_info=error)
-    return _json(503, "unavailable", "the consent store is unavailable: retry shortly")
+    return _json(
+        503,
+        "unavailable",
+        f"the consent store is unavailable: retry in {_STORE_RETRY_AFTER_S} seconds",
+        {"Retry-After": str(_STORE_RETRY_AFTER_S)},
+    )
 
 
 async def _replay_error(_request: Request, error: Exception) -> Any:
