@@ -1,0 +1,65 @@
+"""The outbox relay across a consent store outage: it waits, logs, and resumes; nothing lost.
+
+On a PostgreSQL server of the test's own (see ``private_postgres``), stopped at once while the
+relay runs against the real broker: the relay's rounds fail and are logged with a growing
+delay, the loop does not end; once the server is back, what was granted before and after the
+outage is on the consents topic, each once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from consent.test_consent_outbox import NOW, USERS, read_topic, unpublished
+from portability.consent import ConsentService, OutboxRelay, create_store_engine, init_schema
+from portability.runtime import Runtime
+from portability.wire import SchemaName
+from private_postgres import private_postgres_or_skip
+from waiting import wait_until
+
+
+async def test_the_relay_waits_out_a_store_outage_and_publishes_what_follows(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    with private_postgres_or_skip() as server:
+        engine = create_store_engine(server.url)
+        init_schema(engine)
+        service = ConsentService(engine)
+        app = service.register_app("Example Recipient", "https://recipient.example/hooks")
+        before = service.grant(USERS[0], app.app_id, ["post"], now=NOW)
+        stop = asyncio.Event()
+        try:
+            async with OutboxRelay(engine, runtime) as relay:
+                task = asyncio.create_task(relay.run(stop, poll_interval_s=0.01, max_backoff_s=0.2))
+                await wait_until(lambda: not unpublished(engine), "the first grant published")
+
+                server.stop()
+                await wait_until(
+                    lambda: len(_failed_rounds(caplog)) >= 3, "three failed rounds logged"
+                )
+                assert not task.done()  # the outage did not end the loop
+
+                server.start()
+                after = await asyncio.to_thread(
+                    service.grant, USERS[1], app.app_id, ["post"], now=NOW
+                )
+                await wait_until(lambda: not unpublished(engine), "the second grant published")
+                stop.set()
+                await asyncio.wait_for(task, timeout=10)
+        finally:
+            engine.dispose()
+
+    reads = await read_topic(
+        runtime, runtime.topics.consents, runtime.settings.partitions, SchemaName.CONSENT, 2
+    )
+    assert sorted(read.record["consent_id"] for read in reads if read.record) == sorted(
+        [before.consent_id, after.consent_id]
+    )
+    assert len(reads) == 2  # each once
+    assert "cannot" in _failed_rounds(caplog)[0]
+
+
+def _failed_rounds(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("outbox relay:")]
