@@ -47,7 +47,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks import faust_agent
-from benchmarks.matcher_floor import MatcherFloor, measure_floor
+from benchmarks.matcher_floor import MatcherFloor, measure_floor, open_changes_reader
 from benchmarks.measurement import InvalidRunError, Measurement, bench_settings
 from benchmarks.population import Population, consent_records, produce
 from benchmarks.reporting import print_ratio, print_table
@@ -255,23 +255,8 @@ def _print_results(results: list[Measurement]) -> None:
 
 async def _baseline(runtime: Runtime, run: int, size: Size) -> Measurement:
     """Read every change with a group-less consumer and decode every value with fastavro."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=runtime.kafka.bootstrap,
-        client_id=f"bench-baseline-{run}",
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        # The fetch settings of the matcher's group consumer, so that both fetch alike.
-        max_poll_records=runtime.settings.matcher_batch_max_records,
-        fetch_max_bytes=16 * 1024 * 1024,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
-    await consumer.start()
+    consumer = await open_changes_reader(runtime, f"bench-baseline-{run}")
     try:
-        topic = runtime.topics.account_changes
-        partitions = consumer.partitions_for_topic(topic) or set()
-        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
-        await consumer.seek_to_beginning()
         seconds, decoded = await _consume_and_decode(consumer, size)
     finally:
         await consumer.stop()

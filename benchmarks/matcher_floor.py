@@ -40,7 +40,7 @@ from portability.wire import SchemaName, TopicSpec
 from portability.wire.records import AccountChange, DeliveryRecord
 from portability.wire.topics import partition_for_consent
 
-__all__ = ["MatcherFloor", "measure_floor"]
+__all__ = ["MatcherFloor", "measure_floor", "open_changes_reader"]
 
 _ROUNDS = 2  # each step's best of two: the machine is shared
 _POLL_MS = 200
@@ -113,22 +113,8 @@ async def _read(
     runtime: Runtime, total: int, consenting: set[bytes], timeout_s: float
 ) -> tuple[float, float, list[bytes]]:
     """Wall seconds and CPU seconds of reading every change, and the consenting users' values."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=runtime.kafka.bootstrap,
-        client_id="bench-matcher-floor",
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=runtime.settings.matcher_batch_max_records,
-        fetch_max_bytes=16 * 1024 * 1024,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
-    await consumer.start()
+    consumer = await open_changes_reader(runtime, "bench-matcher-floor")
     try:
-        topic = runtime.topics.account_changes
-        partitions = consumer.partitions_for_topic(topic) or set()
-        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
-        await consumer.seek_to_beginning()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         kept: list[bytes] = []
@@ -147,6 +133,31 @@ async def _read(
         return time.perf_counter() - started[0], time.process_time() - started[1], kept
     finally:
         await consumer.stop()
+
+
+async def open_changes_reader(runtime: Runtime, client_id: str) -> AIOKafkaConsumer:
+    """A started group-less consumer of every partition of ``account.changes``, from the
+    start, with the matcher's fetch settings (so that it fetches as the matcher does)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=runtime.kafka.bootstrap,
+        client_id=client_id,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=runtime.settings.matcher_batch_max_records,
+        fetch_max_bytes=16 * 1024 * 1024,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        topic = runtime.topics.account_changes
+        partitions = consumer.partitions_for_topic(topic) or set()
+        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+        await consumer.seek_to_beginning()
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer
 
 
 def _decode(runtime: Runtime, values: list[bytes]) -> tuple[float, list[AccountChange]]:

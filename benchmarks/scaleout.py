@@ -48,6 +48,7 @@ from portability.settings import Settings
 __all__ = ["main"]
 
 _POLL_S = 0.05
+_Role = Literal["matcher", "worker"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,13 +185,8 @@ async def _matcher_run(
         topic = runtime.topics.account_changes
     finally:
         await runtime.close()
-    ports = [free_port() for _ in range(processes)]
-    logs = Path(settings.data_dir) / f"scaleout-matcher-{run}-{processes}"
     watched = _Watched(settings.matcher_group, topic, settings.partitions, population.changes)
-    with _roles("matcher", bootstrap, settings, ports, logs) as started:
-        seconds, counted = await _watch(bootstrap, watched, processes, size, started)
-        await _check_matchers_ready(ports, processes)
-    return _Run("matcher", processes, run, seconds, counted)
+    return await _timed("matcher", bootstrap, settings, watched, (processes, run), size)
 
 
 async def _worker_run(
@@ -209,12 +205,27 @@ async def _worker_run(
         topic = runtime.topics.deliveries
     finally:
         await runtime.close()
-    ports = [free_port() for _ in range(processes)]
-    logs = Path(settings.data_dir) / f"scaleout-worker-{run}-{processes}"
     watched = _Watched(settings.delivery_group, topic, settings.partitions, workload.total)
-    with _roles("worker", bootstrap, settings, ports, logs) as started:
+    return await _timed("worker", bootstrap, settings, watched, (processes, run), size)
+
+
+async def _timed(
+    role: _Role,
+    bootstrap: str,
+    settings: Settings,
+    watched: _Watched,
+    processes_and_run: tuple[int, int],
+    size: Size,
+) -> _Run:
+    """Start the processes, time them through ``watched``, stop them."""
+    processes, run = processes_and_run
+    ports = [free_port() for _ in range(processes)]
+    logs = Path(settings.data_dir) / f"scaleout-{role}-{run}-{processes}"
+    with _roles(role, bootstrap, settings, ports, logs) as started:
         seconds, counted = await _watch(bootstrap, watched, processes, size, started)
-    return _Run("worker", processes, run, seconds, counted)
+        if role == "matcher":
+            await _check_matchers_ready(ports, processes)
+    return _Run(role, processes, run, seconds, counted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +289,7 @@ async def _check_matchers_ready(ports: list[int], processes: int) -> None:
 
 @contextlib.contextmanager
 def _roles(
-    role: Literal["matcher", "worker"],
+    role: _Role,
     bootstrap: str,
     settings: Settings,
     ports: list[int],
