@@ -7,6 +7,7 @@ endpoint really received.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator
@@ -140,3 +141,34 @@ async def test_a_refused_connection_is_logged_without_a_status(world: World) -> 
     assert all(not entry["ok"] and entry["status"] is None for entry in entries)
     assert all("refused" in entry["reason"] for entry in entries)
     assert [entry["attempt"] for entry in entries[:2]] == [1, 2]
+
+
+async def test_a_commit_round_cancelled_mid_way_leaves_what_it_took_to_the_next(
+    world: World,
+) -> None:
+    """A stop (or a rebalance) may cancel the commit loop while a round waits on the broker:
+    the offsets, ledger heads and log entries that round took are committed by the next one
+    (here the stop's own), not lost, or the next owner would send those deltas again."""
+    async with scripted(Scripted(answers=[])) as endpoint:
+        await world.register("app-log", endpoint.url, None)
+        await world.produce("app-log", "cns_cancel", 4)
+        worker = DeliveryWorker(world.runtime)
+        real_flush = worker.log.flush
+        stuck = asyncio.Event()
+
+        async def flush_that_hangs_once_all_are_delivered() -> None:
+            if worker.stats.deltas_delivered < 4:
+                await real_flush()
+                return
+            stuck.set()
+            await asyncio.Event().wait()  # the broker never answers: cancelled by stop()
+
+        worker.log.flush = flush_that_hangs_once_all_are_delivered  # type: ignore[method-assign]
+        async with running(worker):
+            await wait_until(stuck.is_set, "a commit round stuck after taking the 4 offsets")
+            worker.log.flush = real_flush  # type: ignore[method-assign]  # the broker is back
+
+        assert await world.committed() == 4
+        logged = await read_log(world.runtime, 1)
+    assert [entry["ok"] for entry in logged] == [True]
+    assert [r["sequence"] for r in logged[0]["records"]] == [1, 2, 3, 4]

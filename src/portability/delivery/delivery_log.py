@@ -24,7 +24,6 @@ from typing import Final
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from portability.broker.batches import send_batches
 from portability.delivery.lanes import Item
@@ -179,8 +178,10 @@ class DeliveryLog:
             return
         try:
             await send_batches(self._producer, self._topic, pending)
-        except KafkaError:
-            self._pending[:0] = pending  # in order, before what came since: sent again
+        except BaseException:
+            # Failed or cancelled: in order, before what came since, sent again (the writer
+            # stores an entry it already has once).
+            self._pending[:0] = pending
             raise
         self._stats.log_entries += len(pending)
 

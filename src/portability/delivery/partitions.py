@@ -150,12 +150,21 @@ class Partitions:
                 error,
             )
             return
+        except BaseException:
+            # Cancelled (the worker stops, or the loop is cancelled by a rebalance): what was
+            # taken goes to the next commit, the stop's own last one included.
+            self._ledgers.give_back(heads)
+            self._give_back(offsets)
+            raise
         if not offsets:
             return
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as error:
             log.warning("delivery commit skipped after a rebalance: %s", error)
+        except BaseException:
+            self._give_back(offsets)  # committed again by the next commit (the same offsets)
+            raise
 
     def _give_back(self, offsets: dict[TopicPartition, int]) -> None:
         for tp, offset in offsets.items():
