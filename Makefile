@@ -29,8 +29,15 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 			>/dev/null 2>&1 || echo "could not install chromium: its test will be skipped"; }
 
+# The tests run in parallel processes, each with its own embedded broker and PostgreSQL
+# database: most of their time is waiting (group joins, processes starting), so more workers
+# than cores pay off (measured on two cores: docs/development.md). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 4
+
+# PYTHONDONTWRITEBYTECODE emptied for the tests: with it set, every worker and every role
+# process the tests start compiles (and pytest rewrites) each module again, seconds of CPU each.
 test: lint browser
-	$(BIN)/pytest $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(ARGS)

@@ -19,6 +19,13 @@ from portability.broker import EmbeddedBroker
 from portability.runtime import Runtime
 from portability.settings import Settings
 
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # A pytest-xdist worker starts with COLUMNS=80 and LINES=24 in its environment, which a
+    # serial run does not have: a Rich console made at import (the CLI's stderr console) would
+    # then keep 80 columns for the session instead of following the COLUMNS a test sets.
+    for _name in ("COLUMNS", "LINES"):
+        os.environ.pop(_name, None)
+
 # The server the suite runs against (trust auth); override for another one.
 POSTGRES_URL = os.environ.get(
     "PORTABILITY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

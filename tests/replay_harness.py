@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
+from pipeline_harness import FAST_GROUPS
 from portability.api import RateLimiter, create_app
 from portability.broker import EmbeddedBroker
 from portability.consent import ConsentService, create_store_engine, init_schema
@@ -58,8 +59,9 @@ WAIT_S = 20.0
 
 
 def replay_settings(data_dir: Path, **overrides: Any) -> Settings:
-    """Unique topics, three partitions, known tokens, SQLite in ``data_dir``."""
+    """Unique topics, three partitions, known tokens, fast group joins, SQLite in ``data_dir``."""
     values: dict[str, Any] = {
+        **FAST_GROUPS,
         "data_dir": data_dir,
         "topic_prefix": f"r{uuid.uuid4().hex[:10]}.",
         "partitions": 3,

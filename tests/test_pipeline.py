@@ -24,7 +24,8 @@ from portability.wire.notifications import AUTHORIZATION_REMOVED, event_id
 from portability.wire.records import AccountChange
 from portability.wire.topics import partition_for_user
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# One worker runs the whole module (pytest -n): its tests share the module's pipeline.
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.xdist_group("test_pipeline")]
 
 # A Confluent frame naming schema id 99, which no registry knows; and bytes with no frame.
 UNKNOWN_SCHEMA = b"\x00\x00\x00\x00\x63garbage"

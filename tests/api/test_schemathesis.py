@@ -27,6 +27,10 @@ with warnings.catch_warnings():
         status_code_conformance,
     )
 
+# One worker runs the whole module (pytest -n): its store and schema are set up once, not
+# again each time the worker comes back to the module.
+pytestmark = pytest.mark.xdist_group("test_schemathesis")
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

@@ -91,7 +91,11 @@ def test_a_terminated_postgres_session_is_a_lost_lock(postgres_url: str) -> None
             terminated = connection.execute(
                 sa.text(
                     "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
-                    "AND classid::bigint = :high AND objid::bigint = :low AND granted"
+                    "AND classid::bigint = :high AND objid::bigint = :low AND granted "
+                    # This session's database only: a parallel test run's other sessions hold
+                    # the same key in theirs (advisory locks are per database).
+                    "AND database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())"
                 ),
                 {"high": PUBLISH_LOCK_KEY >> 32, "low": PUBLISH_LOCK_KEY & 0xFFFFFFFF},
             ).all()

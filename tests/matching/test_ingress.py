@@ -29,7 +29,8 @@ from portability.wire.records import AccountChange
 from portability.wire.topics import partition_for_user
 from transfers.helpers import running_view
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# One worker runs the whole module (pytest -n): its tests share the module's pipeline.
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.xdist_group("test_ingress")]
 
 CONSENTING = "ada"  # holds a consent of app A for every category
 MALLORY = "mallory"  # holds a consent of app B: a mislabelled record must not reach it either

@@ -23,6 +23,8 @@ from pipeline_harness import APP_A, Pipeline, pipeline_settings, running_pipelin
 from portability.broker import EmbeddedBroker
 
 MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
+# One worker runs the whole module (pytest -n): its tests share the module's pipeline.
+pytestmark = pytest.mark.xdist_group("test_outside_producer")
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schemas" / "account_change.avsc"
 

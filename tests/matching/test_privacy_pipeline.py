@@ -32,7 +32,11 @@ from portability.wire.records import AccountChange
 from portability.wire.topics import partition_for_user
 from privacy.streams import truth, user_ids_in
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# One worker runs the whole module (pytest -n): its tests share the module's pipeline.
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.xdist_group("test_privacy_pipeline"),
+]
 
 SHIPPED = load_policy()
 KINDS = ("share", "view")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline_harness import FAST_GROUPS
 from portability.broker import EmbeddedBroker
 from portability.broker.inspector import Inspector
 from portability.settings import Settings
@@ -20,7 +21,8 @@ from .scene import PARTITIONS, Scene
 
 @pytest.fixture
 def ops_settings(tmp_path: Path) -> Settings:
-    """Unique topics and groups, two partitions a topic; nothing else the commands read."""
+    """Unique topics and groups, two partitions a topic, fast group joins; nothing else the
+    commands read."""
     unique = uuid.uuid4().hex[:10]
     return Settings(
         data_dir=tmp_path,
@@ -29,6 +31,7 @@ def ops_settings(tmp_path: Path) -> Settings:
         matcher_group=f"matcher-{unique}",
         delivery_group=f"delivery-{unique}",
         state_group=f"state-{unique}",
+        **FAST_GROUPS,
     )
 
 

@@ -52,7 +52,9 @@ def role_environment(data_dir: Path, **settings: str) -> dict[str, str]:
         "PORTABILITY_STATE_GROUP": f"state-{unique}",
         "PORTABILITY_MESSAGES_GROUP": f"messages-{unique}",
         "PORTABILITY_KAFKA_REBALANCE_TIMEOUT_MS": "3000",
-        "PORTABILITY_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        # As the in-process tests' (pipeline_harness.FAST_GROUPS): a join waits 1 s, not 3.
+        "PORTABILITY_KAFKA_SESSION_TIMEOUT_MS": "2000",
+        "PORTABILITY_KAFKA_HEARTBEAT_INTERVAL_MS": "300",
         "COLUMNS": "250",
     }
     return env | {f"PORTABILITY_{name.upper()}": value for name, value in settings.items()}

@@ -25,7 +25,12 @@ from portability.broker import EmbeddedBroker
 from portability.cli import app
 from portability.wire.records import CATEGORIES, format_timestamp
 
-pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.usefixtures("cli_environment")]
+# One worker runs the whole module (pytest -n): its tests share the module's pipeline.
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.usefixtures("cli_environment"),
+    pytest.mark.xdist_group("test_changes_pipeline"),
+]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples" / "account-changes"
 # One example per file; the removal of the share comes after the share.

@@ -28,7 +28,11 @@ from portability.wire.schemas import SchemaName
 from portability.wire.topics import partition_for_user
 from transfers.helpers import expected_state, of_user, running_view
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# One worker runs the whole module (pytest -n): its tests share the module's pipeline.
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.xdist_group("test_snapshot_handover"),
+]
 
 GRANTED: list[Category] = ["profile", "post", "follow"]
 STREAM_BATCHES = 30
