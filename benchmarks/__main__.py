@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import benchmarks.archive
 import benchmarks.delivery
+import benchmarks.failover
 import benchmarks.matcher
 import benchmarks.registry_client
 import benchmarks.revocation
@@ -31,6 +32,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "archive": benchmarks.archive.main,
     "registry_client": benchmarks.registry_client.main,
     "scaleout": benchmarks.scaleout.main,
+    "failover": benchmarks.failover.main,
 }
 
 

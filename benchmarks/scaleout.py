@@ -20,18 +20,14 @@ machine (see docs/scale.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-import aiohttp
 from aiokafka import TopicPartition
 
 from benchmarks import delivery
@@ -40,6 +36,7 @@ from benchmarks.matcher import policy_without_figures
 from benchmarks.measurement import InvalidRunError, bench_settings
 from benchmarks.population import Population, consent_records, produce
 from benchmarks.reporting import print_ratio, print_table
+from benchmarks.roles import Role, matchers_ready, role_processes
 from portability.broker import EmbeddedBroker, free_port
 from portability.broker.inspector import Inspector
 from portability.runtime import Runtime
@@ -48,7 +45,6 @@ from portability.settings import Settings
 __all__ = ["main"]
 
 _POLL_S = 0.05
-_Role = Literal["matcher", "worker"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +206,7 @@ async def _worker_run(
 
 
 async def _timed(
-    role: _Role,
+    role: Role,
     bootstrap: str,
     settings: Settings,
     watched: _Watched,
@@ -221,10 +217,10 @@ async def _timed(
     processes, run = processes_and_run
     ports = [free_port() for _ in range(processes)]
     logs = Path(settings.data_dir) / f"scaleout-{role}-{run}-{processes}"
-    with _roles(role, bootstrap, settings, ports, logs) as started:
+    with role_processes(role, bootstrap, settings, ports, logs) as started:
         seconds, counted = await _watch(bootstrap, watched, processes, size, started)
         if role == "matcher":
-            await _check_matchers_ready(ports, processes)
+            await matchers_ready(ports, processes)
     return _Run(role, processes, run, seconds, counted)
 
 
@@ -269,67 +265,3 @@ async def _watch(
                 return now - first[0], watched.total - first[1]
             await asyncio.sleep(_POLL_S)
     raise InvalidRunError(f"{watched.group} did not commit {watched.total:,} records in time")
-
-
-async def _check_matchers_ready(ports: list[int], processes: int) -> None:
-    """Each matcher held partitions at the end (a process that held none did no work)."""
-    ready = 0
-    async with aiohttp.ClientSession() as session:
-        for port in ports:
-            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
-                text = await response.text()
-            ready += any(
-                line.split()[1:] in (["1"], ["1.0"])
-                for line in text.splitlines()
-                if line.startswith("portability_matcher_ready ")
-            )
-    if ready != processes:
-        raise InvalidRunError(f"{ready} of {processes} matcher processes held partitions")
-
-
-@contextlib.contextmanager
-def _roles(
-    role: _Role,
-    bootstrap: str,
-    settings: Settings,
-    ports: list[int],
-    logs: Path,
-) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """``portability ROLE`` processes of one group, stopped (SIGTERM) on the way out."""
-    logs.mkdir(parents=True, exist_ok=True)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PORTABILITY_")}
-    env.update(
-        {
-            "PORTABILITY_KAFKA_BOOTSTRAP": bootstrap,
-            "PORTABILITY_TOPIC_PREFIX": settings.topic_prefix,
-            "PORTABILITY_PARTITIONS": str(settings.partitions),
-            "PORTABILITY_MATCHER_GROUP": settings.matcher_group,
-            "PORTABILITY_DELIVERY_GROUP": settings.delivery_group,
-            "PORTABILITY_DATA_DIR": str(settings.data_dir),
-            "PORTABILITY_PRIVACY_POLICY_PATH": str(settings.privacy_policy_path),
-            "PORTABILITY_DEVELOPMENT_MODE": "true",
-            "PORTABILITY_WEBHOOK_ALLOW_LOOPBACK": "true",
-        }
-    )
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        for index, port in enumerate(ports):
-            with (logs / f"{role}-{index}.log").open("wb") as log:
-                started.append(
-                    subprocess.Popen(  # noqa: S603  # role: "matcher" or "worker", ours
-                        [sys.executable, "-m", "portability", role],
-                        env={**env, "PORTABILITY_WEB_PORT": str(port)},
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-        yield started
-    finally:
-        for process in started:
-            process.terminate()
-        for process in started:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
