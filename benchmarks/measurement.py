@@ -49,7 +49,7 @@ def bench_settings(data_dir: Path, **overrides: Any) -> Settings:
         "partitions": 6,
         "matcher_group": f"bench-matcher-{unique}",
         "delivery_group": f"bench-delivery-{unique}",
-        "kafka_session_timeout_ms": 10_000,
+        "kafka_session_timeout_ms": 6_000,
         "kafka_heartbeat_interval_ms": 1_000,
         "kafka_rebalance_timeout_ms": 5_000,
     }
