@@ -119,33 +119,28 @@ class AudienceBook:
         releases = figures.apply(self.policy, update["source_partition"], update["entries"])
         self._stats.audience_duplicates += figures.duplicates - duplicates
         self._stats.audience_updates_applied += 1
-        sends: list[asyncio.Future[object]] = []
         for release in releases:
-            sends += await self._send_figures(
-                release, change["change_id"], record.offset, index, sequences
-            )
-        return sends
+            self._emit_figures(release, change["change_id"], record.offset, index, sequences)
+        return []  # the figures go with the batch's other deltas (MatcherOutput.flush)
 
-    async def _send_figures(
+    def _emit_figures(
         self,
         release: Release,
         update_id: str,
         update_offset: int,
         index: ConsentIndex,
         sequences: dict[str, int],
-    ) -> list[asyncio.Future[object]]:
+    ) -> None:
         consents = index.get(release.post_owner_id.encode())
         if consents is None:
-            return []
+            return
         change = figures_change(release, update_id)
         occurred_ms = to_millis(change["occurred_at"])
         matched = [c for c in consents if c.covers(change["category"], occurred_ms)]
-        if not matched:
-            return []
-        self._stats.audience_deltas += self._output.emit(
-            change, self.policy.version, update_offset, matched, sequences
-        )
-        return []  # sent with the batch's other deltas (MatcherOutput.flush)
+        if matched:
+            self._stats.audience_deltas += self._output.emit(
+                change, self.policy.version, update_offset, matched, sequences
+            )
 
     def checkpoint(
         self, partition: int

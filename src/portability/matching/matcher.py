@@ -247,7 +247,7 @@ class Matcher:
                 if consents is None:
                     no_consent += 1  # counted once per batch: this is the hottest line
                     continue
-                pending += await self._match_one(record, consents, sequences, outgoing)
+                await self._match_one(record, consents, sequences, outgoing)
             self.stats.dropped["no_consent"] += no_consent
             pending += await self._output.send_audience(tp.partition, outgoing)
         return pending
@@ -281,15 +281,15 @@ class Matcher:
         consents: Sequence[Any],
         sequences: dict[str, int],
         outgoing: Outgoing,
-    ) -> list[asyncio.Future[object]]:
+    ) -> None:
         change = await self._decode_checked(record)
         if change is None:
-            return []
+            return
         # Decoded anyway: its activity counts toward the creator's figures even when the
         # producer forgot the audience header.
         self._count_activity(change, record.offset, record.partition, outgoing)
         self.stats.changes_decoded += 1
-        return await self._deliver(change, record.offset, consents, sequences)
+        self._deliver(change, record.offset, consents, sequences)
 
     async def _decode_checked(self, record: ConsumerRecord[bytes, bytes]) -> AccountChange | None:
         """The change ``record`` carries, or None if its body breaks the contract (refused)."""
@@ -306,26 +306,26 @@ class Matcher:
             return None
         return change
 
-    async def _deliver(
+    def _deliver(
         self,
         change: AccountChange,
         source_offset: int,
         consents: Sequence[Any],
         sequences: dict[str, int],
-    ) -> list[asyncio.Future[object]]:
-        """Send ``change`` of the consents' user, as the policy shapes it, to those it covers."""
+    ) -> None:
+        """Emit ``change`` of the consents' user, as the policy shapes it, to those it covers
+        (sent with the batch's other deltas, before it is checkpointed: see :meth:`process`)."""
         occurred_ms = to_millis(change["occurred_at"])
         matched = [c for c in consents if c.covers(change["category"], occurred_ms)]
         if not matched:
             self.stats.dropped["not_granted"] += 1
-            return []
+            return
         shaped = for_subject(self._policy, change, tagged=True)
         if shaped is None:
             self.stats.dropped["withheld"] += 1
-            return []
+            return
         self._emit(shaped, self._policy.version, source_offset, matched, sequences)
         self.stats.changes_matched += 1
-        return []  # sent with the batch's other deltas, before it is checkpointed (process)
 
     async def _audience_record(
         self,
@@ -343,7 +343,8 @@ class Matcher:
             self.stats.dropped["no_consent"] += 1
             return []  # no consent of the actor, and a kind the policy does not count
         if consents is not None:
-            return await self._match_one(record, consents, sequences, outgoing)
+            await self._match_one(record, consents, sequences, outgoing)
+            return []
         change = await self._decode_checked(record)
         if change is None:
             return []
