@@ -7,7 +7,6 @@ large per-partition batches, which is several times faster than one ``send`` per
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
 
+from portability.broker.batches import send_batches
 from portability.runtime import Runtime
 from portability.simulation import ChangeFactory, user_ids
 from portability.wire import CATEGORIES, Category, ConsentRecord, SchemaName, partition_for_user
@@ -121,17 +121,10 @@ async def produce(bootstrap: str, topic: str, records: Records) -> int:
     )
     await producer.start()
     try:
-        acks: list[asyncio.Future[object]] = []
-        for partition, pairs in records.items():
-            batch = producer.create_batch()
-            for key, value in pairs:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    acks.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            if batch.record_count():
-                acks.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*acks)
+        flat = (
+            (partition, key, value) for partition, pairs in records.items() for key, value in pairs
+        )
+        await send_batches(producer, topic, flat)
     finally:
         await producer.stop()
     return sum(len(pairs) for pairs in records.values())

@@ -40,7 +40,7 @@ from portability.wire.topics import partition_for_consent
 from replay_harness import RegisteredApp, replay_settings, serve_api
 from waiting import wait_until
 
-__all__ = ["MessageStack", "closed_port_url", "message_stack"]
+__all__ = ["MessageStack", "closed_port_url", "logged_records", "message_stack"]
 
 WAIT_S = 20.0
 
@@ -221,3 +221,18 @@ async def message_stack(broker: EmbeddedBroker, data_dir: Path) -> AsyncIterator
         await producer.stop()
         await runtime.close()
         engine.dispose()
+
+
+def logged_records(records: list[DeliveryRecord]) -> list[LoggedRecord]:
+    """The records of a message as the worker logs them (``records`` of its entry)."""
+    return [
+        LoggedRecord(
+            delta_id=r["delta_id"],
+            record_id=r["change"]["record_id"],
+            category=r["change"]["category"],
+            operation=r["change"]["operation"],
+            sequence=r["sequence"],
+            policy_version=r.get("policy_version", "unversioned"),
+        )
+        for r in records
+    ]

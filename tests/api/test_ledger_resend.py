@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from api.message_stack import MessageStack, message_stack
+from api.message_stack import MessageStack, logged_records, message_stack
 from portability.broker import EmbeddedBroker
 from portability.webhooks import ledger
 from portability.webhooks.payload import (
@@ -28,7 +28,7 @@ from portability.webhooks.payload import (
     render_change,
     render_delta,
 )
-from portability.wire.delivery_log import LoggedLedger, LoggedRecord
+from portability.wire.delivery_log import LoggedLedger
 from portability.wire.notifications import SnapshotPage, snapshot_page
 from portability.wire.records import DeliveryRecord
 from replay_harness import delivery
@@ -54,20 +54,6 @@ def _as_matched(record: DeliveryRecord, *, digest: bool) -> DeliveryRecord:
     return matched
 
 
-def _logged(records: list[DeliveryRecord]) -> list[LoggedRecord]:
-    return [
-        LoggedRecord(
-            delta_id=r["delta_id"],
-            record_id=r["change"]["record_id"],
-            category=r["change"]["category"],
-            operation=r["change"]["operation"],
-            sequence=r["sequence"],
-            policy_version="2026-11",
-        )
-        for r in records
-    ]
-
-
 @pytest.mark.parametrize("digest", [True, False], ids=["matchers-digest", "computed-digest"])
 async def test_a_resent_delta_message_carries_its_ledger_values(
     stack: MessageStack, digest: bool
@@ -85,7 +71,13 @@ async def test_a_resent_delta_message_carries_its_ledger_values(
     message_id, body = head_delta_event([delivery_head(r) for r in records], values)
     chain = LoggedLedger(before=before, after=value, events=3, deltas=3, pages=0, removals=0)
     stack.log_sent(
-        app.app_id, consent, message_id, body, sources, records=_logged(records), ledger=chain
+        app.app_id,
+        consent,
+        message_id,
+        body,
+        sources,
+        records=logged_records(records),
+        ledger=chain,
     )
 
     status, answer = await stack.call(

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from api.message_log_helpers import log_entry
-from api.message_stack import MessageStack, closed_port_url, message_stack
+from api.message_stack import MessageStack, closed_port_url, logged_records, message_stack
 from portability.broker import EmbeddedBroker
 from portability.messages.storing import store_entries
 from portability.webhooks.payload import notification_event, render_change, render_delta
-from portability.wire.delivery_log import LoggedRecord, LoggedSource
+from portability.wire.delivery_log import LoggedSource
 from portability.wire.notifications import SnapshotPage, authorization_removed, snapshot_page
 from portability.wire.records import DeliveryRecord
 from replay_harness import OPERATOR_TOKEN, PLATFORM_TOKEN, delivery
@@ -35,20 +35,6 @@ AS_PLATFORM = {"Authorization": f"Bearer {PLATFORM_TOKEN}"}
 async def stack(broker: EmbeddedBroker, tmp_path: Path) -> AsyncIterator[MessageStack]:
     async with message_stack(broker, tmp_path) as running:
         yield running
-
-
-def _logged(records: list[DeliveryRecord]) -> list[LoggedRecord]:
-    return [
-        LoggedRecord(
-            delta_id=r["delta_id"],
-            record_id=r["change"]["record_id"],
-            category=r["change"]["category"],
-            operation=r["change"]["operation"],
-            sequence=r["sequence"],
-            policy_version=r.get("policy_version", "unversioned"),
-        )
-        for r in records
-    ]
 
 
 def _rendered(record: DeliveryRecord) -> DeliveryRecord:
@@ -68,7 +54,7 @@ async def test_a_resend_carries_the_same_id_and_bytes_and_is_logged(
     if rendered:
         records = [_rendered(r) for r in records]
     message_id, body, sources = await stack.deliver(records)
-    stack.log_sent(app.app_id, consent, message_id, body, sources, records=_logged(records))
+    stack.log_sent(app.app_id, consent, message_id, body, sources, records=logged_records(records))
     path = f"/v1/apps/{app.app_id}/messages/{message_id}/resend"
 
     status, first = await stack.call("POST", path, app.headers)
@@ -101,7 +87,7 @@ async def test_a_resend_carries_the_same_id_and_bytes_and_is_logged(
     assert (entry["first_sequence"], entry["last_sequence"]) == (1, 3)
     assert entry["body_sha256"] == hashlib.sha256(body).hexdigest()
     assert entry["size"] == len(body)
-    assert entry["records"] == _logged(records)
+    assert entry["records"] == logged_records(records)
     assert entry["sources"] == sources
     # Stored as the writer stores them, they complete the message's attempt log.
     store_entries(stack.engine, entries)

@@ -4,6 +4,7 @@ every late grant's copy (snapshot, then deltas) equal to the platform's state.""
 from __future__ import annotations
 
 import io
+from typing import Any
 
 from rich.console import Console
 
@@ -64,28 +65,12 @@ async def test_small_demo_delivers_everything_it_should(
 
 def test_report_fails_on_snapshot_mismatches() -> None:
     progress = Progress(phase="done", late_grants=5, snapshots_completed=4)
-    report = DemoReport(
+    report = _report(
         progress=progress,
-        consents=10,
-        users=100,
-        apps=2,
-        expected=50,
-        missing=0,
-        unexpected=0,
-        leaks=0,
-        revoked_in_flight=0,
-        removals_missing=0,
-        deltas_after_removal=0,
-        verification_failures=0,
-        gaps=0,
         snapshot_records=12,
         copies_equal=2,
         snapshot_doubled=1,
         late_deltas=7,
-        retries=0,
-        latency_p50_ms=None,
-        latency_p95_ms=None,
-        latency_p99_ms=None,
     )
 
     assert report.failures == [
@@ -97,32 +82,7 @@ def test_report_fails_on_snapshot_mismatches() -> None:
 
 
 def test_report_fails_on_ledger_heads_that_differ() -> None:
-    report = DemoReport(
-        progress=Progress(phase="done"),
-        consents=10,
-        users=100,
-        apps=2,
-        expected=50,
-        missing=0,
-        unexpected=0,
-        leaks=0,
-        revoked_in_flight=0,
-        removals_missing=0,
-        deltas_after_removal=0,
-        verification_failures=0,
-        gaps=0,
-        snapshot_records=0,
-        copies_equal=0,
-        snapshot_doubled=0,
-        late_deltas=0,
-        retries=0,
-        latency_p50_ms=None,
-        latency_p95_ms=None,
-        latency_p99_ms=None,
-        ledger_consents=10,
-        ledgers_equal=9,
-        ledger_mismatches=2,
-    )
+    report = _report(ledger_consents=10, ledgers_equal=9, ledger_mismatches=2)
 
     assert report.failures == [
         "1 consents whose ledger head at the app differs from the platform's",
@@ -132,3 +92,31 @@ def test_report_fails_on_ledger_heads_that_differ() -> None:
     console.print(report.table())
     [line] = [x for x in console.export_text().splitlines() if "ledger heads equal" in x]
     assert "9 of 10 (0 events)" in line
+
+
+def _report(**changes: Any) -> DemoReport:
+    """A report of a small run with nothing wrong, but for ``changes``."""
+    fields: dict[str, Any] = {
+        "progress": Progress(phase="done"),
+        "consents": 10,
+        "users": 100,
+        "apps": 2,
+        "expected": 50,
+        "missing": 0,
+        "unexpected": 0,
+        "leaks": 0,
+        "revoked_in_flight": 0,
+        "removals_missing": 0,
+        "deltas_after_removal": 0,
+        "verification_failures": 0,
+        "gaps": 0,
+        "snapshot_records": 0,
+        "copies_equal": 0,
+        "snapshot_doubled": 0,
+        "late_deltas": 0,
+        "retries": 0,
+        "latency_p50_ms": None,
+        "latency_p95_ms": None,
+        "latency_p99_ms": None,
+    }
+    return DemoReport(**(fields | changes))
