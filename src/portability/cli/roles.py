@@ -18,9 +18,11 @@ __all__ = ["api", "broker", "matcher", "messages", "pipeline", "relay", "transfe
 def broker(
     port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 9092,
 ) -> None:
-    """Run the embedded broker (Tansu, in memory) with the pipeline's topics until Ctrl-C.
+    """Run the embedded broker (Tansu) with the pipeline's topics until Ctrl-C.
 
-    SIGTERM stops it as Ctrl-C does: the Tansu process goes with it.
+    It stores in memory, or in an S3 bucket with PORTABILITY_BROKER_STORAGE=s3://BUCKET/ (then
+    topics and offsets survive a restart). SIGTERM stops it as Ctrl-C does: the Tansu process
+    goes with it.
     """
     from portability.ops.commands import serve_broker
 

@@ -70,7 +70,8 @@ async def local_pipeline(
     async with contextlib.AsyncExitStack() as stack:
         bootstrap = settings.kafka_bootstrap
         if bootstrap is None:
-            bootstrap = (await stack.enter_async_context(EmbeddedBroker())).bootstrap
+            embedded = EmbeddedBroker.from_settings(settings)
+            bootstrap = (await stack.enter_async_context(embedded)).bootstrap
         runtime = await Runtime.open(settings, bootstrap)
         stack.push_async_callback(runtime.close)
         engine = create_store_engine(settings.resolved_database_url())

@@ -8,7 +8,7 @@ import logging
 from rich.console import Console
 from rich.table import Table
 
-from portability.broker import EmbeddedBroker, ensure_topics
+from portability.broker import BrokerError, EmbeddedBroker, ensure_topics
 from portability.settings import Settings
 from portability.wire.topics import TopicNames, pipeline_topics
 
@@ -25,15 +25,26 @@ async def serve_broker(
     The Tansu child is stopped on the way out, whatever ends the command (SIGINT, SIGTERM, or a
     failure to create the topics).
     """
-    async with EmbeddedBroker(port=port) as broker:
+    async with EmbeddedBroker.from_settings(settings, port=port) as broker:
         try:
             names = TopicNames.with_prefix(settings.topic_prefix)
             specs = pipeline_topics(
                 names, settings.partitions, feed_retention_days=settings.feed_retention_days
             )
-            await ensure_topics(broker.bootstrap, specs)
+            try:
+                await ensure_topics(broker.bootstrap, specs)
+            except BrokerError as error:
+                if not broker.durable:
+                    raise
+                # Tansu answers a missing bucket or refused credentials with error -1 only.
+                raise BrokerError(
+                    f"{error} (the embedded broker stores in {broker.storage}: check that the "
+                    "bucket exists and the S3 endpoint and credentials, PORTABILITY_BROKER_S3_* "
+                    "or AWS_*)"
+                ) from error
+            kept = f"stored in {broker.storage}" if broker.durable else "in memory"
             console.print(
-                f"embedded broker on [bold]{broker.bootstrap}[/bold] (in memory; Ctrl-C stops "
+                f"embedded broker on [bold]{broker.bootstrap}[/bold] ({kept}; Ctrl-C stops "
                 f"it)\nuse it with: export PORTABILITY_KAFKA_BOOTSTRAP={broker.bootstrap}"
             )
             await stop.wait()
