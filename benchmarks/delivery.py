@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import os
 import random
 import sys
@@ -69,7 +68,7 @@ from portability.broker import EmbeddedBroker, KafkaClients
 from portability.broker.admin import ensure_topics
 from portability.delivery import DeliveryWorker
 from portability.matching import delta_id
-from portability.runtime import Runtime
+from portability.runtime import Runtime, settle_collector
 from portability.settings import Settings
 from portability.simulation import ChangeFactory, user_ids
 from portability.webhooks import ledger
@@ -130,10 +129,10 @@ async def _main(size: Size) -> None:
                     flush=True,
                 )
                 # The workload's million-odd objects (every delivery, decoded, for the checks)
-                # are the benchmark's, not the worker's: out of the collector's sight, they do
-                # not make each full collection of the worker run cost a quarter of a second.
-                gc.collect()
-                gc.freeze()
+                # are the benchmark's, not the worker's: frozen out of the collector's sight,
+                # they do not make each full collection of the worker run cost a quarter of a
+                # second; and the collector is tuned as `portability worker` tunes it.
+                settle_collector()
                 async with ReceiverProcess(workload.secrets) as receiver:
                     await workload.publish(runtime, receiver)
                     await _bench(runtime, workload, receiver, size)

@@ -54,7 +54,7 @@ from benchmarks.reporting import print_ratio, print_table
 from portability.broker import EmbeddedBroker, KafkaClients, ensure_topics
 from portability.matching import Matcher
 from portability.privacy import default_policy_path
-from portability.runtime import Runtime
+from portability.runtime import Runtime, settle_collector
 from portability.wire import SchemaName, TopicSpec
 from portability.wire.schemas import parsed_schema
 
@@ -110,6 +110,7 @@ def policy_without_figures(data_dir: Path) -> Path:
 
 async def _bench(runtime: Runtime, size: Size) -> None:
     population = await _populate(runtime, size)
+    settle_collector()  # as `portability matcher` does once started (the population frozen)
     results: list[Measurement] = []
     for run in range(1, size.rounds + 1):
         results.append(_progress(await _baseline(runtime, run, size)))

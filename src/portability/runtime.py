@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
+from typing import Final
 
 from portability.broker.admin import ensure_topics
 from portability.broker.clients import KafkaClients
@@ -12,7 +14,13 @@ from portability.wire.registry import InProcessSchemaRegistry, SchemaRegistry
 from portability.wire.subjects import SubjectStrategy
 from portability.wire.topics import TopicNames, pipeline_topics
 
-__all__ = ["Runtime", "open_codec"]
+__all__ = ["Runtime", "open_codec", "settle_collector"]
+
+# Objects allocated (net) between young collections: CPython's default of 700 makes a worker
+# delivering tens of thousands of deltas a second collect every few requests. Measured on the
+# delivery benchmark (one worker, 50,000 deltas), alternating runs: 39-44 us of CPU per delta
+# with the default, 35-39 with the collector off, 36-37 with this.
+_YOUNG_THRESHOLD: Final = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +80,19 @@ async def open_codec(settings: Settings, topics: TopicNames | None = None) -> Av
         await registry.close()
         raise
     return codec
+
+
+def settle_collector() -> None:
+    """Tune the garbage collector for a long-running pipeline process, once it has started.
+
+    What start-up built (modules, schemas, settings: some hundred thousand objects that live
+    as long as the process) is frozen out of the collector's sight, so its full collections
+    scan only what the process made since; and young collections run every
+    ``_YOUNG_THRESHOLD`` allocations instead of 700. The delivery loop allocates a few dozen
+    short-lived objects per delta that reference counting frees at once: a young collection
+    finds almost nothing to free, and it is its scanning that costs.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(_YOUNG_THRESHOLD, older, oldest)

@@ -31,7 +31,7 @@ from portability.messages.writer import MessageLogWriter
 from portability.ops.lifecycle import RoleFailedError, StartupError, bind_failure
 from portability.ops.metrics import render, worker_registry
 from portability.privacy import policy_source
-from portability.runtime import Runtime
+from portability.runtime import Runtime, settle_collector
 from portability.settings import Settings
 from portability.transfers.builder import TransferBuilder
 from portability.transfers.state import StateView
@@ -298,6 +298,7 @@ async def serve_roles(
     app = build_app(settings, bootstrap, roles)
     try:
         await _start(app, settings)
+        settle_collector()
         log.info(
             "web views on http://%s:%d (/healthz/, /stats/, /metrics)",
             settings.web_host,
