@@ -144,10 +144,14 @@ class Lane:
 
     def insert(self, item: Item) -> None:
         """Add in order: appended as a rule, sorted in when read back from the retry topic."""
-        index = len(self.queue)
-        while index > self.in_flight and self.queue[index - 1].order > item.order:
+        queue, order = self.queue, item.order
+        index = len(queue)
+        while index > self.in_flight and queue[index - 1].order > order:
             index -= 1
-        self.queue.insert(index, item)
+        if index == len(queue):
+            queue.append(item)
+        else:
+            queue.insert(index, item)
         self.changed.set()
 
     @property
