@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench broker clean browser
+.PHONY: demo test lint bench chaos broker clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(BIN)/portability demo $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks chaos
+	$(BIN)/ruff format --check src tests benchmarks chaos
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -41,6 +41,11 @@ test: lint browser
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(ARGS)
+
+# The chaos suite (docs/chaos.md): every role as a process under crashes, pauses, scaling and
+# outages, judged by an oracle that shares no code with the pipeline; a few minutes.
+chaos: $(STAMP)
+	$(BIN)/python -m chaos $(ARGS)
 
 broker: $(STAMP)
 	$(BIN)/portability broker

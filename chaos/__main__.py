@@ -1,0 +1,5 @@
+"""``python -m chaos``: see :mod:`chaos.cli`."""
+
+from chaos.cli import main
+
+main()

@@ -1,0 +1,64 @@
+"""The chaos suite's short version, as ``make chaos`` runs the long one (docs/chaos.md).
+
+Every role as its own OS process on a broker of its own and a private PostgreSQL server,
+under four faults (a matcher and a worker killed, a worker paused, the consent store
+stopped), with a platform publishing, consent churn and a receiving app that fails, stalls
+and answers 429/503. The oracle must find nothing, and the run must leave no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from chaos.postgres import PrivatePostgres
+
+pytestmark = [pytest.mark.xdist_group("test_chaos"), pytest.mark.timeout(330)]
+
+_ROOT = Path(__file__).resolve().parent.parent
+_BOUND_S = 300.0  # the run is about a minute alone; a loaded machine (make test) is slower
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def test_the_short_chaos_run_passes_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    try:
+        PrivatePostgres().remove()
+    except (RuntimeError, subprocess.CalledProcessError) as error:
+        pytest.skip(f"no private PostgreSQL server here: {error}")
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTABILITY_")}
+    process = subprocess.Popen(  # noqa: S603  # the suite's own command
+        [sys.executable, "-m", "chaos", "--short", "--no-broker-restart", "--out", str(out)],
+        cwd=_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        output, _ = process.communicate(timeout=_BOUND_S)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)  # the suite stops what it started on SIGTERM
+        output, _ = process.communicate(timeout=60)
+        pytest.fail(f"not over in {_BOUND_S:g} s:\n{output.decode(errors='replace')}")
+    text = output.decode(errors="replace")
+
+    assert process.returncode == 0, text
+    report = (out / "report.txt").read_text()
+    assert report.rstrip().endswith("PASS"), report
+    for kind in ("kill matcher", "kill worker", "pause worker", "postgres outage"):
+        assert kind in report, report
+    assert "not run: left out (--no-broker-restart)" in report, report  # the table says why
+    assert _children(os.getpid()) == [], "a process of the suite outlived it"
