@@ -10,8 +10,9 @@ and in the same run, each the cheapest honest way:
   keeps the values whose key is a consenting user's (a set lookup per record);
 - decoding: those values, with the codec (fastavro), as the matcher decodes them;
 - emitting: per decoded change, the change rendered once and, per consent that grants its
-  category, the delta's id, rendering and ledger digest, the Delivery record encoded, and all
-  of them produced in per-partition batches to a topic of their own, acks awaited.
+  category, the delta's id, rendering and ledger digest, the Delivery record encoded (the
+  change's bytes once per change, as the matcher writes them), and all of them produced in
+  per-partition batches to a topic of their own, acks awaited.
 
 The read's wall-clock rate is the *raw read*: the fastest a process can walk the topic
 here, which sets how many cores a large platform's matchers need at best. Privacy shaping,
@@ -37,7 +38,7 @@ from portability.runtime import Runtime
 from portability.webhooks.ledger import change_digest_of_rendered, delta_digest
 from portability.webhooks.payload import render_change, render_delta
 from portability.wire import SchemaName, TopicSpec
-from portability.wire.records import AccountChange, DeliveryRecord
+from portability.wire.records import AccountChange, to_millis
 from portability.wire.topics import partition_for_consent
 
 __all__ = ["MatcherFloor", "measure_floor", "open_changes_reader"]
@@ -177,37 +178,35 @@ async def _emit(
     producer: AIOKafkaProducer = runtime.kafka.producer(f"bench-matcher-floor-{round_}")
     await producer.start()
     try:
-        encode = runtime.codec.encode
+        encode = runtime.codec.delivery_encoder.encode
         started = time.process_time()
         records: list[tuple[int, bytes, bytes]] = []
         for change in changes:
             change_json = render_change(change, _VERSION)
+            change_bytes = runtime.codec.encode_body(SchemaName.ACCOUNT_CHANGE, change)
             digest = change_digest_of_rendered(change_json)
+            matched_at_ms = to_millis(change["occurred_at"])
             for consent_id, app_id, categories in grants[change["user_id"]]:
                 if change["category"] not in categories:
                     continue
                 sequence = len(records) + 1
                 identity = delta_id(consent_id, change["change_id"])
-                delivery: DeliveryRecord = {
-                    "delta_id": identity,
-                    "consent_id": consent_id,
-                    "app_id": app_id,
-                    "user_id": change["user_id"],
-                    "sequence": sequence,
-                    "change": change,
-                    "matched_at": change["occurred_at"],
-                    "policy_version": _VERSION,
-                    "source_offset": sequence,
-                    "snapshot_epoch": 0,
-                    "rendered": render_delta(identity, sequence, change_json),
-                    "ledger_digest": delta_digest(identity, sequence, digest),
-                }
+                value = encode(
+                    delta_id=identity,
+                    consent_id=consent_id,
+                    app_id=app_id,
+                    user_id=change["user_id"],
+                    sequence=sequence,
+                    matched_at_ms=matched_at_ms,
+                    policy_version=_VERSION,
+                    source_offset=sequence,
+                    snapshot_epoch=0,
+                    rendered=render_delta(identity, sequence, change_json),
+                    ledger_digest=delta_digest(identity, sequence, digest),
+                    change=change_bytes,
+                )
                 records.append(
-                    (
-                        partition_for_consent(consent_id, partitions),
-                        consent_id.encode(),
-                        encode(SchemaName.DELIVERY, dict(delivery)),
-                    )
+                    (partition_for_consent(consent_id, partitions), consent_id.encode(), value)
                 )
         # In per-partition batches, as the cheapest producer does: ``send`` costs ~20 us each.
         await send_batches(producer, topic, records)

@@ -31,7 +31,7 @@ from portability.webhooks.payload import render_change, render_delta
 from portability.wire.codec import AvroCodec
 from portability.wire.dead_letters import DeadLetter
 from portability.wire.headers import AUDIENCE_HEADER, LetterField
-from portability.wire.records import AccountChange, AudienceEntry, DeliveryRecord
+from portability.wire.records import AccountChange, AudienceEntry, to_millis
 from portability.wire.schemas import SchemaName
 from portability.wire.topics import TopicNames, partition_for_consent
 
@@ -83,34 +83,37 @@ class MatcherOutput:
         ``source_offset`` is the offset in the user's ``account.changes`` partition of the
         record the delta comes from: where a snapshot hands over to the deltas.
         """
-        now = datetime.now(UTC)
-        # Rendered here, once per change, so that the delivery worker never decodes the change.
+        matched_at_ms = to_millis(datetime.now(UTC))
+        # Rendered and encoded here, once per change: the delivery worker never decodes the
+        # change, and each consent's delivery is its own fields and these bytes.
         change_json = render_change(change, version)
+        change_bytes = self._codec.encode_body(SchemaName.ACCOUNT_CHANGE, change)
         digest = change_digest_of_rendered(change_json)  # each consent's ledger chains it
+        encode = self._codec.delivery_encoder.encode
         deltas = self._deltas
         for consent in matched:
             sequence = sequences.get(consent.consent_id, 0) + 1
             sequences[consent.consent_id] = sequence
             identity = delta_id(consent.consent_id, change["change_id"])
-            delivery: DeliveryRecord = {
-                "delta_id": identity,
-                "consent_id": consent.consent_id,
-                "app_id": consent.app_id,
-                "user_id": consent.user_id,
-                "sequence": sequence,
-                "change": change,
-                "matched_at": now,
-                "policy_version": version,
-                "source_offset": source_offset,
-                "snapshot_epoch": consent.snapshot_epoch,
-                "rendered": render_delta(identity, sequence, change_json),
-                "ledger_digest": delta_digest(identity, sequence, digest),
-            }
+            value = encode(
+                delta_id=identity,
+                consent_id=consent.consent_id,
+                app_id=consent.app_id,
+                user_id=consent.user_id,
+                sequence=sequence,
+                matched_at_ms=matched_at_ms,
+                policy_version=version,
+                source_offset=source_offset,
+                snapshot_epoch=consent.snapshot_epoch,
+                rendered=render_delta(identity, sequence, change_json),
+                ledger_digest=delta_digest(identity, sequence, digest),
+                change=change_bytes,
+            )
             deltas.append(
                 (
                     partition_for_consent(consent.consent_id, self._partitions),
                     consent.consent_id.encode(),
-                    self._codec.encode(SchemaName.DELIVERY, dict(delivery)),
+                    value,
                 )
             )
         self._stats.deltas_emitted += len(matched)

@@ -23,6 +23,7 @@ from typing import Any, Literal, overload
 
 import fastavro
 
+from portability.wire.delivery_encoder import DeliveryEncoder
 from portability.wire.delivery_head import HeadReader
 from portability.wire.delivery_log import DeliveryLogEntry
 from portability.wire.errors import SchemaRegistryError, UnknownSchemaIdError, WireFormatError
@@ -89,6 +90,7 @@ class AvroCodec:
         # The Delivery schema whose records delivery_head reads directly, and its reader.
         self._head_schema_id: int | None = None
         self._head_reader: HeadReader | None = None
+        self._delivery_encoder: DeliveryEncoder | None = None
 
     @property
     def registry(self) -> SchemaRegistry:
@@ -104,6 +106,9 @@ class AvroCodec:
         self._head_reader = HeadReader.of(json.loads(schema_text(SchemaName.DELIVERY)))
         if self._head_reader is not None:
             self._head_schema_id = self._writer_ids[SchemaName.DELIVERY]
+        self._delivery_encoder = DeliveryEncoder(
+            json.loads(schema_text(SchemaName.DELIVERY)), self._writer_ids[SchemaName.DELIVERY]
+        )
 
     def subject(self, name: SchemaName) -> str:
         """The registry subject of schema ``name``: by the strategy, of the topic it is on."""
@@ -114,8 +119,24 @@ class AvroCodec:
 
     def encode(self, name: SchemaName, record: Mapping[str, Any]) -> bytes:
         """Frame and encode ``record`` with this build's schema ``name``."""
+        return self._write(name, record, self._headers[name])
+
+    def encode_body(self, name: SchemaName, record: Mapping[str, Any]) -> bytes:
+        """``record`` encoded with this build's schema ``name``, unframed: the bytes of a
+        field of that type inside another record (see :attr:`delivery_encoder`)."""
+        return self._write(name, record, b"")
+
+    @property
+    def delivery_encoder(self) -> DeliveryEncoder:
+        """Writes Delivery records from their change's bytes (the matcher's hot path)."""
+        if self._delivery_encoder is None:
+            raise RuntimeError("AvroCodec.start() was not called")
+        return self._delivery_encoder
+
+    @staticmethod
+    def _write(name: SchemaName, record: Mapping[str, Any], header: bytes) -> bytes:
         buffer = io.BytesIO()
-        buffer.write(self._headers[name])
+        buffer.write(header)
         try:
             fastavro.schemaless_writer(buffer, parsed_schema(name), record)
         except (ValueError, TypeError, KeyError, AttributeError) as error:

@@ -11,8 +11,8 @@ encoded once. A test checks it against fastavro's bytes for every kind of entry.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
-from typing import Final
+
+from portability.wire.avro_binary import SMALL_LONGS, avro_long, avro_string, repeated_string
 
 __all__ = [
     "EncodedLedger",
@@ -29,51 +29,9 @@ EncodedSource = tuple[str, int, int]
 # (before, after, events, deltas, pages, removals)
 EncodedLedger = tuple[str, str, int, int, int, int]
 
-_SMALL: Final = [bytes(((n << 1),)) for n in range(64)]  # zigzag varints of 0..63
-
-
-def _long(value: int) -> bytes:
-    """Avro's zigzag varint of ``value``."""
-    if 0 <= value < 64:
-        return _SMALL[value]
-    zigzag = (value << 1) ^ (value >> 63)
-    # Offsets and sequences: one to four bytes, written without a loop (this runs per delta).
-    if zigzag < 0x80:
-        return bytes((zigzag,))
-    if zigzag < 0x4000:
-        return bytes(((zigzag & 0x7F) | 0x80, zigzag >> 7))
-    if zigzag < 0x200000:
-        return bytes(((zigzag & 0x7F) | 0x80, ((zigzag >> 7) & 0x7F) | 0x80, zigzag >> 14))
-    if zigzag < 0x10000000:
-        return bytes(
-            (
-                (zigzag & 0x7F) | 0x80,
-                ((zigzag >> 7) & 0x7F) | 0x80,
-                ((zigzag >> 14) & 0x7F) | 0x80,
-                zigzag >> 21,
-            )
-        )
-    out = bytearray()
-    while zigzag & ~0x7F:
-        out.append((zigzag & 0x7F) | 0x80)
-        zigzag >>= 7
-    out.append(zigzag)
-    return bytes(out)
-
-
-def _string(value: str) -> bytes:
-    data = value.encode()
-    return _long(len(data)) + data
-
-
-@lru_cache(maxsize=4096)
-def _repeated(value: str) -> bytes:
-    """A string that many records share (category, operation, policy version, topic)."""
-    return _string(value)
-
 
 def _optional_long(value: int | None) -> bytes:
-    return b"\x00" if value is None else b"\x02" + _long(value)
+    return b"\x00" if value is None else b"\x02" + avro_long(value)
 
 
 class LogEntryEncoder:
@@ -105,28 +63,33 @@ class LogEntryEncoder:
         event_type, endpoint_url and origin, in that order (the schema's first fields);
         ``records_and_sources`` from :meth:`records_and_sources`."""
         parts = [self._header]
-        parts.extend(_string(value) for value in strings)
+        parts.extend(avro_string(value) for value in strings)
         parts += (
-            _long(attempt),
-            _long(attempted_at_ms),
-            _long(duration_ms),
+            avro_long(attempt),
+            avro_long(attempted_at_ms),
+            avro_long(duration_ms),
             b"\x01" if ok else b"\x00",
             _optional_long(status),
-            _string(reason),
-            _string(response_excerpt),
-            _long(size),
-            _string(body_sha256),
+            avro_string(reason),
+            avro_string(response_excerpt),
+            avro_long(size),
+            avro_string(body_sha256),
             _optional_long(sequences[0]),
             _optional_long(sequences[1]),
             _optional_long(snapshot_epoch),
-            b"\x00" if removal_reason is None else b"\x02" + _string(removal_reason),
+            b"\x00" if removal_reason is None else b"\x02" + avro_string(removal_reason),
         )
         parts.append(records_and_sources)
         if ledger is None:
             parts.append(b"\x00")
         else:
             before, after, *counts = ledger
-            parts += (b"\x02", _string(before), _string(after), *(_long(n) for n in counts))
+            parts += (
+                b"\x02",
+                avro_string(before),
+                avro_string(after),
+                *(avro_long(n) for n in counts),
+            )
         return b"".join(parts)
 
     @staticmethod
@@ -160,13 +123,13 @@ class LedgerHeadEncoder:
         return b"".join(
             (
                 self._header,
-                _string(consent_id),
-                _string(app_id),
-                _string(head),
-                *(_long(count) for count in counts),
-                _block(len(order), [_long(place) for place in order]),
-                _string(identity),
-                _long(recorded_at_ms),
+                avro_string(consent_id),
+                avro_string(app_id),
+                avro_string(head),
+                *(avro_long(count) for count in counts),
+                _block(len(order), [avro_long(place) for place in order]),
+                avro_string(identity),
+                avro_long(recorded_at_ms),
             )
         )
 
@@ -174,17 +137,17 @@ class LedgerHeadEncoder:
 def _records(records: Iterable[EncodedRecord]) -> bytes:
     # One flat list and the one-byte length of short strings inline: this runs per delta.
     parts: list[bytes] = []
-    append, small, count = parts.append, _SMALL, 0
+    append, small, count = parts.append, SMALL_LONGS, 0
     for delta_id, record_id, category, operation, sequence, policy_version in records:
         count += 1
         for text in (delta_id, record_id):
             data = text.encode()
-            append(small[len(data)] if len(data) < 64 else _long(len(data)))
+            append(small[len(data)] if len(data) < 64 else avro_long(len(data)))
             append(data)
-        append(_repeated(category))
-        append(_repeated(operation))
-        append(b"\x00" if sequence is None else b"\x02" + _long(sequence))
-        append(_repeated(policy_version))
+        append(repeated_string(category))
+        append(repeated_string(operation))
+        append(b"\x00" if sequence is None else b"\x02" + avro_long(sequence))
+        append(repeated_string(policy_version))
     return _block(count, parts)
 
 
@@ -193,9 +156,9 @@ def _sources(sources: Iterable[EncodedSource]) -> bytes:
     append, count = parts.append, 0
     for topic, partition, offset in sources:
         count += 1
-        append(_repeated(topic))
-        append(_long(partition))
-        append(_long(offset))
+        append(repeated_string(topic))
+        append(avro_long(partition))
+        append(avro_long(offset))
     return _block(count, parts)
 
 
@@ -203,4 +166,4 @@ def _block(count: int, parts: list[bytes]) -> bytes:
     """An array of ``count`` items (``parts`` their bytes) in one block, and its end."""
     if not count:
         return b"\x00"
-    return _long(count) + b"".join(parts) + b"\x00"
+    return avro_long(count) + b"".join(parts) + b"\x00"
