@@ -296,7 +296,10 @@ def to_millis(moment: datetime) -> int:
     """
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
+    # The timedelta's parts, not ``// timedelta(milliseconds=1)``: the same integer (floor
+    # division, before 1970 too), a third cheaper, and the matcher reads it per change.
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
 def from_millis(millis: int) -> datetime:
