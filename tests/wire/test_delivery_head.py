@@ -141,6 +141,14 @@ def test_an_unknown_union_branch_is_a_wire_format_error(codec: AvroCodec) -> Non
         codec.delivery_head(data[:branch_at] + b"\x04" + data[branch_at + 1 :])
 
 
+@pytest.mark.parametrize("length", [b"\x03", b"\x81\x01"], ids=["one byte", "two bytes"])
+def test_a_negative_length_is_a_wire_format_error(codec: AvroCodec, length: bytes) -> None:
+    data = codec.encode(SchemaName.DELIVERY, dict(rendered(delivery(change("post")))))
+    # Past the 5-byte frame: the delta id's length byte; an odd zig-zag value is negative.
+    with pytest.raises(WireFormatError, match="negative length"):
+        codec.delivery_head(data[:5] + length + data[6:])
+
+
 def test_the_reader_refuses_a_schema_whose_change_is_not_last() -> None:
     assert HeadReader.of(json.loads(schema_text(SchemaName.DELIVERY))) is not None
     assert HeadReader.of(previous_delivery_schema()) is None

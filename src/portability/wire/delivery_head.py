@@ -114,16 +114,24 @@ if b < 0x80:
 else:
     {target}, pos = _long(data, pos)
 """
-_SIZED = (
-    _VARINT.format(target="size")
-    + """\
+# A length: one byte as a rule (an odd one is negative); a string or bytes that runs past the
+# end leaves ``pos`` beyond it, and the next read (there is always one: occurred_at comes
+# last) raises IndexError, so its end is not compared with the data's length each time.
+_SIZED = """\
+b = data[pos]
+if b < 0x80:
+    if b & 1:
+        raise ValueError(f"negative length at {{pos}}")
+    size = b >> 1
+    pos += 1
+else:
+    size, pos = _long(data, pos)
+    if size < 0:
+        raise ValueError(f"negative length at {{pos}}")
 end = pos + size
-if size < 0 or end > len(data):
-    raise ValueError(f"{{size}} bytes at {{pos}} run past the end ({{len(data)}} bytes)")
-{target} = data[pos:end]{decode}
+{target}{slice}
 pos = end
 """
-)
 _UNION = """\
 b = data[pos]
 pos += 1
@@ -136,7 +144,9 @@ else:
 
 
 def _sized(target: str, decode: bool) -> str:
-    return _SIZED.format(target=target, decode=".decode()" if decode else "")
+    if target == "_":  # skipped: no copy of the bytes
+        return _SIZED.format(target="", slice="")
+    return _SIZED.format(target=target, slice=" = data[pos:end]" + (".decode()" if decode else ""))
 
 
 def _union(target: str, what: str, decode: bool) -> str:
