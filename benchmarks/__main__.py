@@ -17,6 +17,7 @@ from collections.abc import Callable
 import benchmarks.archive
 import benchmarks.delivery
 import benchmarks.failover
+import benchmarks.kafka_clients
 import benchmarks.matcher
 import benchmarks.registry_client
 import benchmarks.revocation
@@ -33,6 +34,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "registry_client": benchmarks.registry_client.main,
     "scaleout": benchmarks.scaleout.main,
     "failover": benchmarks.failover.main,
+    "clients": benchmarks.kafka_clients.main,
 }
 
 
