@@ -78,6 +78,7 @@ class Intake:
         through :meth:`decode`, which may have to fetch a schema or send a dead letter.
         """
         if tp.topic == self._ledger_topic:
+            self._stats.ledger_heads_read += 1
             if tp.partition in self._loading:  # after that, only this worker's own heads
                 self._ledgers.restore(tp.partition, record.offset, record.value)
             return None

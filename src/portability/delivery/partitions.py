@@ -67,8 +67,12 @@ class Partitions:
         for partition in list(self._loading):
             if not await self._read_to_end(self._topics.deliveries_retry, partition):
                 continue
-            if not await self._read_to_end(self._topics.delivery_ledger, partition):
+            ledger = TopicPartition(self._topics.delivery_ledger, partition)
+            if not await self._read_to_end(ledger.topic, partition):
                 continue
+            # From now on the partition's heads are this worker's own: not read back (one
+            # record per consent delivered to per commit round). A new assignment resumes it.
+            self._consumer.pause(ledger)
             self._loading.discard(partition)
             for topic in (self._topics.deliveries, self._topics.notifications):
                 tp = TopicPartition(topic, partition)

@@ -74,6 +74,7 @@ class DeliveryStats:
     log_entries: int = 0  # attempts produced to the message log (delivery.log)
     log_entries_dropped: int = 0  # attempts not logged: too many waited for the broker
     ledger_heads_unreadable: int = 0  # recorded heads that did not decode (skipped)
+    ledger_heads_read: int = 0  # delivery.ledger records read (loading partitions taken over)
     last_sequence: dict[str, int] = field(default_factory=dict)
     # (app_id, "delta" | "notification", "delivered" | "dead_lettered") -> records
     finished_by_app: dict[tuple[str, str, str], int] = field(default_factory=dict)
@@ -108,5 +109,6 @@ class DeliveryStats:
             "log_entries": self.log_entries,
             "log_entries_dropped": self.log_entries_dropped,
             "ledger_heads_unreadable": self.ledger_heads_unreadable,
+            "ledger_heads_read": self.ledger_heads_read,
             "consents_delivered_to": len(self.last_sequence),
         }
