@@ -29,7 +29,8 @@ def _as_the_matcher_writes(record: DeliveryRecord) -> DeliveryRecord:
 
 
 def _by_hand(codec: AvroCodec, record: DeliveryRecord) -> bytes:
-    assert record["rendered"] is not None and record["ledger_digest"] is not None
+    assert record["rendered"] is not None
+    assert record["ledger_digest"] is not None
     return codec.delivery_encoder.encode(
         delta_id=record["delta_id"],
         consent_id=record["consent_id"],
@@ -95,5 +96,5 @@ def test_a_schema_with_other_fields_is_refused() -> None:
     schema: dict[str, Any] = json.loads(schema_text(SchemaName.DELIVERY))
     schema["fields"].insert(-1, {"name": "priority", "type": "long", "default": 0})
 
-    with pytest.raises(WireFormatError, match="change portability.wire.delivery_encoder"):
+    with pytest.raises(WireFormatError, match=r"change portability\.wire\.delivery_encoder"):
         DeliveryEncoder(schema, 1)
