@@ -149,7 +149,7 @@ async def started(
 
 
 def _spawn(args: list[str], env: Mapping[str, str], log_dir: Path) -> RoleProcess:
-    name = "-".join(args)[:40] + f"-{uuid.uuid4().hex[:6]}"
+    name = "-".join(args)[:40].replace("/", "_") + f"-{uuid.uuid4().hex[:6]}"  # args: paths too
     stdout_path, stderr_path = log_dir / f"{name}.out", log_dir / f"{name}.err"
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(  # noqa: S603 - the project's own command

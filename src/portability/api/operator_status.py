@@ -130,7 +130,13 @@ class OperatorStatus:
         if self.bootstrap is None:
             return problems  # nothing else can be known
         if view.error is not None:
-            problems.append(Problem("critical", f"cannot sample consumer lag: {view.error}"))
+            problems.append(
+                Problem(
+                    "critical",
+                    f"Kafka at {self.bootstrap} unreachable or failing; cannot sample consumer "
+                    f"lag: {view.error}",
+                )
+            )
         problems += _group_problems(groups)
         for endpoint in endpoints:
             severity: Severity = "critical" if endpoint.state == "disabled" else "warning"

@@ -139,7 +139,7 @@ def render_status_page(snapshot: StatusSnapshot, settings: Settings, refresh_s: 
         health=snapshot.health,
         health_label=snapshot.health.upper(),
         generated=f"at {clock(snapshot.at)} UTC",
-        kafka=escape(f"Kafka {snapshot.kafka}") if snapshot.kafka else "no Kafka configured",
+        kafka=_kafka(snapshot),
         tiles=_tiles(snapshot),
         problems=_problems(snapshot),
         history=duration(snapshot.history_s),
@@ -177,6 +177,13 @@ def _tiles(snapshot: StatusSnapshot) -> str:
         f'<div class="label">{escape(label)}</div></div>'
         for ident, label, value in tiles
     )
+
+
+def _kafka(snapshot: StatusSnapshot) -> str:
+    if not snapshot.kafka:
+        return "no Kafka configured"
+    unreachable = " (unreachable)" if snapshot.kafka_reachable is False else ""
+    return escape(f"Kafka {snapshot.kafka}{unreachable}")
 
 
 def _problems(snapshot: StatusSnapshot) -> str:

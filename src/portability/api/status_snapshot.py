@@ -173,6 +173,14 @@ class StatusSnapshot:
     store: StoreCounts | None  # None: the store could not be read
     delivery_status_available: bool
 
+    @property
+    def kafka_reachable(self) -> bool | None:
+        """False while the latest attempt to sample lag failed (the broker down, or not
+        answering); None with no Kafka configured or before the first attempt."""
+        if self.kafka is None or (self.lag.latest is None and self.lag.error is None):
+            return None
+        return self.lag.error is None
+
     def as_dict(self) -> dict[str, Any]:
         """The ``/status.json`` document (its shape is in docs/operations.md)."""
         letters = self.dead_letters
@@ -182,6 +190,7 @@ class StatusSnapshot:
             "problems": [problem.as_dict() for problem in self.problems],
             "kafka": {
                 "bootstrap": self.kafka,
+                "reachable": self.kafka_reachable,
                 "lag_sampled_at": None if self.lag.latest is None else _iso(self.lag.latest.at),
                 "lag_error": self.lag.error,
                 "delivery_status": self.delivery_status_available,

@@ -2,7 +2,7 @@
 listener every consumer group uses."""
 
 from portability.broker.admin import ensure_topics
-from portability.broker.clients import KafkaClients
+from portability.broker.clients import KafkaClients, stop_consumer
 from portability.broker.embedded import EmbeddedBroker, free_port, tansu_binary
 from portability.broker.errors import BrokerError, bounded
 from portability.broker.rebalance import RebalanceListener
@@ -15,5 +15,6 @@ __all__ = [
     "bounded",
     "ensure_topics",
     "free_port",
+    "stop_consumer",
     "tansu_binary",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -9,7 +11,27 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from portability.settings import Settings
 
-__all__ = ["KafkaClients"]
+__all__ = ["KafkaClients", "stop_consumer"]
+
+log = logging.getLogger(__name__)
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``, without the CancelledError aiokafka lets out of it.
+
+    With the broker gone mid-fetch, aiokafka's fetcher cancels its pending fetch requests on
+    close and awaits them without catching their CancelledError (aiokafka 0.12-0.13): stop()
+    then raises it in the caller's task, which ends that task as if it had been cancelled
+    (the status page's lag sampler stopped for good that way in a broker outage). Raised on
+    only when the caller's own task is being cancelled.
+    """
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        log.debug("consumer stopped; aiokafka's cancelled fetch request ignored")
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from portability.broker import BrokerError
+from portability.broker import BrokerError, stop_consumer
 
 __all__ = ["Inspector", "PartitionRead", "RecordHead", "TopicLayout"]
 
@@ -115,8 +115,10 @@ class Inspector:
         await self.close()
 
     async def close(self) -> None:
-        await self._consumer.stop()
-        await self._admin.close()
+        try:
+            await stop_consumer(self._consumer)  # not consumer.stop(): see stop_consumer
+        finally:
+            await self._admin.close()
 
     async def _bounded(self, call: Awaitable[_T], what: str) -> _T:
         """``call`` within the timeout, its failures turned into a BrokerError saying what."""

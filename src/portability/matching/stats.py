@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
 __all__ = ["DROP_REASONS", "MatcherStats"]
@@ -46,6 +46,10 @@ class MatcherStats:
         return sum(self.dead_lettered_by_fault.values())
 
     def as_dict(self) -> dict[str, Any]:
-        counters = asdict(self)
+        # Not dataclasses.asdict: it rebuilds a Counter from its (key, count) pairs, counting
+        # the pairs ({"no_consent": 2} became {("no_consent", 2): 1}), and the /stats/ view
+        # then failed (500) on the tuple keys once a matcher had dropped a change.
+        counters = {item.name: getattr(self, item.name) for item in fields(self)}
+        counters |= {k: dict(v) for k, v in counters.items() if isinstance(v, Counter)}
         counters["changes_dead_lettered"] = self.changes_dead_lettered
         return counters

@@ -104,6 +104,20 @@ class LagSampler:
             except (PortabilityError, KafkaError, OSError) as error:
                 self._failed(str(error) or type(error).__name__)
                 await _pause(stop, self._interval_s)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # this sampler is being stopped
+                # A client library's own cancellation let out (see broker.stop_consumer):
+                # the sampler must go on, or the status page would show the last good
+                # sample for ever and never say that the broker is gone.
+                self._failed("a Kafka client call was cancelled (the broker went away?)")
+                await _pause(stop, self._interval_s)
+            except Exception as error:
+                # Whatever else a sample meets: logged, kept as the view's error, retried.
+                log.exception("lag sampling failed unexpectedly; retried")
+                self._failed(f"{type(error).__name__}: {error}")
+                await _pause(stop, self._interval_s)
 
     def _record(self, report: LagReport) -> None:
         for group in report.groups:

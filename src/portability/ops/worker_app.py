@@ -176,7 +176,7 @@ class PipelineService(Service):
         if self.state_view is not None:
             document["state"] = {
                 **self.state_view.stats.as_dict(),
-                "intake": asdict(self.state_view.intake.stats),
+                "intake": self.state_view.intake.stats.as_dict(),
                 "ready": self.state_view.ready,
             }
         if self.builder is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
@@ -53,6 +53,12 @@ class IntakeStats:
     @property
     def dead_lettered(self) -> int:
         return sum(self.dead_lettered_by_fault.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON types. Not dataclasses.asdict: it rebuilds a Counter from its (key, count)
+        pairs, counting the pairs, and /stats/ then failed on the tuple keys."""
+        plain = {item.name: getattr(self, item.name) for item in fields(self)}
+        return plain | {k: dict(v) for k, v in plain.items() if isinstance(v, Counter)}
 
 
 class ViewIntake:
