@@ -25,6 +25,10 @@ __all__ = ["CheckpointStore"]
 log = logging.getLogger(__name__)
 
 _MAX_READ_ROUNDS = 1000
+# Records read back from a partition's end for its latest checkpoint (each checkpoint
+# partition holds only its own changes partition's, in order, so the latest is its last
+# decodable record); all of it is read only when none of these decodes.
+_TAIL = 16
 
 
 class CheckpointStore:
@@ -42,12 +46,35 @@ class CheckpointStore:
         await self._reader.stop()
 
     async def load(self, partitions: list[int]) -> dict[int, MatcherCheckpoint]:
-        """The latest checkpoint of each of ``partitions`` that has one, in one pass."""
+        """The latest checkpoint of each of ``partitions`` that has one.
+
+        Read from near each partition's end, not its beginning: the topic is compacted, but
+        a broker compacts late (never the active segment; the embedded one not at all) and a
+        checkpoint is written per batch, so a whole partition grows with the hours the
+        matcher ran. Read whole, it made every rebalance slower, and on a slow broker the
+        load (inside the rebalance listener) outlasted the group's rebalance timeout: each
+        member was dropped while loading and the group never settled (the chaos suite, on
+        the embedded broker's S3 storage).
+        """
         tps = [TopicPartition(self._topic, partition) for partition in partitions]
         if not tps:
             return {}
         self._reader.assign(tps)
-        await self._reader.seek_to_beginning(*tps)
+        # ListOffsets may answer an end below the true one (the embedded broker answers the
+        # last batch's base offset + 1): a start at or before the last record either way,
+        # and the read goes on to the high watermark.
+        ends = await self._reader.end_offsets(tps)
+        for tp in tps:
+            self._reader.seek(tp, max(0, ends[tp] - _TAIL))
+        latest = await self._read(tps)
+        whole = [tp for tp in tps if tp.partition not in latest and ends[tp] > _TAIL]
+        if whole:
+            await self._reader.seek_to_beginning(*whole)
+            latest |= await self._read(whole)
+        return latest
+
+    async def _read(self, tps: list[TopicPartition]) -> dict[int, MatcherCheckpoint]:
+        """The last decodable checkpoint of each partition, from its position to its end."""
         latest: dict[int, MatcherCheckpoint] = {}
         for _ in range(_MAX_READ_ROUNDS):
             batch = await self._reader.getmany(*tps, timeout_ms=200)
@@ -58,7 +85,9 @@ class CheckpointStore:
                         latest[tp.partition] = checkpoint
             if await self._at_end(tps):
                 return latest
-        raise TimeoutError(f"could not read checkpoints of {self._topic} {partitions}")
+        raise TimeoutError(
+            f"could not read checkpoints of {self._topic} {[tp.partition for tp in tps]}"
+        )
 
     async def _at_end(self, tps: list[TopicPartition]) -> bool:
         for tp in tps:
