@@ -107,7 +107,9 @@ class Cluster:
             "--seed",
             str(self._seed),
         ]
-        return self.fleet.new("receiver", argv, self.env)
+        # The suite's own package, wherever the command is run from.
+        root = str(Path(__file__).resolve().parent.parent)
+        return self.fleet.new("receiver", argv, self.env | {"PYTHONPATH": root})
 
     def start(self, role: str) -> Proc:
         """One more process of ``role`` (``matcher``, ``worker``, ``transfers`` or ``api``)."""

@@ -14,7 +14,16 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-__all__ = ["BROKER_RESTART", "KINDS", "OUTAGE_S", "PAUSE_S", "SHORT_KINDS", "Planned", "schedule"]
+__all__ = [
+    "BROKER_RESTART",
+    "DURABLE_KINDS",
+    "KINDS",
+    "OUTAGE_S",
+    "PAUSE_S",
+    "SHORT_KINDS",
+    "Planned",
+    "schedule",
+]
 
 PAUSE_S = 5.0
 OUTAGE_S = 6.0
@@ -33,8 +42,10 @@ KINDS = (
     "scale workers",
     "postgres outage",
     "broker pause",
-    BROKER_RESTART,
 )
+# On durable storage only (the durable phase): the broker killed twice, paused, and a worker
+# killed while the broker's log is on S3.
+DURABLE_KINDS = (BROKER_RESTART, "broker pause", BROKER_RESTART, "kill worker")
 SHORT_KINDS = ("kill matcher", "pause worker", "postgres outage", "kill worker")
 
 

@@ -66,7 +66,8 @@ class Injector:
         elif kind == BROKER_RESTART:
             await self._record(kind, self._broker_restart)
         else:
-            await actions[verb](role.removesuffix("s"))
+            # "scale matchers": the role is "matcher"; "kill transfers": "transfers".
+            await actions[verb](role.removesuffix("s") if verb == "scale" else role)
 
     async def _record(self, kind: str, fault: Callable[[], Awaitable[dict[str, Any]]]) -> None:
         began = time.time()

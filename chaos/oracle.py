@@ -175,10 +175,14 @@ def _granted(facts: ConsentFacts) -> tuple[str, ...]:
 
 def _expected(evidence: Evidence, facts: ConsentFacts) -> list[Change]:
     granted = _granted(facts)
+    ended = facts.ended_at if facts.ended_at is not None else float("inf")
     return [
         change
         for change in evidence.by_user.get(facts.user_id, [])
-        if change.category in granted and change.occurred_at > facts.granted_at
+        if change.category in granted
+        and facts.granted_at < change.occurred_at
+        # Published after the revocation was answered: never owed (and checked not to come).
+        and change.sent_at <= ended
     ]
 
 

@@ -68,19 +68,20 @@ class Outcome:
 async def run(plan: Plan, skipped: dict[str, str], broker_env: dict[str, str]) -> Outcome:
     fleet = Fleet(plan.folder / "logs")
     fleet.logs.mkdir(parents=True, exist_ok=True)
-    try:
-        with private_postgres() as postgres:
+    with private_postgres() as postgres:
+        # The roles stop before their database does (a store gone first is an error they log).
+        try:
             cluster = Cluster(fleet, plan.folder, postgres.url, plan.timeouts, plan.seed)
             cluster.broker_env = broker_env
             return await _run(plan, cluster, postgres, skipped)
-    finally:
-        await asyncio.to_thread(fleet.stop_all)
+        finally:
+            await asyncio.to_thread(fleet.stop_all)
 
 
 async def _start(plan: Plan, cluster: Cluster) -> None:
     broker = cluster.start_broker()
     await wait_for_line(broker, "embedded broker on", 60.0)
-    cluster.start_receiver()
+    await wait_for_line(cluster.start_receiver(), "receiver listening", 30.0)
     api = cluster.start("api")
     await api.wait_healthy()
     roles = ["transfers"] + ["matcher"] * plan.matchers + ["worker"] * plan.workers
