@@ -286,3 +286,36 @@ async def _until_replay_ends(http: aiohttp.ClientSession, location: str) -> dict
 
     await wait_until(over, f"replay {location} over", _BOUND_S, poll_s=0.1)
     return ended
+
+
+async def test_roles_stopped_while_the_broker_is_down_end_in_bounded_time(
+    durable: DurableBroker, tmp_path: Path
+) -> None:
+    """SIGTERM with the broker gone: no traceback, no hang. aiokafka's consumer.stop() let a
+    CancelledError out there (broker.stop_consumer), which ended the API with a traceback and
+    exit 1; a matcher may still need the watchdog: its revocation writes checkpoints, which
+    wait for the broker, so it ends in one line, exit 1."""
+    api_port, matcher_port, worker_port = free_port(), free_port(), free_port()
+    env = role_environment(tmp_path, kafka_bootstrap=durable.bootstrap, api_port=str(api_port))
+    async with (
+        started(["api"], env, tmp_path) as api,
+        started(["matcher"], env | {"PORTABILITY_WEB_PORT": str(matcher_port)}, tmp_path) as (
+            matcher
+        ),
+        started(["worker"], env | {"PORTABILITY_WEB_PORT": str(worker_port)}, tmp_path) as worker,
+    ):
+        await api.wait_for(f"consent API on http://127.0.0.1:{api_port}", _BOUND_S)
+        await matcher.wait_healthy(matcher_port, _BOUND_S)
+        await worker.wait_healthy(worker_port, _BOUND_S)
+        await durable.kill()
+        codes = {}
+        for name, process in (("api", api), ("worker", worker), ("matcher", matcher)):
+            process.signal(signal.SIGTERM)
+            codes[name] = await process.exit_code(_STOP_S)
+
+    for process in (api, worker, matcher):
+        assert "Traceback" not in process.output(), process.output()
+    assert (codes["api"], codes["worker"]) == (0, 0), codes
+    if codes["matcher"] != 0:
+        assert codes["matcher"] == 1, matcher.output()
+        assert "the stop did not finish within" in matcher.stderr(), matcher.output()

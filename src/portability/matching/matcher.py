@@ -32,6 +32,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
+from portability.broker import stop_consumer
 from portability.matching.audience import AudienceBook
 from portability.matching.checkpoints import CheckpointStore
 from portability.matching.consent_index import ConsentIndex
@@ -123,7 +124,7 @@ class Matcher:
             pass  # a batch in progress ends first: it still needs the producer
         # Not under the lock: stopping the consumer waits for a rebalance in progress, whose
         # listener takes the lock (held here, that hung the process on SIGTERM for good).
-        await self._consumer.stop()
+        await stop_consumer(self._consumer)  # a broker gone mid-fetch must not abort the stop
         async with self._lock:
             await self._producer.stop()
             await self._checkpoints.stop()

@@ -37,6 +37,7 @@ from aiokafka.errors import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from portability.broker import stop_consumer
 from portability.messages.batch_intake import (
     BACKOFF_FIRST_S,
     BACKOFF_MAX_S,
@@ -148,7 +149,7 @@ class MessageLogWriter:
         """Stop after the batch in hand; its offsets are committed only if it was stored."""
         self._stopping.set()
         async with self._lock:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)  # a broker gone mid-fetch must not abort the stop
             if self._started:
                 await self._producer.stop()
                 self._started = False

@@ -43,7 +43,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from portability.broker import RebalanceListener
+from portability.broker import RebalanceListener, stop_consumer
 from portability.privacy.engine import is_tracked
 from portability.runtime import Runtime
 from portability.transfers.changelog import encode_change, encode_checkpoint
@@ -167,7 +167,7 @@ class StateView:
             await self._held.cancel_restores(list(self._restoring))
         # Not under the lock: stopping the consumer waits for a rebalance in progress, whose
         # revocation listener takes the lock (held here, that hung the process for good).
-        await self._consumer.stop()
+        await stop_consumer(self._consumer)  # a broker gone mid-fetch must not abort the stop
         async with self._lock:
             await self._held.cancel_restores(list(self._restoring))  # begun by that rebalance
             await self._producer.stop()
