@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from durable_broker import DurableBroker
 from portability.broker import free_port
@@ -292,9 +293,9 @@ async def test_roles_stopped_while_the_broker_is_down_end_in_bounded_time(
     durable: DurableBroker, tmp_path: Path
 ) -> None:
     """SIGTERM with the broker gone: no traceback, no hang. aiokafka's consumer.stop() let a
-    CancelledError out there (broker.stop_consumer), which ended the API with a traceback and
-    exit 1; a matcher may still need the watchdog: its revocation writes checkpoints, which
-    wait for the broker, so it ends in one line, exit 1."""
+    CancelledError out there (broker.stop_consumer), which ended the API with a traceback.
+    A stop that waits on the broker (a producer flushing, a matcher's revocation writing its
+    checkpoints) ends by the stop's watchdog: one line, exit 1."""
     api_port, matcher_port, worker_port = free_port(), free_port(), free_port()
     env = role_environment(tmp_path, kafka_bootstrap=durable.bootstrap, api_port=str(api_port))
     async with (
@@ -308,14 +309,63 @@ async def test_roles_stopped_while_the_broker_is_down_end_in_bounded_time(
         await matcher.wait_healthy(matcher_port, _BOUND_S)
         await worker.wait_healthy(worker_port, _BOUND_S)
         await durable.kill()
-        codes = {}
-        for name, process in (("api", api), ("worker", worker), ("matcher", matcher)):
+        roles = {"api": api, "worker": worker, "matcher": matcher}
+        for process in roles.values():
             process.signal(signal.SIGTERM)
-            codes[name] = await process.exit_code(_STOP_S)
+        codes = {name: await process.exit_code(_STOP_S) for name, process in roles.items()}
 
-    for process in (api, worker, matcher):
+    for name, process in roles.items():
         assert "Traceback" not in process.output(), process.output()
-    assert (codes["api"], codes["worker"]) == (0, 0), codes
-    if codes["matcher"] != 0:
-        assert codes["matcher"] == 1, matcher.output()
-        assert "the stop did not finish within" in matcher.stderr(), matcher.output()
+        if codes[name] != 0:
+            assert codes[name] == 1, process.output()
+            assert "the stop did not finish within" in process.stderr(), process.output()
+
+
+async def test_portability_broker_on_s3_keeps_its_topics_across_a_restart(
+    durable: DurableBroker, tmp_path: Path
+) -> None:
+    """``portability broker`` with PORTABILITY_BROKER_STORAGE=s3://...: what it held is there
+    when it starts again; the S3 secret never shows in its output."""
+    await durable.s3.create_bucket("cli")
+    port = free_port()
+    settings = durable.broker_settings() | {"broker_storage": "s3://cli/"}
+    env = role_environment(tmp_path, **settings)
+    secret = settings["broker_s3_secret_access_key"]
+    topic = f"{env['PORTABILITY_TOPIC_PREFIX']}account.changes"
+    for run in ("first", "second"):
+        async with started(["broker", "--port", str(port)], env, tmp_path) as broker:
+            await broker.wait_for("stored in s3://cli/", _BOUND_S)
+            bootstrap = f"127.0.0.1:{port}"
+            if run == "first":
+                await _send_one(bootstrap, topic)
+            else:
+                assert await _count(bootstrap, topic) == 1
+            broker.signal(signal.SIGTERM)
+            assert await broker.exit_code(_STOP_S) == 0, broker.output()
+        assert secret not in broker.output()
+
+
+async def _send_one(bootstrap: str, topic: str) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"kept", key=b"u1", partition=0)
+    finally:
+        await producer.stop()
+
+
+async def _count(bootstrap: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partition = TopicPartition(topic, 0)
+        consumer.assign([partition])
+        await consumer.seek_to_beginning(partition)
+        read = 0
+        deadline = time.monotonic() + _BOUND_S
+        while read == 0 and time.monotonic() < deadline:  # the first fetches may come empty
+            batches = await consumer.getmany(partition, timeout_ms=500)
+            read += sum(len(records) for records in batches.values())
+        return read
+    finally:
+        await consumer.stop()
