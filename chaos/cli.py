@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the broker's outages: noise
+    # A shell starts background jobs with SIGINT ignored: Ctrl-C and SIGTERM must still stop
+    # the run (asyncio cancels it on SIGINT only while SIGINT has Python's default handler).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupted)
     folder = args.out or Path(tempfile.mkdtemp(prefix="chaos-"))
     phases = _phases(args)
