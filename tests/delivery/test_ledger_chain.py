@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from delivery.test_delivery_log import Scripted, scripted
 from delivery.test_worker_faults import World, fault_settings, wait_until
@@ -20,7 +19,6 @@ from portability.broker import EmbeddedBroker
 from portability.delivery import DeliveryWorker
 from portability.runtime import Runtime
 from portability.settings import Settings
-from portability.wire.topics import partition_for_consent
 from running_roles import running
 
 
@@ -137,33 +135,20 @@ async def test_an_unreadable_ledger_head_is_skipped_and_the_partition_still_load
 async def test_a_loaded_worker_does_not_read_its_own_heads_back(world: World) -> None:
     """Once a partition's ledger is loaded, its heads are the worker's own: the worker pauses
     the ledger partition instead of reading a record per consent per commit round back."""
-    settings = world.runtime.settings
-    deliveries = TopicPartition(
-        world.runtime.topics.deliveries, partition_for_consent("cns_d", settings.partitions)
-    )
-    group = AIOKafkaConsumer(
-        bootstrap_servers=world.runtime.kafka.bootstrap,
-        group_id=settings.delivery_group,
-        enable_auto_commit=False,
-    )
-    await group.start()
-    try:
-        async with scripted(Scripted(answers=[])) as endpoint:
-            await world.register("app-chain", endpoint.url, None)
+
+    async def committed(offset: int) -> bool:
+        return await world.committed() >= offset
+
+    async with scripted(Scripted(answers=[])) as endpoint:
+        await world.register("app-chain", endpoint.url, None)
+        await world.produce("app-chain", "cns_d", 3)
+        async with running(DeliveryWorker(world.runtime)) as worker:
+            await wait_until(lambda: worker.stats.deltas_delivered == 3, "3 delivered")
+            # Committed after the round's heads were on the broker (see Partitions.commit).
+            await wait_until(lambda: committed(3), "first commit")
             await world.produce("app-chain", "cns_d", 3)
-            async with running(DeliveryWorker(world.runtime)) as worker:
-                await wait_until(lambda: worker.stats.deltas_delivered == 3, "3 delivered")
-                # Committed after the round's heads were on the broker (see Partitions.commit).
-                await wait_until(lambda: _committed(group, deliveries, 3), "first commit")
-                await world.produce("app-chain", "cns_d", 3)
-                await wait_until(lambda: worker.stats.deltas_delivered == 6, "3 more")
-                await wait_until(lambda: _committed(group, deliveries, 6), "second commit")
+            await wait_until(lambda: worker.stats.deltas_delivered == 6, "3 more")
+            await wait_until(lambda: committed(6), "second commit")
 
-                # The fetch that brought the later deltas would have brought the heads too.
-                assert worker.stats.ledger_heads_read == 0
-    finally:
-        await group.stop()
-
-
-async def _committed(group: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> bool:
-    return (await group.committed(tp) or 0) >= offset
+            # The fetch that brought the later deltas would have brought the heads too.
+            assert worker.stats.ledger_heads_read == 0
