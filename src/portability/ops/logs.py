@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-__all__ = ["configure_logging"]
+__all__ = ["ClientRepeats", "configure_logging"]
 
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -45,10 +48,42 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(document, default=str)
 
 
+class ClientRepeats(logging.Filter):
+    """One line a window for each message the Kafka client library repeats.
+
+    With the broker away, aiokafka logs every failed connect, fetch and heartbeat as an ERROR:
+    about a hundred lines in the first half second in each role process, on and on, burying
+    the lines that say what the roles do. The first of each message (logger and format) passes;
+    its repeats within ``window_s`` are counted, and the next one to pass carries how many
+    were left out (``repeats_left_out=N``). Other loggers pass untouched.
+    """
+
+    def __init__(self, window_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self._window_s = window_s
+        self._clock = clock
+        self._seen: dict[tuple[str, object], tuple[float, int]] = {}  # shown at, left out
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("aiokafka"):
+            return True
+        key = (record.name, record.msg)  # the format, not the text: hosts and ids vary
+        now = self._clock()
+        shown_at, left_out = self._seen.get(key, (-math.inf, 0))
+        if now - shown_at < self._window_s:
+            self._seen[key] = (shown_at, left_out + 1)
+            return False
+        self._seen[key] = (now, 0)
+        if left_out:
+            record.repeats_left_out = left_out
+        return True
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Route every logger to stderr in the chosen format."""
     handler = logging.StreamHandler()
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
+    handler.addFilter(ClientRepeats())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
