@@ -23,6 +23,7 @@ from typing import Any, Literal, overload
 
 import fastavro
 
+from portability.wire.change_encoder import ChangeEncoder
 from portability.wire.delivery_encoder import DeliveryEncoder
 from portability.wire.delivery_head import HeadReader
 from portability.wire.delivery_log import DeliveryLogEntry
@@ -91,6 +92,8 @@ class AvroCodec:
         self._head_schema_id: int | None = None
         self._head_reader: HeadReader | None = None
         self._delivery_encoder: DeliveryEncoder | None = None
+        # The generated writer of this build's AccountChange bodies (encode_body's hot path).
+        self._change_encoder: ChangeEncoder | None = None
 
     @property
     def registry(self) -> SchemaRegistry:
@@ -109,6 +112,9 @@ class AvroCodec:
         self._delivery_encoder = DeliveryEncoder(
             json.loads(schema_text(SchemaName.DELIVERY)), self._writer_ids[SchemaName.DELIVERY]
         )
+        self._change_encoder = ChangeEncoder.of(
+            parsed_schema(SchemaName.ACCOUNT_CHANGE), SchemaName.ACCOUNT_CHANGE.value
+        )
 
     def subject(self, name: SchemaName) -> str:
         """The registry subject of schema ``name``: by the strategy, of the topic it is on."""
@@ -123,7 +129,13 @@ class AvroCodec:
 
     def encode_body(self, name: SchemaName, record: Mapping[str, Any]) -> bytes:
         """``record`` encoded with this build's schema ``name``, unframed: the bytes of a
-        field of that type inside another record (see :attr:`delivery_encoder`)."""
+        field of that type inside another record (see :attr:`delivery_encoder`).
+
+        An AccountChange goes through the writer generated for its schema at :meth:`start`
+        (:mod:`portability.wire.change_encoder`: fastavro's bytes, several times faster).
+        """
+        if name is SchemaName.ACCOUNT_CHANGE and self._change_encoder is not None:
+            return self._change_encoder.encode(record)
         return self._write(name, record, b"")
 
     @property
