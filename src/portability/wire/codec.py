@@ -91,7 +91,9 @@ class AvroCodec:
         # The Delivery schema whose records delivery_head reads directly, and its reader.
         self._head_schema_id: int | None = None
         self._head_reader: HeadReader | None = None
-        self._delivery_encoder: DeliveryEncoder | None = None
+        # Writes Delivery records around their change's bytes (the matcher's hot path); set
+        # by start(), as the schema ids it frames with are.
+        self.delivery_encoder: DeliveryEncoder
         # The generated writer of this build's AccountChange bodies (encode_body's hot path).
         self._change_encoder: ChangeEncoder | None = None
 
@@ -109,7 +111,7 @@ class AvroCodec:
         self._head_reader = HeadReader.of(json.loads(schema_text(SchemaName.DELIVERY)))
         if self._head_reader is not None:
             self._head_schema_id = self._writer_ids[SchemaName.DELIVERY]
-        self._delivery_encoder = DeliveryEncoder(
+        self.delivery_encoder = DeliveryEncoder(
             json.loads(schema_text(SchemaName.DELIVERY)), self._writer_ids[SchemaName.DELIVERY]
         )
         self._change_encoder = ChangeEncoder.of(
@@ -125,7 +127,7 @@ class AvroCodec:
 
     def encode(self, name: SchemaName, record: Mapping[str, Any]) -> bytes:
         """Frame and encode ``record`` with this build's schema ``name``."""
-        return self._write(name, record, self._headers[name])
+        return _written(name, record, self._headers[name])
 
     def encode_body(self, name: SchemaName, record: Mapping[str, Any]) -> bytes:
         """``record`` encoded with this build's schema ``name``, unframed: the bytes of a
@@ -136,24 +138,7 @@ class AvroCodec:
         """
         if name is SchemaName.ACCOUNT_CHANGE and self._change_encoder is not None:
             return self._change_encoder.encode(record)
-        return self._write(name, record, b"")
-
-    @property
-    def delivery_encoder(self) -> DeliveryEncoder:
-        """Writes Delivery records from their change's bytes (the matcher's hot path)."""
-        if self._delivery_encoder is None:
-            raise RuntimeError("AvroCodec.start() was not called")
-        return self._delivery_encoder
-
-    @staticmethod
-    def _write(name: SchemaName, record: Mapping[str, Any], header: bytes) -> bytes:
-        buffer = io.BytesIO()
-        buffer.write(header)
-        try:
-            fastavro.schemaless_writer(buffer, parsed_schema(name), record)
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
-            raise WireFormatError(f"cannot encode {name.value}: {error}") from error
-        return buffer.getvalue()
+        return _written(name, record, b"")
 
     @overload
     def decode(
@@ -305,18 +290,21 @@ class AvroCodec:
             return False
         try:
             text = await self._registry.fetch(schema_id)
+            self._writers[schema_id] = fastavro.parse_schema(json.loads(text))
         except SchemaRegistryError as error:
             if error.retriable:
                 raise
-            self._remember_unknown(schema_id, now)
-            return False
-        try:
-            self._writers[schema_id] = fastavro.parse_schema(json.loads(text))
         except (ValueError, TypeError, fastavro.schema.SchemaParseException):
-            self._remember_unknown(schema_id, now)
-            return False
-        self._unknown.pop(schema_id, None)
-        return True
+            pass  # not a schema: unknown, as an id the registry lacks
+        if schema_id in self._writers:
+            self._unknown.pop(schema_id, None)
+            return True
+        if len(self._unknown) >= _UNKNOWN_IDS_MAX:
+            self._unknown = {i: until for i, until in self._unknown.items() if until > now}
+            if len(self._unknown) >= _UNKNOWN_IDS_MAX:
+                self._unknown.clear()  # a flood of distinct ids: start over rather than grow
+        self._unknown[schema_id] = now + self._unknown_ttl_s
+        return False
 
     def writer_name(self, schema_id: int) -> str | None:
         """The full name of a loaded writer schema (see :meth:`load_schema_id`); None for an
@@ -326,9 +314,13 @@ class AvroCodec:
             return None
         return str(writer.get("name", "")) or None
 
-    def _remember_unknown(self, schema_id: int, now: float) -> None:
-        if len(self._unknown) >= _UNKNOWN_IDS_MAX:
-            self._unknown = {i: until for i, until in self._unknown.items() if until > now}
-            if len(self._unknown) >= _UNKNOWN_IDS_MAX:
-                self._unknown.clear()  # a flood of distinct ids: start over rather than grow
-        self._unknown[schema_id] = now + self._unknown_ttl_s
+
+def _written(name: SchemaName, record: Mapping[str, Any], header: bytes) -> bytes:
+    """``header`` and ``record`` encoded by fastavro with this build's schema ``name``."""
+    buffer = io.BytesIO()
+    buffer.write(header)
+    try:
+        fastavro.schemaless_writer(buffer, parsed_schema(name), record)
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise WireFormatError(f"cannot encode {name.value}: {error}") from error
+    return buffer.getvalue()
