@@ -16,9 +16,10 @@ import asyncio
 import contextlib
 import json
 import signal
+import subprocess
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from portability.settings import Settings
 from portability.simulation import ChangeFactory, PlatformPublisher
 from waiting import wait_until
 
-from .processes import RoleProcess, role_environment, started
+from .processes import COMMAND, RoleProcess, role_environment, started
 
 pytestmark = pytest.mark.xdist_group("test_broker_outage")
 
@@ -65,6 +66,39 @@ def _change(user_id: str, number: int) -> str:
             },
         }
     )
+
+
+@contextlib.asynccontextmanager
+async def _stream_publisher(
+    env: Mapping[str, str], log_dir: Path
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """``portability changes publish`` reading its standard input, as a platform streams."""
+    process = _spawn_stream(env, log_dir)
+    try:
+        yield process
+    finally:
+        if process.stdin is not None and not process.stdin.closed:
+            process.stdin.close()
+        if process.poll() is None:
+            process.kill()
+        await asyncio.to_thread(process.wait, _BOUND_S)
+
+
+def _spawn_stream(env: Mapping[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
+    with (log_dir / "stream.err").open("wb") as err:
+        return subprocess.Popen(  # noqa: S603 - the project's own command
+            [COMMAND, "changes", "publish"],
+            env=dict(env),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+
+
+def _write(process: subprocess.Popen[bytes], lines: list[str]) -> None:
+    assert process.stdin is not None
+    process.stdin.write("".join(f"{line}\n" for line in lines).encode())
+    process.stdin.flush()
 
 
 async def _publish(env: Mapping[str, str], log_dir: Path, lines: list[str]) -> None:
@@ -174,12 +208,19 @@ async def test_a_broker_outage_degrades_and_resumes(durable: DurableBroker, tmp_
         await publisher.start()
         stack.push_async_callback(publisher.stop)
         factory = ChangeFactory(["u-before"], seed=18)
+        # And the platform's stream into `portability changes publish`, a line at a time.
+        stream = await stack.enter_async_context(_stream_publisher(env, tmp_path))
+        _write(stream, [_change("u-before", 3)])
+        await _until_delivered(receiver, before, 4)  # it is connected and sending
 
         # --- the broker goes down -----------------------------------------------------------
         await durable.kill()
         down_at = time.monotonic()
         changes = [factory.random_change("u-before", "post") for _ in range(5)]
         held_send = asyncio.create_task(publisher.publish(changes), name="held send")
+        _write(stream, [_change("u-before", n) for n in range(4, 9)])
+        assert stream.stdin is not None
+        stream.stdin.close()  # its end: it exits once every line is acknowledged
         stack.push_async_callback(_settled, held_send)
         during = await _grant(http, app_id, "u-during")  # the API answers: stored, outbox
         async with http.get(f"/v1/consents/{before}", headers=_PLATFORM) as response:
@@ -207,11 +248,14 @@ async def test_a_broker_outage_degrades_and_resumes(durable: DurableBroker, tmp_
             poll_s=0.1,
         )
         assert not held_send.done()  # the producer holds the changes and waits
+        assert stream.poll() is None, (tmp_path / "stream.err").read_text()  # and so does it
 
         # --- and comes back -----------------------------------------------------------------
         await durable.start()
         assert await asyncio.wait_for(held_send, _BOUND_S) == 5
-        await _until_delivered(receiver, before, 8)
+        assert await asyncio.to_thread(stream.wait, _BOUND_S) == 0
+        assert "sent 6, rejected 0" in (tmp_path / "stream.err").read_text()
+        await _until_delivered(receiver, before, 14)
         await _until_held(http, matcher_port, 2)  # the relay published the grant
         await _publish(env, tmp_path, [_change("u-during", n) for n in range(3)])
         await _until_delivered(receiver, during, 3)

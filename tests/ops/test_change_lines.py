@@ -3,8 +3,10 @@ AccountChange, the producer contract's body checks, and reading lines with a bou
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -250,3 +252,25 @@ def test_tail_refuses_a_user_id_that_cannot_be_a_key() -> None:
 
     assert result.exit_code == 2, result.output
     assert "a user id is never empty" in result.output
+
+
+async def test_lines_from_a_pipe_come_as_they_arrive_not_a_batch_at_a_time() -> None:
+    """A platform writing a line at a time into ``portability changes publish``: each line is
+    read (and so sent) at once; the reader used to wait for a whole batch of 256."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as stream, os.fdopen(write_end, "wb") as writer:
+        reader = LineReader(stream, max_bytes=1024)
+        writer.write(b"first\n")
+        writer.flush()
+        first = await asyncio.wait_for(asyncio.to_thread(reader.batch, 256), 5)
+        writer.write(b"second\nthird\n")
+        writer.flush()
+        then: list[tuple[int, bytes | None, int]] = []
+        while len(then) < 2:  # in one call or two (the second from the stream's buffer)
+            then += await asyncio.wait_for(asyncio.to_thread(reader.batch, 256), 5)
+        writer.close()
+        rest = await asyncio.wait_for(asyncio.to_thread(reader.batch, 256), 5)
+
+    assert first == [(1, b"first", 6)]
+    assert then == [(2, b"second", 7), (3, b"third", 6)]
+    assert rest == []

@@ -9,7 +9,9 @@ length limit, so no input can make the reader hold more than one limit's worth o
 
 from __future__ import annotations
 
+import io
 import json
+import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,11 +87,24 @@ class LineReader:
         self._max = max_bytes
         self.number = 0
         self.bytes_read = 0
+        self._poller: select.poll | None = select.poll()
+        try:
+            self._poller.register(stream.fileno(), select.POLLIN)
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            self._poller = None  # in memory: reading never waits
 
     def batch(self, size: int) -> list[tuple[int, bytes | None, int]]:
-        """Up to ``size`` lines as (number, content or None if too long, length in bytes)."""
+        """Up to ``size`` lines as (number, content or None if too long, length in bytes).
+
+        Waits for the first line only: from a pipe that has nothing more now (a platform
+        writing a line at a time), the lines at hand are returned, not held until ``size``
+        of them arrived (they waited for 256 lines, or the end of the input). A line still
+        in the stream's buffer is read at once by the next call.
+        """
         lines: list[tuple[int, bytes | None, int]] = []
         while len(lines) < size:
+            if lines and not self._more_at_hand():
+                break
             line = self._stream.readline(self._max + 2)  # room for the content and "\r\n"
             if not line:
                 break
@@ -105,6 +120,10 @@ class LineReader:
                 lines.append((self.number, content, length))
             self.bytes_read += length
         return lines
+
+    def _more_at_hand(self) -> bool:
+        """Whether reading on would not wait: a file, or a pipe with bytes (or its end) in it."""
+        return self._poller is None or bool(self._poller.poll(0))
 
     def _skip_rest(self) -> int:
         skipped = 0
