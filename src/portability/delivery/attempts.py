@@ -62,7 +62,9 @@ class Attempts:
         self._status = status
         self._slots = asyncio.Semaphore(settings.delivery_concurrency)
 
-    async def attempt(self, items: list[Item]) -> Outcome:
+    async def attempt(self, items: list[Item], fill: Callable[[], None]) -> Outcome:
+        """One request of ``items``; ``fill`` is called once it holds its slots (and may add
+        to ``items`` what came into the lane meanwhile)."""
         app = self._directory.app(items[0].app_id)
         notification = items[0].notification
         if app is None or (notification is None and not app["enabled"]):
@@ -71,7 +73,7 @@ class Attempts:
         if app.get("delivery_mode") == "poll":
             # The last hop only differs: appended to the app's feed (no endpoint, no
             # signature: the API authenticates the app that reads it).
-            return await self._append(app, items)
+            return await self._append(app, items, fill)
         if self._directory.secrets_problem(app["app_id"]) is not None:
             # This worker's key, not the app's endpoint, is at fault: retried, never sent
             # unsigned, not held against the endpoint's circuit. The detail (key ids, where
@@ -83,6 +85,7 @@ class Attempts:
             if self.endpoints.paced:  # a coroutine per request saved when there is no limit
                 await self.endpoints.pace(endpoint)
             async with self._slots:
+                fill()
                 outcome = await self._send(
                     app,
                     items,
@@ -91,11 +94,12 @@ class Attempts:
         self.endpoints.record(endpoint, outcome)
         return outcome
 
-    async def _append(self, app: AppRecord, items: list[Item]) -> Outcome:
+    async def _append(self, app: AppRecord, items: list[Item], fill: Callable[[], None]) -> Outcome:
         notification = items[0].notification
         event_type = notification["event_type"] if notification is not None else DELTA_EVENT_TYPE
         consent_id = items[0].consent_id
         async with self._slots:
+            fill()
             return await self._send(
                 app,
                 items,

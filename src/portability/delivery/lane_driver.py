@@ -10,6 +10,7 @@ empties, and the lane leaves the book with it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
@@ -164,14 +165,18 @@ class LaneDriver:
             for waiter in waits:
                 waiter.cancel()
 
-    def _next_request(self, lane: Lane) -> list[Item]:
-        """The lane's head: a notification alone, or the deltas before the next notification."""
+    def _next_request(self, lane: Lane, taken: list[Item] | None = None) -> list[Item]:
+        """The lane's head: a notification alone, or the deltas before the next notification.
+
+        With ``taken`` (the deltas of a request not sent yet, still at the head of the lane),
+        those and the deltas that came in behind them since, by the same rules.
+        """
         head = lane.queue[0]
         if head.notification is not None:
             return [head]
-        items: list[Item] = []
-        size = 0
-        for item in lane.queue:
+        items: list[Item] = taken if taken is not None else []
+        size = sum(len(item.raw) for item in items)
+        for item in itertools.islice(lane.queue, len(items), None):
             if (
                 item.delivery is None
                 or item.parking
@@ -190,7 +195,7 @@ class LaneDriver:
         if items[0].carries_data and self._directory.is_stopped(lane.consent_id):
             self._finish(lane, items, dropped=True)
             return
-        outcome = await self._attempt(items)
+        outcome = await self._attempt(items, lambda: self._fill(lane, items))
         if outcome.ok:
             self._finish(lane, items)
             return
@@ -216,6 +221,13 @@ class LaneDriver:
         if lane.parked:
             lane.in_flight = 0  # the attempt is over: these records are no longer on the wire
             await self._park(lane)  # the new retry state must be as durable as the old
+
+    def _fill(self, lane: Lane, items: list[Item]) -> None:
+        """Once the request holds its slots, what came into the lane while it waited for them
+        goes too: under load, requests fill up instead of queueing behind each other."""
+        if items[0].notification is None and len(lane.queue) > len(items):
+            self._next_request(lane, items)
+            lane.in_flight = len(items)
 
     def _finish(
         self,
