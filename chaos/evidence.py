@@ -53,6 +53,7 @@ class ConsentFacts:
     acked_at: float
     snapshot: bool
     resynced: bool = False
+    epoch: int = 0  # the latest snapshot epoch asked for (the grant's 1, one more a resync)
     ended_at: float | None = None  # when the revocation or deletion was answered
     ended_sent_at: float | None = None
     reason: str | None = None  # the authorization.removed reason expected
@@ -111,17 +112,20 @@ def _consents(calls: list[dict[str, Any]]) -> dict[str, ConsentFacts]:
                 parse_time(answer["granted_at"]),
                 call["acked_at"],
                 bool(call["snapshot"]),
+                epoch=answer.get("snapshot_epoch", 0),
             )
         elif call["op"] == "resync" and call["status"] == 202:
-            consents[call["consent_id"]].resynced = True
+            resynced = consents[call["consent_id"]]
+            resynced.resynced = True
+            resynced.epoch = max(resynced.epoch, answer.get("snapshot_epoch", 0))
         elif call["op"] in ("revoke", "delete_account") and call["status"] == 200:
             ended = [call["consent_id"]] if call["op"] == "revoke" else call["consents"]
             reason = _REASONS.get(call.get("by", ""), "account_deleted")
             for consent_id in ended:
-                facts = consents.get(consent_id)
-                if facts is not None and facts.ended_at is None:
-                    facts.ended_at, facts.ended_sent_at = call["acked_at"], call["sent_at"]
-                    facts.reason = reason
+                ending = consents.get(consent_id)
+                if ending is not None and ending.ended_at is None:
+                    ending.ended_at, ending.ended_sent_at = call["acked_at"], call["sent_at"]
+                    ending.reason = reason
     return consents
 
 

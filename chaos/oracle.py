@@ -238,7 +238,15 @@ def _copy(
     if not pages:
         verdict.add("snapshot", f"{cid}: no snapshot page arrived")
         return
-    latest = max(pages, key=lambda e: e.data["epoch"]).data["snapshot_id"]
+    newest = max(pages, key=lambda e: e.data["epoch"])
+    if newest.data["epoch"] < facts.epoch:
+        verdict.add(
+            "snapshot",
+            f"{cid}: snapshot epoch {facts.epoch} never arrived (the latest: "
+            f"{newest.data['epoch']}), nor the deltas held for it",
+        )
+        return
+    latest = newest.data["snapshot_id"]
     own = {e.data["page"]: e for e in pages if e.data["snapshot_id"] == latest}
     if not own or not any(e.data["last"] for e in own.values()) or len(own) != max(own):
         verdict.add("snapshot", f"{cid}: snapshot {latest} incomplete ({sorted(own)})")

@@ -71,6 +71,7 @@ def _grant(snapshot: bool = False) -> dict[str, Any]:
         "user_id": _USER,
         "categories": ["post"],
         "granted_at": _iso(100.0),
+        "snapshot_epoch": 1 if snapshot else 0,
     }
     return {
         "op": "grant",
@@ -203,3 +204,29 @@ def test_a_snapshot_copy_that_differs_from_the_platform_is_found(tmp_path: Path)
 
     # post_1's record is not the platform's, and post_3's delete after it never came.
     assert _found(verdict) == {"snapshot"}, dict(verdict.violations)
+
+
+def test_a_resync_whose_snapshot_never_comes_is_found(tmp_path: Path) -> None:
+    page = {
+        "consent_id": _CONSENT,
+        "snapshot_id": "trf_1",
+        "epoch": 1,
+        "page": 1,
+        "last": True,
+        "records": [],
+    }
+    resync = {
+        "op": "resync",
+        "status": 202,
+        "sent_at": 101.5,
+        "acked_at": 101.6,
+        "consent_id": _CONSENT,
+        "answer": {"snapshot_epoch": 2},
+    }
+    received = [_request(100.5, {"type": "portability.snapshot", "data": page})]
+
+    verdict = _judge(tmp_path, CHANGES, [_grant(snapshot=True), resync], received)
+
+    assert verdict.violations["snapshot"] == [
+        f"{_CONSENT}: snapshot epoch 2 never arrived (the latest: 1), nor the deltas held for it"
+    ]
