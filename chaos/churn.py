@@ -107,6 +107,14 @@ class Churn:
                 return status, answer, time.time(), attempts
             await asyncio.sleep(0.5)
 
+    async def call(
+        self, method: str, path: str, caller: str, body: Any = None
+    ) -> tuple[int, Any, float, int]:
+        """One call as ``caller`` (``platform``, ``operator``, or an app's key), asked again
+        until answered: (status, JSON answer, when answered, attempts)."""
+        token = {"platform": self._platform, "operator": self._operator}.get(caller, caller)
+        return await self._call(method, path, token, body)
+
     def _record(
         self, op: str, sent_at: float, answer: tuple[int, Any, float, int], **what: Any
     ) -> None:
