@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -21,6 +22,7 @@ from aiokafka.errors import KafkaError
 from portability.delivery.directory import Directory
 from portability.delivery.lane_book import LaneBook
 from portability.delivery.lanes import Lane
+from portability.delivery.ledger_book import Order
 from portability.delivery.stats import DeliveryStats
 from portability.delivery.status import StatusBoard
 from portability.wire.notifications import SnapshotPage
@@ -31,6 +33,7 @@ __all__ = ["SnapshotGate"]
 log = logging.getLogger("portability.delivery.worker")
 
 _HANDOVER_ASK_S = 1.0
+_PAGE, _DELTA = 0, 1  # the kinds in a lane order (see Item.order)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +55,10 @@ class SnapshotGate:
         book: LaneBook,
         stats: DeliveryStats,
         status: StatusBoard,
+        restored: Mapping[str, tuple[Order, str]],
     ) -> None:
         self._consumer = consumer
+        self._restored = restored  # the ledger heads this worker took over (LedgerBook)
         self._notifications_topic = notifications_topic
         self._directory = directory
         self._book = book
@@ -106,7 +111,7 @@ class SnapshotGate:
 
     async def _handover(self, lane: Lane) -> _Handover | None:
         """The consent's latest delivered snapshot, as seen here or recorded before a restart."""
-        known = self._handovers.get(lane.consent_id)
+        known = self._handovers.get(lane.consent_id) or self._proven(lane.consent_id)
         published = self._directory.published_snapshot(lane.consent_id)
         if published is None:
             return known
@@ -133,3 +138,22 @@ class SnapshotGate:
         if lane.queue:  # the status this worker publishes must not forget it
             self._status.snapshot_delivered(lane.consent_id, lane.queue[0].app_id, epoch)
         return handover
+
+    def _proven(self, consent_id: str) -> _Handover | None:
+        """The hand-over the consent's ledger head, as the previous owner recorded it, proves:
+        a delta delivered at epoch ``e`` (only after its snapshot), or a page of epoch ``e``
+        (only after every delta of earlier epochs).
+
+        The consent record names only the latest snapshot published; without this, a worker
+        taking over a consent whose resync (epoch e + 1) was published while deltas of epoch e
+        were still to go held those deltas for the snapshot of e, which it cannot see
+        delivered any more, and the new snapshot's pages behind them: nothing more reached
+        the app. Position 0: what the previous owner dropped as in its snapshot it also
+        recorded as done (the head is past it), so nothing is dropped here for it.
+        """
+        restored = self._restored.get(consent_id)
+        if restored is None:
+            return None
+        epoch, kind, _, _ = restored[0]
+        proven = epoch if kind == _DELTA else epoch - 1 if kind == _PAGE else 0
+        return _Handover(proven, 0) if proven > 0 else None

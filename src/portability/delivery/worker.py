@@ -107,7 +107,13 @@ class DeliveryWorker:
         parker = Parker(self._producer, topics.deliveries_retry, settings.partitions, self.stats)
         spiller = Spiller(book, self._attempts, self.stats)
         self._gate = SnapshotGate(
-            self._consumer, topics.notifications, self.directory, book, self.stats, self.status
+            self._consumer,
+            topics.notifications,
+            self.directory,
+            book,
+            self.stats,
+            self.status,
+            self.ledgers.restored,
         )
         self._driver = LaneDriver(
             settings,
