@@ -151,3 +151,31 @@ async def test_new_group_over_existing_changes_matches_every_one(runtime: Runtim
         by_consent.setdefault(delivery["consent_id"], []).append(delivery["sequence"])
     assert len(by_consent) == 20
     assert all(sorted(seqs) == list(range(1, 26)) for seqs in by_consent.values())
+
+
+async def test_a_change_sent_twice_is_matched_once(runtime: Runtime) -> None:
+    """A producer may send a batch again when its acknowledgement was lost: the copy of a
+    change (the same change id) gets no second sequence under the same delta id."""
+    await publish_consents(runtime, consent("c_alice", "alice", ["post"]))
+    factory = ChangeFactory(USERS)
+    first, second = factory.random_change("alice", "post"), factory.random_change("alice", "post")
+    publisher = PlatformPublisher(runtime)
+    await publisher.start()
+    await publisher.publish([first, first, second])
+    await publisher.stop()
+
+    matcher = Matcher(runtime)
+    await matcher.start()
+    task = asyncio.create_task(matcher.run())
+    try:
+        await wait_until(lambda: matcher.stats.changes_seen >= 3, timeout_s=20)
+    finally:
+        await matcher.stop()
+        await asyncio.wait_for(task, 10)
+    deliveries = await read_topic(runtime, runtime.topics.deliveries, expected=2)
+    decoded = [runtime.codec.decode(SchemaName.DELIVERY, r.value) for r in deliveries]
+    assert [(d["change"]["change_id"], d["sequence"]) for d in decoded] == [
+        (first["change_id"], 1),
+        (second["change_id"], 2),
+    ]
+    assert matcher.stats.dropped["duplicate_change"] == 1

@@ -37,7 +37,7 @@ from portability.matching.audience import AudienceBook
 from portability.matching.checkpoints import CheckpointStore
 from portability.matching.consent_index import ConsentIndex
 from portability.matching.output import MatcherOutput, Outgoing
-from portability.matching.partitions import HeldPartitions, Records
+from portability.matching.partitions import HeldPartitions, RecentChanges, Records
 from portability.matching.stats import MatcherStats
 from portability.privacy import (
     AudienceFigures,
@@ -105,6 +105,7 @@ class Matcher:
         # the per-record loop reaches them without a further attribute lookup.
         self._indexes = self._held.indexes
         self._sequences = self._held.sequences
+        self._recent = self._held.recent
         self._emit = self._output.emit
         self._dead_letter = self._output.dead_letter
         self._count_activity = self._audience.count_activity
@@ -285,6 +286,12 @@ class Matcher:
     ) -> None:
         change = await self._decode_checked(record)
         if change is None:
+            return
+        recent = self._recent.get(record.partition)
+        if recent is None:
+            recent = self._recent[record.partition] = RecentChanges()
+        if recent.seen_before(change["change_id"]):
+            self.stats.dropped["duplicate_change"] += 1  # nor counted toward figures again
             return
         # Decoded anyway: its activity counts toward the creator's figures even when the
         # producer forgot the audience header.

@@ -57,6 +57,7 @@ class HeldPartitions:
         self._stopping = stopping
         self.indexes: dict[int, ConsentIndex] = {}
         self.sequences: dict[int, dict[str, int]] = {}
+        self.recent: dict[int, RecentChanges] = {}  # per partition, see RecentChanges
         self.loading: set[int] = set()
         self._resume_at: dict[int, int | None] = {}  # where a loading partition resumes
 
@@ -168,6 +169,31 @@ class HeldPartitions:
             for tp in revoked:
                 self.indexes.pop(tp.partition, None)
                 self.sequences.pop(tp.partition, None)
+                self.recent.pop(tp.partition, None)
                 self._audience.forget(tp.partition)
                 self.loading.discard(tp.partition)
                 self._resume_at.pop(tp.partition, None)
+
+
+class RecentChanges:
+    """The change ids of a partition's latest matched changes: a change the platform sent
+    twice (its first acknowledgement lost, as the producer contract allows) is matched once.
+
+    Without it the copy got the next sequence under the same delta id, and an app that
+    deduplicates on delta ids, as the webhook contract says, saw that sequence missing. Held
+    in memory, the last ``limit`` per partition: a copy sent minutes later, or across a
+    matcher's restart, is not caught (a producer's retries come within seconds).
+    """
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self._seen: dict[str, None] = {}  # insertion order: the oldest first
+        self._limit = limit
+
+    def seen_before(self, change_id: str) -> bool:
+        """Whether ``change_id`` came before; remembered (the oldest forgotten past the limit)."""
+        if change_id in self._seen:
+            return True
+        self._seen[change_id] = None
+        if len(self._seen) > self._limit:
+            del self._seen[next(iter(self._seen))]
+        return False
