@@ -63,3 +63,40 @@ async def test_the_relay_waits_out_a_store_outage_and_publishes_what_follows(
 
 def _failed_rounds(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith("outbox relay:")]
+
+
+async def test_a_change_written_after_the_outage_is_published_without_waiting_out_the_backoff(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once the store is back, a change written in the relay's process (a revocation the API
+    just answered) wakes the relay: it does not wait out the delay its failed rounds grew."""
+    with private_postgres_or_skip() as server:
+        engine = create_store_engine(server.url)
+        init_schema(engine)
+        service = ConsentService(engine)
+        app = service.register_app("Example Recipient", "https://recipient.example/hooks")
+        stop = asyncio.Event()
+        try:
+            async with OutboxRelay(engine, runtime) as relay:
+                # A failed round is retried after 4 s (twice the 2 s poll).
+                task = asyncio.create_task(relay.run(stop, poll_interval_s=2.0, max_backoff_s=60))
+                await wait_until(lambda: not unpublished(engine), "the app published")
+                server.stop()
+                await wait_until(lambda: len(_failed_rounds(caplog)) >= 1, "a failed round")
+                server.start()
+                granted = await asyncio.to_thread(
+                    service.grant, USERS[0], app.app_id, ["post"], now=NOW
+                )
+                await wait_until(
+                    lambda: not unpublished(engine), "the grant published", timeout_s=1.5
+                )
+                assert len(_failed_rounds(caplog)) == 1  # no round failed since: not retried
+                stop.set()
+                await asyncio.wait_for(task, timeout=10)
+        finally:
+            engine.dispose()
+
+    reads = await read_topic(
+        runtime, runtime.topics.consents, runtime.settings.partitions, SchemaName.CONSENT, 1
+    )
+    assert [read.record["consent_id"] for read in reads if read.record] == [granted.consent_id]

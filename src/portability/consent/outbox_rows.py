@@ -16,10 +16,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session
 
 from portability.consent._time import millis
 from portability.consent.models import App, Consent, OutboxEvent, OutboxKind
+from portability.consent.relay import wake_relays
 from portability.consent.views import AppView, ConsentView
 from portability.sealing import SecretsKeys
 from portability.wire.topics import consent_key
@@ -54,6 +56,9 @@ def append_event(
     """Insert an outbox row whose payload the caller fills in once it knows the id."""
     event = OutboxEvent(kind=kind, key=key, user_id=user_id, payload="", created_at=now)
     session.add(event)
+    # Once committed, the relays of this process publish it at once, whatever retry delay a
+    # store outage left them with (a revocation the API answered must reach the pipeline).
+    sa.event.listen(session, "after_commit", _wake_relays, once=True)
     # The payload carries the version, which is the row id: the flush makes the database
     # assign it inside this transaction.
     session.flush()
@@ -76,3 +81,7 @@ def _json_default(value: object) -> object:
     if isinstance(value, datetime):
         return millis(value)
     raise TypeError(f"cannot put {type(value).__name__} in an outbox payload")
+
+
+def _wake_relays(_session: Session) -> None:
+    wake_relays()

@@ -50,13 +50,19 @@ from portability.runtime import Runtime
 from portability.wire.schemas import SchemaName
 from portability.wire.topics import partition_for_consent, partition_for_user
 
-__all__ = ["OutboxRelay", "RelayStatus", "running_relays"]
+__all__ = ["OutboxRelay", "RelayStatus", "running_relays", "wake_relays"]
 
 # The name it logged under before the module was named for the relay: log settings keep working.
 _log = logging.getLogger("portability.consent.outbox")
 
 _MAX_BACKOFF_DOUBLINGS = 30  # 2**30 * any sane poll interval is past any max_backoff_s
 _RUNNING: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
+
+
+def wake_relays() -> None:
+    """A state change was written to the outbox: this process's relays publish it now."""
+    for relay in running_relays():
+        relay.wake()
 
 
 def running_relays() -> list[OutboxRelay]:
@@ -116,6 +122,9 @@ class OutboxRelay:
         lock = lock or publish_lock(engine, f"portability relay {relay_id}")
         self._publishing = Publishing(lock, relay_id)
         self._takeover_interval_s = takeover_interval_s
+        # A state change written in this process wakes the loop (wake(), from any thread).
+        self._nudge = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         """Start the Kafka producer (idempotent)."""
@@ -130,6 +139,7 @@ class OutboxRelay:
             raise
         self._producer = producer
         self._publishing.reopen()
+        self._loop = asyncio.get_running_loop()
         _RUNNING.add(self)
 
     async def stop(self) -> None:
@@ -239,7 +249,38 @@ class OutboxRelay:
                 else:
                     # A full batch means more rows are probably waiting.
                     delay = 0.0 if published >= limit else poll_interval_s
-            await _wait(stop, delay)
+            if await self._pause(stop, delay):
+                # A change was just written, so the store is back: no backoff (or lock
+                # takeover) delay stands between it and the pipeline.
+                failures = 0
+
+    def wake(self) -> None:
+        """A state change was written: publish now rather than after the current delay.
+
+        Thread-safe (the API's routes write in worker threads). After a store outage the
+        relay's retry delay has grown to ``max_backoff_s``; without this, a revocation the
+        API answered once the store was back reached the pipeline seconds later, and deltas
+        of changes made after the answer were still delivered.
+        """
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # its loop closed: nothing to wake
+                loop.call_soon_threadsafe(self._nudge.set)
+
+    async def _pause(self, stop: asyncio.Event, delay: float) -> bool:
+        """Wait ``delay`` seconds, or until ``stop`` or :meth:`wake`; True if woken."""
+        if delay <= 0:
+            await asyncio.sleep(0)  # let other tasks run between full batches
+        elif not self._nudge.is_set():
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._nudge.wait())]
+            try:
+                await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+        woken = self._nudge.is_set()
+        self._nudge.clear()
+        return woken
 
     def _require_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -330,15 +371,6 @@ class OutboxRelay:
         )
         with Session(self._engine) as session, session.begin():
             session.exec(statement)
-
-
-async def _wait(stop: asyncio.Event, delay: float) -> None:
-    """Sleep ``delay`` seconds, waking early when ``stop`` is set."""
-    if delay <= 0:
-        await asyncio.sleep(0)  # let other tasks run between full batches
-        return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=delay)
 
 
 def _backoff(failures: int, base_s: float, max_s: float) -> float:
