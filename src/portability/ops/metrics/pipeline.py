@@ -31,9 +31,10 @@ ROLE_SPECS = (
         "portability_matcher_changes",
         "counter",
         "Account changes read, by outcome and reason: matched (a delta for at least one "
-        "consent); dropped (no_consent, not_granted, withheld, duplicate_change); dead_lettered here (a door "
-        "fault: not_framed, unknown_schema_id, wrong_schema, no_key, bad_key, "
-        "wrong_partition, no_value); refused (a body fault the state view dead-letters).",
+        "consent); dropped (no_consent, not_granted, withheld, duplicate_change); "
+        "dead_lettered here (a door fault: not_framed, unknown_schema_id, wrong_schema, "
+        "no_key, bad_key, wrong_partition, no_value); refused (a body fault the state view "
+        "dead-letters).",
         ("outcome", "reason"),
     ),
     MetricSpec(
