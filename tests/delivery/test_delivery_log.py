@@ -13,15 +13,12 @@ import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
-from delivery.test_worker_faults import World, fault_settings, wait_until
-from portability.broker import EmbeddedBroker
+from delivery.test_worker_faults import World, wait_until
 from portability.delivery import DeliveryWorker
 from portability.runtime import Runtime
-from portability.settings import Settings
 from portability.wire.delivery_log import DeliveryLogEntry
 from portability.wire.schemas import SchemaName
 from running_roles import running
@@ -53,15 +50,6 @@ async def scripted(endpoint: Scripted) -> AsyncIterator[Scripted]:
         yield endpoint
     finally:
         await runner.cleanup()
-
-
-@pytest.fixture
-async def world(broker: EmbeddedBroker, settings: Settings) -> AsyncIterator[World]:
-    runtime = await Runtime.open(fault_settings(settings), broker.bootstrap)
-    made = World(runtime)
-    yield made
-    made.close()
-    await runtime.close()
 
 
 async def read_log(runtime: Runtime, expected: int) -> list[DeliveryLogEntry]:

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from delivery.test_delivery_log import Scripted, scripted
-from delivery.test_worker_faults import World, fault_settings, wait_until
-from portability.broker import EmbeddedBroker
+from delivery.test_worker_faults import World, wait_until
 from portability.delivery import DeliveryWorker
 from portability.runtime import Runtime
-from portability.settings import Settings
 from running_roles import running
 
 
@@ -51,15 +48,6 @@ def received_deltas(endpoint: Scripted, consent_id: str) -> list[dict[str, Any]]
             for delta in data["deltas"]:
                 seen.setdefault(delta["id"], delta)
     return list(seen.values())
-
-
-@pytest.fixture
-async def world(broker: EmbeddedBroker, settings: Settings) -> AsyncIterator[World]:
-    runtime = await Runtime.open(fault_settings(settings), broker.bootstrap)
-    made = World(runtime)
-    yield made
-    made.close()
-    await runtime.close()
 
 
 async def test_every_delta_carries_the_chain_value_an_app_recomputes(world: World) -> None:

@@ -9,28 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-
-import pytest
 
 from delivery.test_ledger_chain import recomputed
-from delivery.test_worker_faults import World, fault_settings, wait_until
-from portability.broker import EmbeddedBroker
+from delivery.test_worker_faults import World, wait_until
 from portability.delivery import DeliveryWorker
 from portability.messages.feed_reader import FeedEvent, FeedReader
-from portability.runtime import Runtime
-from portability.settings import Settings
 from portability.webhooks.payload import delivery_head, head_delta_event
 from running_roles import running
-
-
-@pytest.fixture
-async def world(broker: EmbeddedBroker, settings: Settings) -> AsyncIterator[World]:
-    runtime = await Runtime.open(fault_settings(settings), broker.bootstrap)
-    made = World(runtime)
-    yield made
-    made.close()
-    await runtime.close()
 
 
 async def register_poll_app(world: World, app_id: str) -> None:

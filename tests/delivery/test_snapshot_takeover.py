@@ -4,17 +4,11 @@ ledger head: the deltas of the snapshot delivered before, then the new snapshot,
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import pytest
-
 from delivery.test_delivery_log import Scripted, scripted
-from delivery.test_worker_faults import World, fault_settings, wait_until
-from portability.broker import EmbeddedBroker
+from delivery.test_worker_faults import World, wait_until
 from portability.delivery import DeliveryWorker
-from portability.runtime import Runtime
-from portability.settings import Settings
 from portability.wire import SchemaName
 from portability.wire.notifications import SnapshotPage, snapshot_page
 from running_roles import running
@@ -22,15 +16,6 @@ from wire.samples import consent
 
 _APP, _CONSENT = "app-t", "cns_t"
 _RESYNC_POSITION = 1_005  # the deltas' source offsets are 1,000 + sequence - 1
-
-
-@pytest.fixture
-async def world(broker: EmbeddedBroker, settings: Settings) -> AsyncIterator[World]:
-    runtime = await Runtime.open(fault_settings(settings), broker.bootstrap)
-    made = World(runtime)
-    yield made
-    made.close()
-    await runtime.close()
 
 
 async def _publish_resync(world: World) -> None:

@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 import waiting
-from portability.broker import EmbeddedBroker, free_port
+from portability.broker import free_port
 from portability.consent import ConsentService, OutboxRelay, create_store_engine, init_schema
 from portability.delivery import DeliveryWorker
 from portability.matching import delta_id
@@ -229,15 +228,6 @@ def fault_settings(settings: Settings, **overrides: object) -> Settings:
             **overrides,
         }
     )
-
-
-@pytest.fixture
-async def world(broker: EmbeddedBroker, settings: Settings) -> AsyncIterator[World]:
-    runtime = await Runtime.open(fault_settings(settings), broker.bootstrap)
-    made = World(runtime)
-    yield made
-    made.close()
-    await runtime.close()
 
 
 def assert_in_sequence(receiver: ReceivingApp, world: World) -> None:
