@@ -14,6 +14,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from delivery.test_worker_faults import World, fault_settings
 from durable_broker import DurableBroker, durable_broker
 from pipeline_harness import pipeline_settings
 from portability.broker import EmbeddedBroker
@@ -82,6 +83,16 @@ def settings(tmp_path: Path) -> Settings:
 async def runtime(broker: EmbeddedBroker, settings: Settings) -> AsyncIterator[Runtime]:
     opened = await Runtime.open(settings, broker.bootstrap)
     yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def world(broker: EmbeddedBroker, settings: Settings) -> AsyncIterator[World]:
+    """A runtime with fast retries (the delivery tests' ``fault_settings``) and a store."""
+    opened = await Runtime.open(fault_settings(settings), broker.bootstrap)
+    made = World(opened)
+    yield made
+    made.close()
     await opened.close()
 
 

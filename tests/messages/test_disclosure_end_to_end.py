@@ -8,29 +8,14 @@ counted twice), no fewer.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 import sqlalchemy as sa
 
-from delivery.test_worker_faults import Endpoint, World, fault_settings, serving, wait_until
+from delivery.test_worker_faults import Endpoint, World, serving, wait_until
 from messages.writer_helpers import running_writer
-from portability.broker import EmbeddedBroker
 from portability.delivery import DeliveryWorker
 from portability.messages.disclosures import disclosure_report
 from portability.messages.models import DisclosedRecordRow
-from portability.runtime import Runtime
-from portability.settings import Settings
 from running_roles import running
-
-
-@pytest.fixture
-async def world(broker: EmbeddedBroker, settings: Settings) -> AsyncIterator[World]:
-    runtime = await Runtime.open(fault_settings(settings), broker.bootstrap)
-    made = World(runtime)
-    yield made
-    made.close()
-    await runtime.close()
 
 
 def _disclosed(world: World) -> int:
