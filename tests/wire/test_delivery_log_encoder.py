@@ -9,7 +9,7 @@ import pytest
 
 from portability.wire import AvroCodec, InProcessSchemaRegistry, SchemaName
 from portability.wire.delivery_log import DeliveryLogEntry
-from portability.wire.delivery_log_encoder import LedgerHeadEncoder, LogEntryEncoder
+from portability.wire.delivery_log_encoder import LedgerHeadEncoder, LogEntryEncoder, logged_record
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def _hand_encoded(encoder: LogEntryEncoder, entry: DeliveryLogEntry) -> bytes:
         removal_reason=entry["removal_reason"],
         records_and_sources=encoder.records_and_sources(
             [
-                (
+                logged_record(
                     r["delta_id"],
                     r["record_id"],
                     r["category"],

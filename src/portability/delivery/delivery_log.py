@@ -31,7 +31,12 @@ from portability.delivery.sender import Outcome
 from portability.delivery.stats import DeliveryStats
 from portability.wire.codec import AvroCodec
 from portability.wire.delivery_log import DELTA_EVENT
-from portability.wire.delivery_log_encoder import EncodedLedger, EncodedRecord, LogEntryEncoder
+from portability.wire.delivery_log_encoder import (
+    EncodedLedger,
+    EncodedRecord,
+    LogEntryEncoder,
+    logged_record,
+)
 from portability.wire.records import AppRecord, NotificationRecord
 from portability.wire.schemas import SchemaName
 
@@ -81,29 +86,19 @@ class DeliveryLog:
         sequences: tuple[int | None, int | None] = (None, None)
         epoch: int | None = None
         removal: str | None = None
-        records: list[EncodedRecord] = []
+        records: list[bytes] = []
         if first.delivery is not None and last.delivery is not None:
             user_id = first.delivery["user_id"]
             sequences = (first.delivery["sequence"], last.delivery["sequence"])
-            records = [
-                (
-                    head["delta_id"],
-                    head["record_id"],
-                    head["category"],
-                    head["operation"],
-                    head["sequence"],
-                    head["policy_version"],
-                )
-                for head in (item.delivery for item in items)
-                if head is not None
-            ]
+            # A request holds deltas only, or one notification: each head carries its record.
+            records = [item.delivery["logged"] for item in items if item.delivery is not None]
         elif first.notification is not None:
             notification = first.notification
             user_id, event_type = notification["user_id"], notification["event_type"]
             removal = notification["attributes"].get("reason")
             if first.page is not None:
                 epoch = first.page.epoch
-                records = page_records(notification)
+                records = [logged_record(*record) for record in page_records(notification)]
         return Described(
             first.tp.partition,
             first.consent_id,

@@ -43,6 +43,7 @@ from portability.webhooks.ledger import (
     delta_digest,
     event_digest,
 )
+from portability.wire.delivery_log_encoder import logged_record
 from portability.wire.records import (
     AccountChange,
     DeliveryHead,
@@ -222,6 +223,14 @@ def delivery_head(delivery: DeliveryRecord) -> DeliveryHead:
     head["category"] = change["category"]
     head["operation"] = change["operation"]
     head["occurred_at_ms"] = to_millis(change["occurred_at"])
+    head["logged"] = logged_record(
+        head["delta_id"],
+        head["record_id"],
+        head["category"],
+        head["operation"],
+        head["sequence"],
+        head["policy_version"],
+    )
     return cast(DeliveryHead, head)
 
 

@@ -19,7 +19,9 @@ matcher and worker).
 A head holds every Delivery field but the change, under the field's name, except that a
 ``timestamp-millis`` field is kept as epoch milliseconds under its name with ``_ms`` (the
 worker formats one per request, if any); from the change it holds ``category``,
-``operation``, ``record_id`` and ``occurred_at_ms``.
+``operation``, ``record_id`` and ``occurred_at_ms``; and ``logged``, the delta's record as
+the message log's entry carries it (a ``LoggedRecord``), sliced off the record's own bytes
+where the two encode a field alike: the worker's log then joins bytes instead of encoding.
 :func:`portability.webhooks.payload.delivery_head` makes the same head of a record decoded in
 full.
 """
@@ -30,6 +32,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any, Final
 
+from portability.wire.avro_binary import avro_string
 from portability.wire.errors import WireFormatError
 from portability.wire.records import CATEGORIES, DeliveryHead
 
@@ -47,7 +50,9 @@ CHANGE_PREFIX: Final = (
 # The enums' symbols in this build's schema order (the reader reads this build's schema only).
 _CATEGORIES: Final = CATEGORIES
 _OPERATIONS: Final = ("upsert", "delete")
-_FROM_CHANGE: Final = frozenset({"category", "operation", "record_id", "occurred_at_ms"})
+_FROM_CHANGE: Final = frozenset({"category", "operation", "record_id", "occurred_at_ms", "logged"})
+# The fields the message log's LoggedRecord of a delta carries as the Delivery record does.
+_LOGGED: Final = frozenset({"delta_id", "record_id", "sequence", "policy_version"})
 _CHANGE: Final = "change"
 _RENDERED: Final = "rendered"
 _TIMESTAMP: Final = "timestamp-millis"
@@ -154,6 +159,14 @@ def _union(target: str, what: str, decode: bool) -> str:
     return _UNION.format(target=target, what=what, other=other)
 
 
+def _captured(name: str, read: str) -> str:
+    """``read``, keeping the field's own bytes as ``logged_<name>`` if the log entry's record
+    carries them as they are (same Avro encoding: a string, or a long behind a union byte)."""
+    if name not in _LOGGED:
+        return read
+    return f"start = pos\n{read}logged_{name} = data[start:pos]\n"
+
+
 _READS: Final[dict[object, Callable[[str], str]]] = {
     "string": lambda target: _sized(target, True),
     "long": lambda target: _VARINT.format(target=target),
@@ -164,13 +177,13 @@ _READS: Final[dict[object, Callable[[str], str]]] = {
 
 # The change: change_id, user_id (skipped), category, operation (enums), record_id,
 # occurred_at.
-_CHANGE_READ: Final = "\n".join(
+_CHANGE_READ: Final = "".join(
     (
         _sized("_", False),
         _sized("_", False),
         _VARINT.format(target="category"),
         _VARINT.format(target="operation"),
-        _sized("record_id", True),
+        _captured("record_id", _sized("record_id", True)),
         _VARINT.format(target="occurred_at_ms"),
     )
 )
@@ -179,7 +192,10 @@ _CHANGE_READ: Final = "\n".join(
 def _compiled(plan: tuple[tuple[str, object], ...]) -> Callable[[bytes, int], Any]:
     targets = [f"field_{index}" for index in range(len(plan))]
     rendered = targets[[name for name, _ in plan].index(_RENDERED)]
-    body = "".join(_READS[kind](target) for (_, kind), target in zip(plan, targets, strict=True))
+    body = "".join(
+        _captured(name, _READS[kind](target))
+        for (name, kind), target in zip(plan, targets, strict=True)
+    )
     entries = ", ".join(
         f"{name!r}: {target}" for (name, _), target in zip(plan, targets, strict=True)
     )
@@ -190,12 +206,16 @@ def _compiled(plan: tuple[tuple[str, object], ...]) -> Callable[[bytes, int], An
         + textwrap.indent(_CHANGE_READ, "    ")
         + f"    return {{{entries}, 'category': _CATEGORIES[category], "
         "'operation': _OPERATIONS[operation], 'record_id': record_id, "
-        "'occurred_at_ms': occurred_at_ms}\n"
+        "'occurred_at_ms': occurred_at_ms, 'logged': b''.join((logged_delta_id, "
+        "logged_record_id, _LOGGED_CATEGORIES[category], _LOGGED_OPERATIONS[operation], "
+        "b'\\x02', logged_sequence, logged_policy_version))}\n"
     )
     namespace: dict[str, Any] = {
         "_long": _long,
         "_CATEGORIES": _CATEGORIES,
         "_OPERATIONS": _OPERATIONS,
+        "_LOGGED_CATEGORIES": tuple(avro_string(symbol) for symbol in _CATEGORIES),
+        "_LOGGED_OPERATIONS": tuple(avro_string(symbol) for symbol in _OPERATIONS),
     }
     exec(compile(source, "<delivery head reader>", "exec"), namespace)  # noqa: S102  # see above
     reader: Callable[[bytes, int], Any] = namespace["read"]

@@ -11,8 +11,9 @@ encoded once. A test checks it against fastavro's bytes for every kind of entry.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
-from portability.wire.avro_binary import SMALL_LONGS, avro_long, avro_string, repeated_string
+from portability.wire.avro_binary import avro_long, avro_string, repeated_string
 
 __all__ = [
     "EncodedLedger",
@@ -20,6 +21,7 @@ __all__ = [
     "EncodedSource",
     "LedgerHeadEncoder",
     "LogEntryEncoder",
+    "logged_record",
 ]
 
 # (delta_id, record_id, category, operation, sequence or None, policy_version)
@@ -93,12 +95,11 @@ class LogEntryEncoder:
         return b"".join(parts)
 
     @staticmethod
-    def records_and_sources(
-        records: Iterable[EncodedRecord], sources: Iterable[EncodedSource]
-    ) -> bytes:
-        """The entry's ``records`` and ``sources`` fields, encoded apart from the rest: the
-        worker encodes them as it builds the request, while the records are at hand."""
-        return _records(records) + _sources(sources)
+    def records_and_sources(records: Sequence[bytes], sources: Iterable[EncodedSource]) -> bytes:
+        """The entry's ``records`` (each from :func:`logged_record`, or as a delta's head
+        carries it) and ``sources`` fields, encoded apart from the rest: the worker encodes
+        them as it builds the request, while the records are at hand."""
+        return _block(len(records), list(records)) + _sources(sources)
 
 
 class LedgerHeadEncoder:
@@ -134,32 +135,42 @@ class LedgerHeadEncoder:
         )
 
 
-def _records(records: Iterable[EncodedRecord]) -> bytes:
-    # One flat list and the one-byte length of short strings inline: this runs per delta.
-    parts: list[bytes] = []
-    append, small, count = parts.append, SMALL_LONGS, 0
-    for delta_id, record_id, category, operation, sequence, policy_version in records:
-        count += 1
-        for text in (delta_id, record_id):
-            data = text.encode()
-            append(small[len(data)] if len(data) < 64 else avro_long(len(data)))
-            append(data)
-        append(repeated_string(category))
-        append(repeated_string(operation))
-        append(b"\x00" if sequence is None else b"\x02" + avro_long(sequence))
-        append(repeated_string(policy_version))
-    return _block(count, parts)
+def logged_record(
+    delta_id: str,
+    record_id: str,
+    category: str,
+    operation: str,
+    sequence: int | None,
+    policy_version: str,
+) -> bytes:
+    """One ``LoggedRecord``'s bytes. A delta's come ready in its head, sliced off the Delivery
+    record's own bytes (:mod:`portability.wire.delivery_head`); this writes the same."""
+    return b"".join(
+        (
+            avro_string(delta_id),
+            avro_string(record_id),
+            repeated_string(category),
+            repeated_string(operation),
+            b"\x00" if sequence is None else b"\x02" + avro_long(sequence),
+            repeated_string(policy_version),
+        )
+    )
 
 
 def _sources(sources: Iterable[EncodedSource]) -> bytes:
     parts: list[bytes] = []
-    append, count = parts.append, 0
+    append, count, where = parts.append, 0, _source_partition
     for topic, partition, offset in sources:
         count += 1
-        append(repeated_string(topic))
-        append(avro_long(partition))
+        append(where(topic, partition))
         append(avro_long(offset))
     return _block(count, parts)
+
+
+@lru_cache(maxsize=4096)
+def _source_partition(topic: str, partition: int) -> bytes:
+    """A source's topic and partition: the same for most of a worker's sources."""
+    return avro_string(topic) + avro_long(partition)
 
 
 def _block(count: int, parts: list[bytes]) -> bytes:

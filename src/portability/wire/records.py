@@ -190,6 +190,7 @@ class DeliveryHead(TypedDict):
     category: str  # the change's: for the message log
     operation: str  # the change's: for the message log
     occurred_at_ms: int  # the change's: for the end-to-end latency
+    logged: bytes  # the message log's LoggedRecord of this delta, Avro-encoded
 
 
 class DeliveryStatusRecord(TypedDict):
