@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiokafka import TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 from portability.delivery import Outcome, StatusBoard
 from portability.runtime import Runtime
@@ -57,3 +58,42 @@ async def test_flush_publishes_latest_status_per_consent(runtime: Runtime) -> No
     assert records["c2"]["last_status"] == 503
     assert records["c2"]["last_error"] == "HTTP 503"
     assert records["c2"]["last_delivered_at"] is not None
+
+
+async def test_each_status_lands_where_kafkas_default_partitioner_puts_its_key(
+    runtime: Runtime,
+) -> None:
+    # Batched per partition, the board must still place a consent's status where a plain
+    # send() put it (and other workers do): compaction keeps one record per key per partition.
+    board = StatusBoard(runtime)
+    consents = [f"c_{index:03d}" for index in range(24)]
+    for consent_id in consents:
+        board.delivered(consent_id, "app1", 1)
+    topic = runtime.topics.delivery_status
+    producer = runtime.kafka.producer("status-partition-test")
+    await producer.start()
+    try:
+        assert await board.flush(producer) == len(consents)
+        partitions = sorted(await producer.partitions_for(topic))
+    finally:
+        await producer.stop()
+    assert len(partitions) > 1  # else every key lands in one partition and this proves nothing
+
+    reader = runtime.kafka.reader("status-partition-reader")
+    await reader.start()
+    placed: dict[str, int] = {}
+    try:
+        reader.assign([TopicPartition(topic, p) for p in partitions])
+        await reader.seek_to_beginning()
+        for _ in range(50):
+            batch = await reader.getmany(timeout_ms=100)
+            for tp, records in batch.items():
+                placed.update({r.key.decode(): tp.partition for r in records if r.key})
+            if set(consents) <= set(placed):
+                break
+    finally:
+        await reader.stop()
+    default = DefaultPartitioner()
+    assert {c: placed.get(c) for c in consents} == {
+        c: default(c.encode(), partitions, partitions) for c in consents
+    }
