@@ -136,6 +136,21 @@ def test_latency_histogram_buckets_are_cumulative() -> None:
     assert histogram.total_s == pytest.approx(100_004.36)
 
 
+def test_latency_from_epoch_millis_counts_as_observing_each_delay() -> None:
+    # The worker's per-delta form (heads carry epoch milliseconds) must bucket as observe().
+    now = 1_700_000_100.0
+    moments_ms = [1_700_000_099_990, 1_700_000_099_950, 1_700_000_099_700, 1_700_000_096_000,
+                  1_600_000_000_000, 1_700_000_101_000]  # fmt: skip
+    by_millis, one_by_one = LatencyHistogram(), LatencyHistogram()
+    by_millis.observe_since_ms(iter(moments_ms), now)
+    for moment_ms in moments_ms:
+        one_by_one.observe(now - moment_ms / 1000)
+    assert by_millis.counts == one_by_one.counts
+    assert by_millis.count == one_by_one.count == 6
+    assert by_millis.total_s == pytest.approx(one_by_one.total_s)
+    assert by_millis.cumulative()[0] == (0.05, 3)  # 10 ms, 50 ms and a future moment as 0
+
+
 @pytest.fixture
 async def worker_app(broker: EmbeddedBroker, settings: Settings) -> AsyncIterator[str]:
     port = free_port(settings.web_host)

@@ -100,6 +100,38 @@ class Intake:
                 return self._place(tp, item)
         return self._accept_decoded(tp, record)
 
+    def accept_deltas(
+        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], start: int
+    ) -> tuple[int, Awaitable[None] | None]:
+        """:meth:`accept` of the fresh deltas in ``records`` from ``start``, in one loop.
+
+        Returns the index of the first record not taken (one that is not a fresh delta whose
+        head reads off its bytes: :meth:`accept` takes it), and what is left to await of the
+        last one placed (parking), if anything: the caller awaits it before going on.
+        """
+        if tp.topic != self._deliveries_topic:
+            return start, None
+        # What accept() looks up per record, once per fetched batch: this runs per delta.
+        tracker = self._trackers.get(tp)
+        if tracker is None:
+            tracker = self._trackers[tp] = OffsetTracker()
+        add, read, place, fresh = tracker.add, self._codec.delivery_head, self._place, FRESH
+        for index in range(start, len(records)):
+            record = records[index]
+            try:
+                head = read(record.value)
+            except WireFormatError:
+                head = None
+            if head is None:
+                return index, None
+            add(record.offset)
+            item = received(tp, record, fresh["delivery"])
+            item.delivery = head
+            waiting = place(tp, item)
+            if waiting is not None:
+                return index + 1, waiting
+        return len(records), None
+
     async def _accept_decoded(
         self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
     ) -> None:

@@ -241,7 +241,6 @@ class DeliveryWorker:
         snapshot wait for its pages. Notifications are few (removals, pages), and a removal
         should not wait behind a full worker.
         """
-        accept = self._intake.accept
         is_loading = self._partitions.is_loading
         while not self._stopping.is_set():
             await self._reloader.tend()
@@ -255,13 +254,26 @@ class DeliveryWorker:
             for tp, records in batch.items():
                 if tp not in assigned or is_loading(tp):
                     continue  # fetched before a rebalance or the retry records: read again
-                for record in records:
-                    # Synchronous as a rule: a coroutine per record cost more than the rest of
-                    # accepting it. Awaited only when the record needs I/O to be placed.
-                    waiting = accept(tp, record)
-                    if waiting is not None:
-                        await waiting
+                await self._accept_all(tp, records)
             await self._partitions.resume_loaded()
+
+    async def _accept_all(
+        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        """Take a partition's fetched records in, in order.
+
+        Synchronous as a rule (a coroutine per record cost more than the rest of accepting
+        it): fresh deltas in runs, anything else one by one; awaited only when a record needs
+        I/O to be placed. Each turn takes at least one record.
+        """
+        index = 0
+        while index < len(records):
+            index, waiting = self._intake.accept_deltas(tp, records, index)
+            if waiting is None and index < len(records):
+                waiting = self._intake.accept(tp, records[index])
+                index += 1
+            if waiting is not None:
+                await waiting
 
     async def _read_while_full(self) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
         """Records of the retry topic and notifications only (see :meth:`run`)."""
