@@ -111,13 +111,26 @@ class HeadReader:
 # each returning a tuple, cost twice as much, and this runs for every delta a worker reads.
 # Only the kinds' code below and field names (as repr() literals) go into the source.
 
+# A number: one byte as a rule; a longer one (timestamps take six, offsets three or four)
+# read inline too, as _long() reads it, without the call and its tuple.
 _VARINT = """\
 b = data[pos]
 if b < 0x80:
     {target} = (b >> 1) ^ -(b & 1)
     pos += 1
 else:
-    {target}, pos = _long(data, pos)
+    value, shift = b & 0x7F, 7
+    while True:
+        pos += 1
+        b = data[pos]
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            break
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than ten bytes")
+    {target} = (value >> 1) ^ -(value & 1)
+    pos += 1
 """
 # A length: one byte as a rule (an odd one is negative); a string or bytes that runs past the
 # end leaves ``pos`` beyond it, and the next read (there is always one: occurred_at comes
