@@ -176,12 +176,14 @@ class LaneDriver:
             return [head]
         items: list[Item] = taken if taken is not None else []
         size = sum(len(item.raw) for item in items)
+        epoch, most = head.epoch, self._settings.delivery_max_batch
         for item in itertools.islice(lane.queue, len(items), None):
+            delivery = item.delivery
             if (
-                item.delivery is None
+                delivery is None
                 or item.parking
-                or item.epoch != head.epoch  # a newer epoch waits for its snapshot
-                or len(items) >= self._settings.delivery_max_batch
+                or delivery["snapshot_epoch"] != epoch  # a newer epoch waits for its snapshot
+                or len(items) >= most
             ):
                 break
             size += len(item.raw)

@@ -142,6 +142,11 @@ if b < 0x80:
         raise ValueError(f"negative length at {{pos}}")
     size = b >> 1
     pos += 1
+elif data[pos + 1] < 0x80:  # two bytes: a rendering's length, a digest's
+    size = ((b & 0x7F) | (data[pos + 1] << 7)) >> 1
+    if b & 1:
+        raise ValueError(f"negative length at {{pos}}")
+    pos += 2
 else:
     size, pos = _long(data, pos)
     if size < 0:
