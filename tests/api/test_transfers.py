@@ -21,6 +21,7 @@ from api.api_helpers import OPERATOR, PLATFORM, RegisteredApp, TestClient, grant
 from portability.consent.models import OutboxEvent
 from portability.consent.transfer_requests import (
     ArchiveFacts,
+    SnapshotFacts,
     TransferStore,
     delete_archive,
     download_url,
@@ -273,6 +274,33 @@ def ongoing_consent(client: TestClient, app: RegisteredApp, **extra: object) -> 
     return consent
 
 
+def test_a_resync_asked_again_before_its_snapshot_is_built_is_that_snapshot(
+    client: TestClient, owner: RegisteredApp
+) -> None:
+    # An app retrying its resync (or asking twice) must not cancel the pending snapshot for a
+    # new epoch: deltas matched in between are stamped with the pending one's epoch and wait
+    # for its pages, which would never come, with the new snapshot's pages sorted in behind
+    # them: the consent would get nothing more.
+    consent = ongoing_consent(client, owner)  # its initial snapshot (epoch 1) is pending
+    consent_id = consent["consent_id"]
+    listed = client.get(f"/v1/consents/{consent_id}/transfers", headers=owner.headers)
+    (initial,) = listed.json()["transfers"]
+
+    answers = [
+        client.post(f"/v1/consents/{consent_id}/snapshots", headers=owner.headers) for _ in range(3)
+    ]
+
+    assert [answer.status_code for answer in answers] == [202, 202, 202]
+    assert {answer.json()["transfer_id"] for answer in answers} == {initial["transfer_id"]}
+    assert {answer.json()["snapshot_epoch"] for answer in answers} == {1}
+    after = client.get(f"/v1/consents/{consent_id}", headers=owner.headers).json()
+    assert after["snapshot_epoch"] == 1
+    listed = client.get(f"/v1/consents/{consent_id}/transfers", headers=owner.headers)
+    assert [(t["snapshot_epoch"], t["state"]) for t in listed.json()["transfers"]] == [
+        (1, "pending")
+    ]
+
+
 def test_an_ongoing_grant_asks_for_its_initial_snapshot_unless_declined(
     client: TestClient, owner: RegisteredApp
 ) -> None:
@@ -302,6 +330,16 @@ def test_a_resync_starts_a_new_snapshot_epoch(
 ) -> None:
     consent = ongoing_consent(client, owner)
     consent_id = consent["consent_id"]
+    # The initial snapshot is built (claimed and published by a builder).
+    store = TransferStore(engine)
+    (initial,) = store.claim()
+    store.mark_snapshot_published(
+        initial.transfer_id,
+        SnapshotFacts(
+            position=5, partition=0, last_page_offset=9, record_count=3, pages=1,
+            policy_version="v1",
+        ),
+    )  # fmt: skip
 
     resync = client.post(f"/v1/consents/{consent_id}/snapshots", headers=owner.headers)
 
@@ -315,14 +353,13 @@ def test_a_resync_starts_a_new_snapshot_epoch(
     assert resync.headers["Location"] == f"/v1/transfers/{transfer['transfer_id']}"
     after = client.get(f"/v1/consents/{consent_id}", headers=owner.headers).json()
     assert after["snapshot_epoch"] == 2
-    # The first epoch's snapshot, never built, gives way to the new one.
     states = {
         t["snapshot_epoch"]: t["state"]
         for t in client.get(f"/v1/consents/{consent_id}/transfers", headers=owner.headers).json()[
             "transfers"
         ]
     }
-    assert states == {1: "cancelled", 2: "pending"}
+    assert states == {1: "ready", 2: "pending"}
     # A snapshot has nothing to download and cannot be cancelled (the deltas wait for it).
     download = client.get(f"/v1/transfers/{transfer['transfer_id']}/archive", headers=owner.headers)
     assert (download.status_code, download.json()["error"]) == (409, "snapshot")
@@ -334,7 +371,11 @@ def test_a_resync_starts_a_new_snapshot_epoch(
     assert hidden.status_code == 404
     assert client.post(f"/v1/consents/{consent_id}/snapshots", headers=PLATFORM).status_code == 403
     by_operator = client.post(f"/v1/consents/{consent_id}/snapshots", headers=OPERATOR)
-    assert by_operator.json()["snapshot_epoch"] == 3
+    # Epoch 2's snapshot is still pending: the operator's resync is that one.
+    assert (by_operator.status_code, by_operator.json()["transfer_id"]) == (
+        202,
+        transfer["transfer_id"],
+    )
 
 
 def test_a_snapshot_is_only_for_an_active_ongoing_consent(

@@ -39,26 +39,51 @@ STREAM_BATCHES = 30
 BATCH_SIZE = 8
 
 
+class Builder:
+    """The module's transfer builder, which a test may stop and start again."""
+
+    def __init__(self, pipeline: Pipeline, builder: TransferBuilder) -> None:
+        self._pipeline = pipeline
+        self._builder = builder
+        self._stop = asyncio.Event()
+
+    def start(self) -> None:
+        self._stop = asyncio.Event()
+        self._pipeline.tasks["transfer builder"] = asyncio.create_task(
+            self._builder.run(self._stop, poll_interval_s=0.05), name="transfer builder"
+        )
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.wait_for(self._pipeline.tasks.pop("transfer builder"), 10)
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def pipeline(
+async def running(
     broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Pipeline]:
+) -> AsyncIterator[tuple[Pipeline, Builder]]:
     settings = pipeline_settings(tmp_path_factory.mktemp("snapshots")).model_copy(
         update={"snapshot_page_max_records": 7}  # several pages even for a small user
     )
-    async with running_pipeline(settings, broker.bootstrap) as running:
+    async with running_pipeline(settings, broker.bootstrap) as pipeline:
         partitions = range(settings.partitions)
-        async with running_view(running.runtime, list(partitions)) as view:
-            builder = TransferBuilder(running.runtime, running.engine, view)
-            stop = asyncio.Event()
-            running.tasks["transfer builder"] = asyncio.create_task(
-                builder.run(stop, poll_interval_s=0.05), name="transfer builder"
-            )
+        async with running_view(pipeline.runtime, list(partitions)) as view:
+            builder = Builder(pipeline, TransferBuilder(pipeline.runtime, pipeline.engine, view))
+            builder.start()
             try:
-                yield running
+                yield pipeline, builder
             finally:
-                stop.set()
-                await asyncio.wait_for(running.tasks.pop("transfer builder"), 10)
+                await builder.stop()
+
+
+@pytest.fixture
+def pipeline(running: tuple[Pipeline, Builder]) -> Pipeline:
+    return running[0]
+
+
+@pytest.fixture
+def builder(running: tuple[Pipeline, Builder]) -> Builder:
+    return running[1]
 
 
 class Stream:
@@ -201,6 +226,16 @@ async def assert_handed_over_exactly(
     assert stats.missing_sequences == 0
 
 
+async def stamped_with(pipeline: Pipeline, consent_id: str, epoch: int) -> bool:
+    """Whether a delta of the consent stamped with snapshot ``epoch`` was matched."""
+    records = await pipeline.read_topic(pipeline.runtime.topics.deliveries, 1)
+    heads = (pipeline.runtime.codec.delivery_head(record.value) for record in records)
+    return any(
+        head is not None and head["consent_id"] == consent_id and head["snapshot_epoch"] == epoch
+        for head in heads
+    )
+
+
 def _complete(pipeline: Pipeline, consent_id: str, epoch: int) -> bool:
     snapshot = pipeline.receiver.snapshot(consent_id)
     return snapshot is not None and snapshot.epoch == epoch and snapshot.complete
@@ -240,6 +275,42 @@ async def test_a_resync_replaces_the_copy_and_continues_exactly(pipeline: Pipeli
     await stream.run_while(lambda: published_snapshot(pipeline, consent.consent_id, 2) is None)
     await stream.run(STREAM_BATCHES // 2)
     await assert_handed_over_exactly(pipeline, stream, consent.consent_id, epoch=2)
+
+
+async def test_a_resync_asked_again_before_its_snapshot_is_built_loses_nothing(
+    pipeline: Pipeline, builder: Builder
+) -> None:
+    # An app retrying its resync while no builder has taken it yet, with changes in between:
+    # before, the second request cancelled the first snapshot for a new epoch, and the deltas
+    # stamped with the first epoch held the consent's lane for pages that never came.
+    stream = Stream(pipeline, "snapshot-user-4")
+    await stream.run(5)
+    consent = await stream.grant_with_snapshot()
+    await stream.run(5)
+    await assert_handed_over_exactly(pipeline, stream, consent.consent_id, epoch=1)
+    store = TransferStore(pipeline.engine)
+
+    await builder.stop()
+    try:
+        first = await asyncio.to_thread(store.request_snapshot, consent.consent_id)
+        # Until deltas stamped with the first resync's epoch are on the deliveries topic.
+        for _ in range(100):
+            await stream.run(1)
+            if await stamped_with(pipeline, consent.consent_id, first.snapshot_epoch or 0):
+                break
+        else:
+            raise AssertionError("no delta stamped with the first resync's epoch")
+        again = await asyncio.to_thread(store.request_snapshot, consent.consent_id)
+        await stream.run(STREAM_BATCHES // 3)
+    finally:
+        builder.start()
+
+    epoch = again.snapshot_epoch or 0
+    await stream.run_while(lambda: published_snapshot(pipeline, consent.consent_id, epoch) is None)
+    await stream.run(STREAM_BATCHES // 3)
+    await assert_handed_over_exactly(pipeline, stream, consent.consent_id, epoch=epoch)
+    # Asked again while pending, the resync was the pending snapshot itself.
+    assert (again.transfer_id, epoch) == (first.transfer_id, 2)
 
 
 async def test_a_restarted_worker_knows_the_snapshot_was_delivered(pipeline: Pipeline) -> None:

@@ -264,7 +264,8 @@ def request_snapshot(
 
     For an app that lost its copy. Its deltas matched from now on wait until the snapshot's
     last ``portability.snapshot`` page is delivered; those the snapshot already holds are not
-    sent. 409 for a consent that is not active and ongoing.
+    sent. Asked again while that snapshot is still pending, the answer is the same snapshot.
+    409 for a consent that is not active and ongoing.
     """
     visible_consent(context, caller, consent_id)
     caller.require("app", "operator")

@@ -222,7 +222,14 @@ class TransferStore:
 
         The consent's new state (published through the outbox) makes the matcher stamp the
         new epoch on its deltas, and the delivery worker holds those until the snapshot's
-        pages are delivered. A snapshot of an older epoch not yet built is cancelled.
+        pages are delivered.
+
+        While the consent's snapshot is still pending (not being built yet), asking again is
+        that snapshot: it will hold everything up to when it is built. Cancelling it for a new
+        epoch would strand the deltas already stamped with its epoch (matched since it was
+        asked): they wait for its pages, which would never come, and the new snapshot's pages
+        sort in behind them, so the consent would get nothing more. One being built is not
+        replaced either: a new epoch starts, and both are delivered, in order.
 
         Raises:
             NotFoundError: No such consent.
@@ -236,15 +243,15 @@ class TransferStore:
                     f"consent {consent_id!r} is {consent.status} and {consent.mode}: a snapshot "
                     "is for an active ongoing consent (a one-time consent asks for a transfer)"
                 )
-            older = select(Transfer).where(
+            pending = select(Transfer).where(
                 col(Transfer.consent_id) == consent_id,
                 col(Transfer.kind) == "snapshot",
                 col(Transfer.state) == "pending",
+                col(Transfer.snapshot_epoch) == consent.snapshot_epoch,
             )
-            for row in session.exec(older.with_for_update()).all():
-                row.state, row.finished_at = "cancelled", now
-                row.failure_reason = "replaced by a newer snapshot"
-                session.add(row)
+            waiting = session.exec(pending).first()
+            if waiting is not None:
+                return TransferView.of(waiting)
             consent.snapshot_epoch += 1
             consent.snapshot_position = None
             consent.snapshot_last_page_offset = None
