@@ -301,6 +301,26 @@ def test_a_resync_asked_again_before_its_snapshot_is_built_is_that_snapshot(
     ]
 
 
+def test_a_snapshot_that_failed_after_a_newer_resync_is_still_built_first(
+    client: TestClient, engine: Engine, owner: RegisteredApp
+) -> None:
+    # The deltas stamped with its epoch wait for its pages: cancelling it as superseded would
+    # hold them (and the newer snapshot's pages behind them) for good.
+    consent_id = ongoing_consent(client, owner)["consent_id"]
+    store = TransferStore(engine)
+    (first,) = store.claim()  # epoch 1 being built
+    resync = client.post(f"/v1/consents/{consent_id}/snapshots", headers=owner.headers)
+    assert (resync.status_code, resync.json()["snapshot_epoch"]) == (202, 2)
+
+    store.retry_later(first.transfer_id, "the view was not ready")
+    claimed = store.claim()
+
+    assert [(t.snapshot_epoch, t.state) for t in claimed] == [
+        (1, "in_progress"),
+        (2, "in_progress"),
+    ]
+
+
 def test_an_ongoing_grant_asks_for_its_initial_snapshot_unless_declined(
     client: TestClient, owner: RegisteredApp
 ) -> None:

@@ -1,8 +1,9 @@
 """What the transfer store checks against a transfer's consent.
 
-A snapshot is built only while it is the current epoch of an active consent, an archive only
-while its one-time consent is active; and a one-time consent whose archive was built is used
-up (removal reason ``completed``): another transfer is refused, saying where the archive is.
+A transfer is built only while its consent is active: a snapshot of an older epoch too (its
+consent's deltas stamped with that epoch wait for its pages), an archive while its one-time
+consent is; and a one-time consent whose archive was built is used up (removal reason
+``completed``): another transfer is refused, saying where the archive is.
 """
 
 from __future__ import annotations
@@ -12,17 +13,7 @@ from sqlmodel import Session, col, select
 from portability.consent.errors import ConflictError
 from portability.consent.models import Consent, Transfer
 
-__all__ = ["check_transferable", "consent_active", "snapshot_wanted", "used_up"]
-
-
-def snapshot_wanted(session: Session, row: Transfer) -> bool:
-    """Whether a pending snapshot is still the current epoch of an active consent."""
-    consent = session.get(Consent, row.consent_id)
-    return (
-        consent is not None
-        and consent.status == "active"
-        and consent.snapshot_epoch == row.snapshot_epoch
-    )
+__all__ = ["check_transferable", "consent_active", "used_up"]
 
 
 def consent_active(session: Session, row: Transfer) -> bool:

@@ -36,11 +36,7 @@ from portability.consent.errors import ConflictError, NotFoundError
 from portability.consent.lookups import require_consent
 from portability.consent.models import OutboxEvent, Transfer, TransferState
 from portability.consent.outbox_rows import outbox_payload, publish_consent
-from portability.consent.transfer_requests.rules import (
-    check_transferable,
-    consent_active,
-    snapshot_wanted,
-)
+from portability.consent.transfer_requests.rules import check_transferable, consent_active
 from portability.consent.transfer_requests.views import ArchiveFacts, SnapshotFacts, TransferView
 from portability.settings import Settings
 from portability.wire.notifications import download_ready
@@ -134,14 +130,9 @@ class TransferStore:
             for row in session.exec(query).all():
                 if owns_user is not None and row.user_id not in owns_user:
                     continue
-                if row.kind == "snapshot" and not snapshot_wanted(session, row):
+                if not consent_active(session, row):
                     row.state, row.finished_at = "cancelled", now
-                    row.failure_reason = "the consent ended or asked for a newer snapshot"
-                    session.add(row)
-                    continue
-                if row.kind == "archive" and not consent_active(session, row):
-                    row.state, row.finished_at = "cancelled", now
-                    row.failure_reason = "the consent ended before its archive was built"
+                    row.failure_reason = f"the consent ended before its {row.kind} was built"
                     session.add(row)
                     continue
                 row.state = "in_progress"
