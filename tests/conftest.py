@@ -11,11 +11,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from _pytest.nodeid import NodeId
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from delivery.test_worker_faults import World, fault_settings
 from durable_broker import DurableBroker, durable_broker
+from fresh_stores import migrated_sqlite_store
 from pipeline_harness import pipeline_settings
 from portability.broker import EmbeddedBroker
 from portability.runtime import Runtime
@@ -27,6 +29,60 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     # then keep 80 columns for the session instead of following the COLUMNS a test sets.
     for _name in ("COLUMNS", "LINES"):
         os.environ.pop(_name, None)
+
+# Under pytest -n, what a worker starts first: the longest waits (seconds of wall time each,
+# little CPU), so that none of them is left to start last and run alone at the end. A prefix of
+# a node id; whatever matches none keeps its collection order behind them. A test of a module
+# with a module-scoped fixture is only listed with its whole module (or group).
+SLOW_FIRST = (
+    "tests/test_chaos.py",  # about 75 s alone on a loaded machine
+    "tests/delivery/test_worker_faults.py::test_killed_worker_loses_nothing",  # up to 60 s
+    "tests/ops/test_broker_outage.py::test_a_broker_outage_degrades_and_resumes",  # 30-40 s
+    "tests/api/test_schemathesis.py",  # one group, 60 s on its worker
+    "tests/transfers/test_snapshot_handover.py",  # one group, 35 s
+    "tests/ops/test_broker_outage.py",
+    "tests/ops/test_role_processes.py::test_sigterm_in_the_middle_of_a_rebalance",
+    "tests/consent/test_first_start.py",
+    "tests/ops/test_changes_pipeline.py",
+    "tests/test_pipeline.py",
+    "tests/matching/test_privacy_pipeline.py",
+)
+
+
+def _xdist_groups(item: pytest.Item) -> list[str]:
+    names = {
+        str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+        for mark in item.iter_markers("xdist_group")
+    }
+    return sorted(names)
+
+
+def _slow_rank(item: pytest.Item) -> int:
+    return next(
+        (rank for rank, prefix in enumerate(SLOW_FIRST) if item.nodeid.startswith(prefix)),
+        len(SLOW_FIRST),
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a pytest-xdist worker: keep each ``xdist_group`` on one worker, slow tests first.
+
+    pytest-xdist (3.8) tells ``--dist loadgroup`` a test's group by appending ``@group`` to
+    ``item._nodeid``, which pytest 9.2 no longer reads (the node id is ``item._id``): without
+    this, every group was spread over the workers and its module-scoped fixture set up on
+    each. The order of the worker's collection is the order the scheduler hands work out in
+    (``--no-loadscope-reorder`` in pyproject.toml), hence the sort.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    if config.getvalue("loadgroup"):
+        for item in items:
+            groups = _xdist_groups(item)
+            if groups and "@" not in item.nodeid.rpartition("]")[2]:
+                item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
+    items.sort(key=_slow_rank)
+
 
 # The server the suite runs against (trust auth); override for another one.
 POSTGRES_URL = os.environ.get(
@@ -47,6 +103,13 @@ def postgres_url() -> Iterator[str]:
         connection.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+@pytest.fixture(scope="session")
+def sqlite_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite consent store at the current schema, migrated once for the session: tests
+    copy it (``fresh_stores``) instead of migrating a store of their own."""
+    return migrated_sqlite_store(tmp_path_factory.mktemp("store_template"))
 
 
 @pytest.fixture(scope="session")

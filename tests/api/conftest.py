@@ -17,8 +17,9 @@ from api.api_helpers import (
     TestClient,
     registration,
 )
+from fresh_stores import copy_sqlite_store, empty_postgres_store
 from portability.api import DeliveryStatusBoard, create_app
-from portability.consent import create_store_engine, init_schema
+from portability.consent import create_store_engine
 from portability.settings import Settings
 
 # Referencing tables first: PostgreSQL refuses to drop a table another one references.
@@ -57,10 +58,21 @@ def bare_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engi
     created.dispose()
 
 
-@pytest.fixture
-def engine(bare_engine: Engine) -> Engine:
-    init_schema(bare_engine)
-    return bare_engine
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on a store at the current schema with no rows (``fresh_stores``: a copy of
+    the worker's migrated SQLite file, or the session's PostgreSQL database emptied)."""
+    if request.param == "sqlite":
+        path = tmp_path / "consents.db"
+        copy_sqlite_store(request.getfixturevalue("sqlite_store_template"), path)
+        created = create_store_engine(f"sqlite:///{path}")
+        yield created
+    else:
+        created = create_store_engine(request.getfixturevalue("postgres_url"))
+        empty_postgres_store(created, drop_store)
+        yield created
+        empty_postgres_store(created, drop_store)  # no rows left to the next test
+    created.dispose()
 
 
 @pytest.fixture
@@ -79,8 +91,13 @@ def board() -> DeliveryStatusBoard:
 
 
 @pytest.fixture
-def client(engine: Engine, api_settings: Settings, board: DeliveryStatusBoard) -> TestClient:
-    return TestClient(create_app(api_settings, engine, status_board=board))
+def client(
+    engine: Engine, api_settings: Settings, board: DeliveryStatusBoard
+) -> Iterator[TestClient]:
+    """The app on one event loop for the test, as a server runs it (a client used outside a
+    ``with`` block starts a thread and a loop for every request: a third of a test's time)."""
+    with TestClient(create_app(api_settings, engine, status_board=board)) as opened:
+        yield opened
 
 
 @pytest.fixture
