@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from portability.wire.records import ConsentRecord, to_millis
@@ -53,6 +54,12 @@ class ConsentIndex:
         if user_key is None:
             return None
         return self._by_user.get(user_key)
+
+    @property
+    def lookup(self) -> Callable[[bytes | None], tuple[ActiveConsent, ...] | None]:
+        """:meth:`get` without its call: the index's own ``dict.get`` (a key of None finds
+        nothing either), to bind once per batch in the matcher's loop over every record."""
+        return self._by_user.get  # type: ignore[return-value]  # a None key finds nothing
 
     def apply(self, record: ConsentRecord) -> bool:
         """Apply a consent state; returns False for a version older than one already applied.

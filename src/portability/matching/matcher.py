@@ -34,6 +34,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from portability.broker import stop_consumer
 from portability.matching.audience import AudienceBook
+from portability.matching.change_reader import change_reader
 from portability.matching.checkpoints import CheckpointStore
 from portability.matching.consent_index import ConsentIndex
 from portability.matching.output import MatcherOutput, Outgoing
@@ -76,7 +77,7 @@ class Matcher:
         self._consumer: AIOKafkaConsumer = runtime.kafka.group_consumer(
             runtime.settings.matcher_group, client_id
         )
-        self._producer: AIOKafkaProducer = runtime.kafka.producer(client_id)
+        self._producer: AIOKafkaProducer = runtime.kafka.producer(client_id, linger_ms=0)
         self._checkpoints = CheckpointStore(
             runtime.topics.matcher_checkpoints,
             runtime.codec,
@@ -110,6 +111,7 @@ class Matcher:
         self._dead_letter = self._output.dead_letter
         self._count_activity = self._audience.count_activity
         self._door = Door(runtime.codec, self._partitions, runtime.settings.ingress_window())
+        self._read_change = change_reader(runtime.codec)
 
     async def start(self) -> None:
         await self._producer.start()
@@ -228,31 +230,58 @@ class Matcher:
                 continue
             outgoing: Outgoing = {}
             check = self._door.check
+            consents_of = index.lookup
             no_consent = 0
             for record in records:
                 # Only audience hints and updates carry headers: one cheap test per record.
-                marker = audience_marker(record.headers) if record.headers else None
-                # The matcher's own updates skip the door. No coroutine per record: the door
-                # is awaited only for a schema id it has not seen.
-                if marker != UPDATE_MARKER and (rejection := check(record)) is not None:
+                if record.headers:
+                    pending += await self._marked(record, index, sequences, outgoing)
+                    continue
+                # No coroutine per record: the door is awaited only for a schema id it has
+                # not seen.
+                rejection = check(record)
+                if rejection is not None:
                     if rejection is Door.UNRESOLVED:
                         rejection = await self._door.verdict(record)
                     if rejection is not None:
                         pending.append(await self._reject(record, rejection))
                         continue
-                if marker is not None:
-                    pending += await self._audience_record(
-                        record, marker, index, sequences, outgoing
-                    )
-                    continue
-                consents = index.get(record.key)
+                consents = consents_of(record.key)
                 if consents is None:
                     no_consent += 1  # counted once per batch: this is the hottest line
                     continue
                 await self._match_one(record, consents, sequences, outgoing)
             self.stats.dropped["no_consent"] += no_consent
             pending += await self._output.send_audience(tp.partition, outgoing)
+            # The partition's deltas go now (a consent's are all of its user's partition),
+            # and the producer sends them at once: the broker acknowledges them while the
+            # matcher matches the next partition, instead of all of them after the last.
+            pending += await self._output.flush()
+            await asyncio.sleep(0)
         return pending
+
+    async def _marked(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        index: ConsentIndex,
+        sequences: dict[str, int],
+        outgoing: Outgoing,
+    ) -> list[asyncio.Future[object]]:
+        """A record with headers: by its audience header (if any), an update to apply (the
+        matcher's own, past the door), activity to count, or a change as any other."""
+        marker = audience_marker(record.headers)
+        if marker != UPDATE_MARKER:
+            rejection = await self._door.verdict(record)
+            if rejection is not None:
+                return [await self._reject(record, rejection)]
+        if marker is not None:
+            return await self._audience_record(record, marker, index, sequences, outgoing)
+        consents = index.get(record.key)
+        if consents is None:
+            self.stats.dropped["no_consent"] += 1
+            return []
+        await self._match_one(record, consents, sequences, outgoing)
+        return []
 
     async def _reject(
         self, record: ConsumerRecord[bytes, bytes], rejection: Rejection
@@ -301,13 +330,13 @@ class Matcher:
 
     async def _decode_checked(self, record: ConsumerRecord[bytes, bytes]) -> AccountChange | None:
         """The change ``record`` carries, or None if its body breaks the contract (refused)."""
-        try:
-            change: AccountChange = await self._codec.decode_fetching(
-                SchemaName.ACCOUNT_CHANGE, record.value
-            )
-        except WireFormatError as error:
-            self._refuse(record, Rejection(Fault.UNDECODABLE, str(error)))
-            return None
+        change = self._read_change(record.value)  # None: not by the fast path (see there)
+        if change is None:
+            try:
+                change = await self._codec.decode_fetching(SchemaName.ACCOUNT_CHANGE, record.value)
+            except WireFormatError as error:
+                self._refuse(record, Rejection(Fault.UNDECODABLE, str(error)))
+                return None
         rejection = self._door.body_fault(record, change)
         if rejection is not None:
             self._refuse(record, rejection)

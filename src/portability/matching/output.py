@@ -7,8 +7,8 @@ creators' partitions of ``account.changes`` (an audience update, see
 :mod:`portability.privacy.audience`), and the records that break the contract to
 ``dead-letters``. Each send returns the broker's acknowledgement, which the matcher awaits
 before it checkpoints and commits the batch. Deltas are many: they wait in the output until
-the matcher has matched its whole batch, then go in one producer batch per partition
-(:meth:`MatcherOutput.flush`), in order within each consent.
+the matcher has matched a source partition's records of its batch, then go in one producer
+batch per partition (:meth:`MatcherOutput.flush`), in order within each consent.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 # Audience entries of one batch of one source partition, per destination partition.
 Outgoing = dict[int, list[AudienceEntry]]
 _UPDATE_HEADERS = [(AUDIENCE_HEADER, UPDATE_MARKER)]
+_PLACES_LIMIT = 1_000_000  # consents remembered with their partition and key
 
 
 def delta_id(consent_id: str, change_id: str) -> str:
@@ -67,6 +68,8 @@ class MatcherOutput:
         self._partitions = partitions
         self._stats = stats
         self._deltas: list[tuple[int, bytes, bytes]] = []  # (partition, key, value) to flush
+        # consent id -> its partition of deliveries and its key (murmur2 is pure Python here)
+        self._places: dict[str, tuple[int, bytes]] = {}
 
     def emit(
         self,
@@ -91,13 +94,15 @@ class MatcherOutput:
         digest = change_digest_of_rendered(change_json)  # each consent's ledger chains it
         encode = self._codec.delivery_encoder.encode
         deltas = self._deltas
+        places = self._places
         for consent in matched:
-            sequence = sequences.get(consent.consent_id, 0) + 1
-            sequences[consent.consent_id] = sequence
-            identity = delta_id(consent.consent_id, change["change_id"])
+            consent_id = consent.consent_id
+            sequence = sequences.get(consent_id, 0) + 1
+            sequences[consent_id] = sequence
+            identity = delta_id(consent_id, change["change_id"])
             value = encode(
                 delta_id=identity,
-                consent_id=consent.consent_id,
+                consent_id=consent_id,
                 app_id=consent.app_id,
                 user_id=consent.user_id,
                 sequence=sequence,
@@ -109,15 +114,22 @@ class MatcherOutput:
                 ledger_digest=delta_digest(identity, sequence, digest),
                 change=change_bytes,
             )
-            deltas.append(
-                (
-                    partition_for_consent(consent.consent_id, self._partitions),
-                    consent.consent_id.encode(),
-                    value,
-                )
-            )
+            place = places.get(consent_id)
+            if place is None:
+                place = self._place(consent_id)
+            deltas.append((place[0], place[1], value))
         self._stats.deltas_emitted += len(matched)
         return len(matched)
+
+    def _place(self, consent_id: str) -> tuple[int, bytes]:
+        """A consent's partition of ``deliveries`` and its key, remembered."""
+        if len(self._places) >= _PLACES_LIMIT:
+            self._places.clear()  # consents recur; a rare rebuild beats an LRU per delta
+        place = self._places[consent_id] = (
+            partition_for_consent(consent_id, self._partitions),
+            consent_id.encode(),
+        )
+        return place
 
     async def flush(self) -> list[asyncio.Future[Any]]:
         """Produce the deltas :meth:`emit` made since the last flush; their acks' futures."""

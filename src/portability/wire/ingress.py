@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
@@ -114,17 +114,23 @@ class TimeWindow:
 
     earliest: datetime
     max_ahead: timedelta
+    # Both bounds in milliseconds, computed once (every decoded change is judged).
+    _earliest_ms: int = field(init=False, repr=False, compare=False)
+    _ahead_ms: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_earliest_ms", to_millis(self.earliest))
+        object.__setattr__(self, "_ahead_ms", self.max_ahead // timedelta(milliseconds=1))
 
     def fault(self, occurred_at: datetime, record_timestamp_ms: int) -> str | None:
         """What is wrong with ``occurred_at``, or None when it is plausible."""
         occurred_ms = to_millis(occurred_at)
-        if occurred_ms < to_millis(self.earliest):
+        if occurred_ms < self._earliest_ms:
             return (
                 f"occurred_at {occurred_ms} ms is before {self.earliest:%Y-%m-%d} "
                 "(seconds where milliseconds belong?)"
             )
-        latest = record_timestamp_ms + self.max_ahead // timedelta(milliseconds=1)
-        if record_timestamp_ms > 0 and occurred_ms > latest:
+        if record_timestamp_ms > 0 and occurred_ms > record_timestamp_ms + self._ahead_ms:
             ahead_s = (occurred_ms - record_timestamp_ms) / 1000
             return (
                 f"occurred_at {occurred_ms} ms is {ahead_s:.0f} s after the record's "
@@ -180,23 +186,19 @@ class Door:
         self.window = window
         # Verdicts per 4-byte schema id as framed: None means an AccountChange schema.
         self._ids: dict[bytes, Rejection | None] = {}
+        # The frames (magic byte and id) of the AccountChange ids: one ``startswith`` per
+        # record instead of the checks of :meth:`_frame_fault`.
+        self._accepted: tuple[bytes, ...] = ()
         self._places: dict[bytes, int] = {}  # key -> its partition (-1: not UTF-8)
         self._unknown_since: float | None = None  # when the oldest unknown id was remembered
 
     def check(self, record: RawRecord) -> Rejection | None:
         """The door's verdict on ``record``: None when it may go on to be matched."""
         value = record.value
-        if value is None:
-            return Rejection(Fault.NO_VALUE, "record has no value (a tombstone?)")
-        if len(value) < 5 or value[0] != 0:
-            return Rejection(
-                Fault.NOT_FRAMED,
-                f"value of {len(value)} bytes does not start with the Confluent frame "
-                "(magic byte 0, 4-byte big-endian schema id)",
-            )
-        verdict = self._ids.get(value[1:5], self.UNRESOLVED)
-        if verdict is not None:
-            return verdict
+        if value is None or not value.startswith(self._accepted):
+            rejection = self._frame_fault(value)
+            if rejection is not None:
+                return rejection
         key = record.key
         if not key:
             return Rejection(Fault.NO_KEY, "record has no key (the key must be the user id)")
@@ -211,6 +213,24 @@ class Door:
                 f"key {_shown(key)} belongs in partition {place} (murmur2), not {record.partition}",
             )
         return None
+
+    def _frame_fault(self, value: bytes | None) -> Rejection | None:
+        """The checks of a value's frame and schema id (:meth:`check` skips them for a value
+        starting with an accepted frame)."""
+        if value is None:
+            return Rejection(Fault.NO_VALUE, "record has no value (a tombstone?)")
+        if len(value) < 5 or value[0] != 0:
+            return Rejection(
+                Fault.NOT_FRAMED,
+                f"value of {len(value)} bytes does not start with the Confluent frame "
+                "(magic byte 0, 4-byte big-endian schema id)",
+            )
+        return self._ids.get(value[1:5], self.UNRESOLVED)
+
+    def _remember(self, ids: dict[bytes, Rejection | None]) -> None:
+        """Take ``ids`` as the verdicts per id, and their accepted frames."""
+        self._ids = ids
+        self._accepted = tuple(b"\x00" + framed for framed, v in ids.items() if v is None)
 
     async def verdict(self, record: RawRecord) -> Rejection | None:
         """:meth:`check`, looking the record's schema id up first if it is new (the path for
@@ -243,14 +263,14 @@ class Door:
                 self._unknown_since = time.monotonic()
             return
         name = self._schemas.writer_name(schema_id)
-        if name == ACCOUNT_CHANGE_RECORD:
-            self._ids[framed] = None
-        else:
-            self._ids[framed] = Rejection(
+        verdict = None
+        if name != ACCOUNT_CHANGE_RECORD:
+            verdict = Rejection(
                 Fault.WRONG_SCHEMA,
                 f"schema id {schema_id} is {name or 'not a record schema'}, "
                 f"not {ACCOUNT_CHANGE_RECORD}",
             )
+        self._remember({**self._ids, framed: verdict})
 
     def expire_unknown(self, now: float | None = None) -> None:
         """Forget ids the registry did not know once they are :data:`UNKNOWN_ID_TTL_S` old, so
@@ -259,11 +279,13 @@ class Door:
         if self._unknown_since is None or now - self._unknown_since < UNKNOWN_ID_TTL_S:
             return
         self._unknown_since = None
-        self._ids = {
-            framed: verdict
-            for framed, verdict in self._ids.items()
-            if verdict is None or verdict.fault is not Fault.UNKNOWN_SCHEMA_ID
-        }
+        self._remember(
+            {
+                framed: verdict
+                for framed, verdict in self._ids.items()
+                if verdict is None or verdict.fault is not Fault.UNKNOWN_SCHEMA_ID
+            }
+        )
 
     def body_fault(self, record: RawRecord, change: AccountChange) -> Rejection | None:
         """The body checks of a decoded change: None when it may be delivered."""
