@@ -19,6 +19,7 @@ from aiokafka import TopicPartition
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from fresh_stores import copy_sqlite_store
 from portability.consent import create_store_engine, init_schema
 from portability.messages import AttemptRow, DisclosedRecordRow, MessageRow
 from portability.messages.models import MESSAGE_TABLE_NAMES
@@ -37,14 +38,17 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engin
     """A migrated store with empty message-log tables: SQLite in ``tmp_path``, or the
     session's PostgreSQL database (``request.param``)."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'consents.db'}"
+        # A copy of the session's migrated store (``fresh_stores``), not a migration per test.
+        path = tmp_path / "consents.db"
+        copy_sqlite_store(request.getfixturevalue("sqlite_store_template"), path)
+        engine = create_store_engine(f"sqlite:///{path}")
+        yield engine
     else:
-        url = request.getfixturevalue("postgres_url")
-    engine = create_store_engine(url)
-    init_schema(engine)
-    _clear(engine)
-    yield engine
-    _clear(engine)
+        engine = create_store_engine(request.getfixturevalue("postgres_url"))
+        init_schema(engine)
+        _clear(engine)
+        yield engine
+        _clear(engine)
     engine.dispose()
 
 
