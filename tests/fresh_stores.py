@@ -11,15 +11,16 @@ tests (``bare_engine``: an empty database, every migration run).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from portability.consent import create_store_engine, init_schema
 
-__all__ = ["copy_sqlite_store", "empty_postgres_store", "migrated_sqlite_store"]
+__all__ = ["copy_sqlite_store", "empty_postgres_store", "fresh_store", "migrated_sqlite_store"]
 
 VERSION_TABLE = "alembic_version"
 
@@ -68,3 +69,23 @@ def empty_postgres_store(engine: Engine, drop: Callable[[Engine], None]) -> None
     init_schema(engine)
     with engine.connect() as connection:
         _MIGRATED[url] = _state(connection)
+
+
+def fresh_store(
+    request: pytest.FixtureRequest, tmp_path: Path, drop: Callable[[Engine], None]
+) -> Iterator[Engine]:
+    """An engine on a store at the current schema with no rows, for a fixture parametrized
+    ``sqlite``/``postgresql``: a copy of the worker's migrated SQLite file in ``tmp_path``, or
+    the session's PostgreSQL database emptied before and after (``drop`` drops its tables when
+    they must be migrated again)."""
+    if request.param == "sqlite":
+        path = tmp_path / "consents.db"
+        copy_sqlite_store(request.getfixturevalue("sqlite_store_template"), path)
+        engine = create_store_engine(f"sqlite:///{path}")
+        yield engine
+    else:
+        engine = create_store_engine(request.getfixturevalue("postgres_url"))
+        empty_postgres_store(engine, drop)
+        yield engine
+        empty_postgres_store(engine, drop)  # no rows left to the next test
+    engine.dispose()

@@ -17,7 +17,7 @@ from api.api_helpers import (
     TestClient,
     registration,
 )
-from fresh_stores import copy_sqlite_store, empty_postgres_store
+from fresh_stores import fresh_store
 from portability.api import DeliveryStatusBoard, create_app
 from portability.consent import create_store_engine
 from portability.settings import Settings
@@ -60,19 +60,8 @@ def bare_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engi
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """An engine on a store at the current schema with no rows (``fresh_stores``: a copy of
-    the worker's migrated SQLite file, or the session's PostgreSQL database emptied)."""
-    if request.param == "sqlite":
-        path = tmp_path / "consents.db"
-        copy_sqlite_store(request.getfixturevalue("sqlite_store_template"), path)
-        created = create_store_engine(f"sqlite:///{path}")
-        yield created
-    else:
-        created = create_store_engine(request.getfixturevalue("postgres_url"))
-        empty_postgres_store(created, drop_store)
-        yield created
-        empty_postgres_store(created, drop_store)  # no rows left to the next test
-    created.dispose()
+    """An engine on a store at the current schema with no rows (``fresh_stores``)."""
+    yield from fresh_store(request, tmp_path, drop_store)
 
 
 @pytest.fixture

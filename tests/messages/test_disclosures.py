@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
-from fresh_stores import copy_sqlite_store, empty_postgres_store
+from fresh_stores import fresh_store
 from messages.disclosure_helpers import (
     ARCHIVE,
     FEED,
@@ -22,7 +22,7 @@ from messages.disclosure_helpers import (
     disclose,
     seed_history,
 )
-from portability.consent import ConsentService, create_store_engine
+from portability.consent import ConsentService
 from portability.consent.models import TABLE_NAMES
 from portability.messages.disclosure_report import (
     DisclosedRecord,
@@ -44,17 +44,7 @@ def _drop(engine: Engine) -> None:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """A store at the current schema with no rows (``fresh_stores``)."""
-    if request.param == "sqlite":
-        path = tmp_path / "consents.db"
-        copy_sqlite_store(request.getfixturevalue("sqlite_store_template"), path)
-        engine = create_store_engine(f"sqlite:///{path}")
-        yield engine
-    else:
-        engine = create_store_engine(request.getfixturevalue("postgres_url"))
-        empty_postgres_store(engine, _drop)
-        yield engine
-        empty_postgres_store(engine, _drop)
-    engine.dispose()
+    yield from fresh_store(request, tmp_path, _drop)
 
 
 @pytest.fixture
