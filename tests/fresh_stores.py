@@ -20,7 +20,14 @@ from sqlalchemy.engine import Connection, Engine
 
 from portability.consent import create_store_engine, init_schema
 
-__all__ = ["copy_sqlite_store", "empty_postgres_store", "fresh_store", "migrated_sqlite_store"]
+__all__ = [
+    "STORE_TABLES",
+    "copy_sqlite_store",
+    "drop_store",
+    "empty_postgres_store",
+    "fresh_store",
+    "migrated_sqlite_store",
+]
 
 VERSION_TABLE = "alembic_version"
 
@@ -71,21 +78,42 @@ def empty_postgres_store(engine: Engine, drop: Callable[[Engine], None]) -> None
         _MIGRATED[url] = _state(connection)
 
 
-def fresh_store(
-    request: pytest.FixtureRequest, tmp_path: Path, drop: Callable[[Engine], None]
-) -> Iterator[Engine]:
+# Referencing tables first: PostgreSQL refuses to drop a table another one references.
+STORE_TABLES = (
+    "consent_ledgers",
+    "disclosed_records",
+    "delivery_attempts",
+    "delivery_messages",
+    "transfers",
+    "consent_replays",
+    "consent_outbox",
+    "consents",
+    "apps",
+    VERSION_TABLE,
+)
+
+
+def drop_store(engine: Engine) -> None:
+    """Drop the store's tables and Alembic's version table."""
+    with engine.begin() as connection:
+        for table in STORE_TABLES:
+            connection.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+
+
+def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """An engine on a store at the current schema with no rows, for a fixture parametrized
-    ``sqlite``/``postgresql``: a copy of the worker's migrated SQLite file in ``tmp_path``, or
-    the session's PostgreSQL database emptied before and after (``drop`` drops its tables when
-    they must be migrated again)."""
+    ``sqlite``/``postgresql``: a copy of the worker's migrated SQLite file, or the session's
+    PostgreSQL database emptied before (a test that crashed mid-teardown must not leak rows)
+    and after, migrated again only if its tables are not as the last migration left them."""
     if request.param == "sqlite":
-        path = tmp_path / "consents.db"
-        copy_sqlite_store(request.getfixturevalue("sqlite_store_template"), path)
+        # A folder that does not exist yet: create_store_engine must make it.
+        path = tmp_path / "store" / "consents.db"
         engine = create_store_engine(f"sqlite:///{path}")
+        copy_sqlite_store(request.getfixturevalue("sqlite_store_template"), path)
         yield engine
     else:
         engine = create_store_engine(request.getfixturevalue("postgres_url"))
-        empty_postgres_store(engine, drop)
+        empty_postgres_store(engine, drop_store)
         yield engine
-        empty_postgres_store(engine, drop)  # no rows left to the next test
+        empty_postgres_store(engine, drop_store)
     engine.dispose()

@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from api.api_helpers import (
@@ -17,31 +16,10 @@ from api.api_helpers import (
     TestClient,
     registration,
 )
-from fresh_stores import fresh_store
+from fresh_stores import drop_store, fresh_store
 from portability.api import DeliveryStatusBoard, create_app
 from portability.consent import create_store_engine
 from portability.settings import Settings
-
-# Referencing tables first: PostgreSQL refuses to drop a table another one references.
-STORE_TABLES = (
-    "consent_ledgers",
-    "disclosed_records",
-    "delivery_attempts",
-    "delivery_messages",
-    "transfers",
-    "consent_replays",
-    "consent_outbox",
-    "consents",
-    "apps",
-    "alembic_version",
-)
-
-
-def drop_store(engine: Engine) -> None:
-    """Drop the store's tables and Alembic's version table."""
-    with engine.begin() as connection:
-        for table in STORE_TABLES:
-            connection.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -61,7 +39,7 @@ def bare_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engi
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """An engine on a store at the current schema with no rows (``fresh_stores``)."""
-    yield from fresh_store(request, tmp_path, drop_store)
+    yield from fresh_store(request, tmp_path)
 
 
 @pytest.fixture

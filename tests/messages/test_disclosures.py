@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import SQLModel
 
 from fresh_stores import fresh_store
 from messages.disclosure_helpers import (
@@ -23,7 +22,6 @@ from messages.disclosure_helpers import (
     seed_history,
 )
 from portability.consent import ConsentService
-from portability.consent.models import TABLE_NAMES
 from portability.messages.disclosure_report import (
     DisclosedRecord,
     DisclosureCursorError,
@@ -31,20 +29,14 @@ from portability.messages.disclosure_report import (
     RecordCursor,
 )
 from portability.messages.disclosures import DisclosureReports
-from portability.messages.models import MESSAGE_TABLE_NAMES
 
 PAGED_USER = "u-paged"
-
-
-def _drop(engine: Engine) -> None:
-    names = (*MESSAGE_TABLE_NAMES, *TABLE_NAMES)
-    SQLModel.metadata.drop_all(engine, tables=[SQLModel.metadata.tables[n] for n in names])
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """A store at the current schema with no rows (``fresh_stores``)."""
-    yield from fresh_store(request, tmp_path, _drop)
+    yield from fresh_store(request, tmp_path)
 
 
 @pytest.fixture

@@ -16,12 +16,12 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from fresh_stores import fresh_store
 from messages.writer_helpers import (
     T0,
     entry,
     messages,
     ok_entry,
-    open_store,
     produce,
     running_writer,
 )
@@ -53,7 +53,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    yield from open_store(request, tmp_path)
+    yield from fresh_store(request, tmp_path)
 
 
 def chain(events: int, *, pages: int = 0) -> LoggedLedger:

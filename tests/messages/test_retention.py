@@ -15,6 +15,7 @@ import pydantic
 import pytest
 from sqlalchemy.engine import Engine
 
+from fresh_stores import fresh_store
 from messages.writer_helpers import (
     T0,
     attempts,
@@ -22,7 +23,6 @@ from messages.writer_helpers import (
     entry,
     messages,
     ok_entry,
-    open_store,
     running_writer,
 )
 from pipeline_harness import pipeline_settings
@@ -49,7 +49,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    yield from open_store(request, tmp_path)
+    yield from fresh_store(request, tmp_path)
 
 
 def _history(

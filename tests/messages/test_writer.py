@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from fresh_stores import fresh_store
 from messages.writer_helpers import (
     MESSAGE,
     T0,
@@ -30,7 +31,6 @@ from messages.writer_helpers import (
     letter_fields,
     messages,
     ok_entry,
-    open_store,
     produce,
     running_writer,
 )
@@ -56,7 +56,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    yield from open_store(request, tmp_path)
+    yield from fresh_store(request, tmp_path)
 
 
 async def test_a_failed_then_ok_attempt_is_one_delivered_message(

@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
-import sqlalchemy as sa
 from aiokafka import TopicPartition
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from fresh_stores import copy_sqlite_store
-from portability.consent import create_store_engine, init_schema
 from portability.messages import AttemptRow, DisclosedRecordRow, MessageRow
-from portability.messages.models import MESSAGE_TABLE_NAMES
 from portability.messages.writer import MessageLogWriter
 from portability.runtime import Runtime
 from portability.wire.dead_letters import DeadLetter
@@ -32,30 +26,6 @@ from portability.wire.schemas import SchemaName
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 MESSAGE = "msg_0123456789abcdef0123456789abcdef"
-
-
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A migrated store with empty message-log tables: SQLite in ``tmp_path``, or the
-    session's PostgreSQL database (``request.param``)."""
-    if request.param == "sqlite":
-        # A copy of the session's migrated store (``fresh_stores``), not a migration per test.
-        path = tmp_path / "consents.db"
-        copy_sqlite_store(request.getfixturevalue("sqlite_store_template"), path)
-        engine = create_store_engine(f"sqlite:///{path}")
-        yield engine
-    else:
-        engine = create_store_engine(request.getfixturevalue("postgres_url"))
-        init_schema(engine)
-        _clear(engine)
-        yield engine
-        _clear(engine)
-    engine.dispose()
-
-
-def _clear(engine: Engine) -> None:
-    with engine.begin() as connection:
-        for name in MESSAGE_TABLE_NAMES:
-            connection.execute(sa.text(f"DELETE FROM {name}"))  # noqa: S608
 
 
 def record(record_id: str, sequence: int) -> LoggedRecord:
@@ -215,7 +185,6 @@ __all__ = [
     "letter_fields",
     "messages",
     "ok_entry",
-    "open_store",
     "produce",
     "record",
     "running_writer",
