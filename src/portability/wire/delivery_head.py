@@ -111,8 +111,8 @@ class HeadReader:
 # each returning a tuple, cost twice as much, and this runs for every delta a worker reads.
 # Only the kinds' code below and field names (as repr() literals) go into the source.
 
-# A number: one byte as a rule; a longer one (timestamps take six, offsets three or four)
-# read inline too, as _long() reads it, without the call and its tuple.
+# A number (zig-zag varint): one byte as a rule; a longer one (timestamps take six, offsets
+# three or four, a rendering's length two) read inline too, without a call and its tuple.
 _VARINT = """\
 b = data[pos]
 if b < 0x80:
@@ -132,29 +132,19 @@ else:
     {target} = (value >> 1) ^ -(value & 1)
     pos += 1
 """
-# A length: one byte as a rule (an odd one is negative); a string or bytes that runs past the
-# end leaves ``pos`` beyond it, and the next read (there is always one: occurred_at comes
-# last) raises IndexError, so its end is not compared with the data's length each time.
-_SIZED = """\
-b = data[pos]
-if b < 0x80:
-    if b & 1:
-        raise ValueError(f"negative length at {{pos}}")
-    size = b >> 1
-    pos += 1
-elif data[pos + 1] < 0x80:  # two bytes: a rendering's length, a digest's
-    size = ((b & 0x7F) | (data[pos + 1] << 7)) >> 1
-    if b & 1:
-        raise ValueError(f"negative length at {{pos}}")
-    pos += 2
-else:
-    size, pos = _long(data, pos)
-    if size < 0:
-        raise ValueError(f"negative length at {{pos}}")
+# A length (a number; a negative one is refused); a string or bytes that runs past the end
+# leaves ``pos`` beyond it, and the next read (there is always one: occurred_at comes last)
+# raises IndexError, so its end is not compared with the data's length each time.
+_SIZED = (
+    _VARINT.format(target="size")
+    + """\
+if size < 0:
+    raise ValueError(f"negative length at {{pos}}")
 end = pos + size
 {target}{slice}
 pos = end
 """
+)
 _UNION = """\
 b = data[pos]
 pos += 1
@@ -229,7 +219,6 @@ def _compiled(plan: tuple[tuple[str, object], ...]) -> Callable[[bytes, int], An
         "b'\\x02', logged_sequence, logged_policy_version))}\n"
     )
     namespace: dict[str, Any] = {
-        "_long": _long,
         "_CATEGORIES": _CATEGORIES,
         "_OPERATIONS": _OPERATIONS,
         "_LOGGED_CATEGORIES": tuple(avro_string(symbol) for symbol in _CATEGORIES),
@@ -247,20 +236,3 @@ def _kind(avro_type: object) -> object:
     if isinstance(avro_type, dict):
         return avro_type["type"]
     return avro_type
-
-
-def _long(data: bytes, pos: int) -> tuple[int, int]:
-    """An Avro int or long (zig-zag varint) at ``pos``, and the position after it."""
-    byte = data[pos]
-    if byte < 0x80:  # one byte: the common case, lengths and small numbers
-        return (byte >> 1) ^ -(byte & 1), pos + 1
-    value, shift = byte & 0x7F, 7
-    while True:
-        pos += 1
-        byte = data[pos]
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return (value >> 1) ^ -(value & 1), pos + 1
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than ten bytes")
