@@ -71,11 +71,13 @@ class Intake:
     def accept(
         self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
     ) -> Awaitable[None] | None:
-        """Take a record in; what is left to await when it needs I/O (None as a rule).
+        """Take in a record :meth:`accept_deltas` did not take; what is left to await when it
+        needs I/O (None as a rule).
 
-        A fresh delta whose head reads off its bytes is placed at once; anything else (a
-        notification, a parked copy, a record to decode in full or to dead-letter) goes
-        through :meth:`decode`, which may have to fetch a schema or send a dead letter.
+        A ledger head is restored and a retry record read again in a rewind taken back;
+        anything else (a notification, a parked copy, a delta to decode in full or to
+        dead-letter) goes through :meth:`decode`, which may have to fetch a schema or send a
+        dead letter.
         """
         if tp.topic == self._ledger_topic:
             self._stats.ledger_heads_read += 1
@@ -89,29 +91,22 @@ class Intake:
         if tracker is None:
             tracker = self._trackers[tp] = OffsetTracker()
         tracker.add(record.offset)
-        if tp.topic == self._deliveries_topic:
-            try:
-                head = self._codec.delivery_head(record.value)
-            except WireFormatError:
-                head = None  # decode reads it again and dead-letters it with the reason
-            if head is not None:
-                item = received(tp, record, FRESH["delivery"])
-                item.delivery = head
-                return self._place(tp, item)
         return self._accept_decoded(tp, record)
 
     def accept_deltas(
         self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], start: int
     ) -> tuple[int, Awaitable[None] | None]:
-        """:meth:`accept` of the fresh deltas in ``records`` from ``start``, in one loop.
+        """The fresh deltas in ``records`` from ``start``, in one loop: each whose head reads
+        off its bytes is placed at once, with no coroutine and no lookup beyond what placing
+        it needs (this runs per delta).
 
-        Returns the index of the first record not taken (one that is not a fresh delta whose
-        head reads off its bytes: :meth:`accept` takes it), and what is left to await of the
+        Returns the index of the first record not taken (:meth:`accept` takes it: not a fresh
+        delta, or one to decode in full or to dead-letter), and what is left to await of the
         last one placed (parking), if anything: the caller awaits it before going on.
         """
         if tp.topic != self._deliveries_topic:
             return start, None
-        # What accept() looks up per record, once per fetched batch: this runs per delta.
+        # Looked up once per fetched batch, not per record.
         tracker = self._trackers.get(tp)
         if tracker is None:
             tracker = self._trackers[tp] = OffsetTracker()
