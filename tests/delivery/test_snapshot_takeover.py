@@ -4,13 +4,12 @@ ledger head: the deltas of the snapshot delivered before, then the new snapshot,
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 from delivery.test_delivery_log import Scripted, scripted
 from delivery.test_worker_faults import World, wait_until
 from portability.delivery import DeliveryWorker
 from portability.wire import SchemaName
-from portability.wire.notifications import SnapshotPage, snapshot_page
+from portability.wire.notifications import SnapshotPage
 from running_roles import running
 from wire.samples import consent
 
@@ -35,19 +34,9 @@ async def _publish_resync(world: World) -> None:
     await world.produce_raw(
         _CONSENT, [world.runtime.codec.encode(SchemaName.CONSENT, dict(record))], topics.consents
     )
-    page = snapshot_page(
-        consent_id=_CONSENT,
-        app_id=_APP,
-        user_id=f"user-{_CONSENT}",
-        page=SnapshotPage("trf_resync", 2, 1, True, 0, _RESYNC_POSITION),
-        categories=["post"],
-        policy_version="test",
-        records=b"[]",
-        record_count=0,
-        taken_at=datetime.now(UTC),
+    await world.produce_last_snapshot_page(
+        _APP, _CONSENT, SnapshotPage("trf_resync", 2, 1, True, 0, _RESYNC_POSITION)
     )
-    value = world.runtime.codec.encode(SchemaName.NOTIFICATION, dict(page))
-    await world.produce_raw(_CONSENT, [value], topics.notifications)
 
 
 def _events(endpoint: Scripted) -> list[str]:

@@ -148,9 +148,12 @@ class World:
         earlier += records
         return records
 
-    async def produce_last_snapshot_page(self, app_id: str, consent_id: str) -> None:
-        """The one (empty) page of the consent's first snapshot, as a builder publishes it."""
-        page = SnapshotPage("trf_test", 1, 1, True, 0, _SNAPSHOT_POSITION)
+    async def produce_last_snapshot_page(
+        self, app_id: str, consent_id: str, page: SnapshotPage | None = None
+    ) -> None:
+        """The one (empty) page of a snapshot of the consent, as a builder publishes it: by
+        default its first snapshot's."""
+        page = page or SnapshotPage("trf_test", 1, 1, True, 0, _SNAPSHOT_POSITION)
         notification = snapshot_page(
             consent_id=consent_id,
             app_id=app_id,
